@@ -223,8 +223,8 @@ def load_digits(task: str = "autoencoder", dtype=np.float64) -> Dataset:
 def load_npz(path, task: str = "autoencoder", dtype=np.float64) -> Dataset:
     """A user data set from an ``.npz`` file with keys ``X`` (inputs) and ``Y`` (targets).
 
-    ``Y`` may be omitted for the autoencoder (targets = inputs). Inputs are used as given
-    (no rescaling).
+    For the autoencoder the targets are the inputs (``Y`` is not needed and ignored if
+    present, so one file serves both tasks). Inputs are used as given (no rescaling).
 
     Raises
     ------
@@ -250,7 +250,9 @@ def load_npz(path, task: str = "autoencoder", dtype=np.float64) -> Dataset:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    if task == "classification" and Y is None:
+    if task == "autoencoder":
+        return make_dataset(X, None, task, name=path, dtype=dtype)
+    if Y is None:
         raise DataError(f"{path}: classification needs integer labels under key 'Y'")
     return make_dataset(X, Y, task, name=path, dtype=dtype)
 
