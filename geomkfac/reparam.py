@@ -1,0 +1,526 @@
+"""Coordinate networks and their reparameterization (paper Appendix D, Eqns. D.2, D.3).
+
+A *coordinate network* is an MLP written in one choice of frames:
+``z_i = W̄_i ā_{i-1}``, ``a_i = φ_i(z_i)`` with ``ā = [a; 1]`` and ``W̄_i = [W_i b_i]``.
+Choosing other frames on the spaces ``A_i`` (``a‡ = Ω_i a + γ_i``) and ``Z_i``
+(``z = Φ_i z‡ + τ_i``, note the direction κ → ι) gives another coordinate network for
+the same abstract MLP, with
+
+* weights (D.2): ``[W̄_i; 0 1] = [Φ_i]_H [W̄‡_i; 0 1] [Ω_{i-1}]_H``, i.e.
+  ``W̄‡_i = top rows of [Φ_i]_H⁻¹ [W̄_i; 0 1] [Ω_{i-1}]_H⁻¹``;
+* activations (D.3): ``φ‡_i(z‡) = Ω_i φ_i(Φ_i z‡ + τ_i) + γ_i``.
+
+Both compute the same function: ``f‡(Ω_0 x + γ_0) = Ω_L f(x) + γ_L``.  This module works
+on plain arrays / sympy matrices; :mod:`geomkfac.networks` reaches the same coordinate
+networks from the core's frames and affine maps.
+
+Numeric batches are ``(N, n)`` arrays (rows are examples); symbolic inputs are sympy
+columns ``(n, 1)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import sympy as sp
+
+from geomkfac.activations_sym import (
+    Activation,
+    ConjugatedActivation,
+    as_sym_matrix,
+    get_activation,
+    is_symbolic,
+)
+from geomkfac.errors import ConfigurationError, DimensionError, SingularFrameChangeError
+
+__all__ = [
+    "CoordinateMLP",
+    "LayerChange",
+    "homogeneous",
+    "transform_weights",
+    "reparameterize",
+    "normalize_changes",
+    "sigmoid_to_tanh",
+    "tanh_to_sigmoid",
+    "centering",
+    "whitening",
+    "unit_scaling",
+    "permutation",
+    "random_affine",
+]
+
+
+# --------------------------------------------------------------------------- field helpers
+def _to_sym(m) -> sp.ImmutableMatrix:
+    """Exact sympy copy: floats become the exact binary Rational they denote."""
+    if isinstance(m, sp.MatrixBase):
+        return sp.ImmutableMatrix(m)
+    arr = np.asarray(m)
+    if arr.dtype.kind == "f":
+        arr = np.vectorize(sp.Rational, otypes=[object])(arr)
+    return as_sym_matrix(arr)
+
+
+def _to_num(m) -> np.ndarray:
+    if isinstance(m, sp.MatrixBase):
+        return np.array(m.evalf(), dtype=float)
+    return np.asarray(m, dtype=float)
+
+
+def homogeneous(B, c, symbolic: bool = False):
+    """``[B]_H = [[B, c], [0, 1]]`` for the change ``y = B x + c``.
+
+    >>> homogeneous(np.eye(2) * 2, np.array([1.0, -1.0]))
+    array([[ 2.,  0.,  1.],
+           [ 0.,  2., -1.],
+           [ 0.,  0.,  1.]])
+    """
+    if symbolic or is_symbolic(B, c):
+        B = _to_sym(B)
+        c = _to_sym(c).reshape(B.shape[0], 1)
+        top = B.row_join(c)
+        bottom = sp.zeros(1, B.shape[1]).row_join(sp.ones(1, 1))
+        return sp.ImmutableMatrix(top.col_join(bottom))
+    B = np.asarray(B, dtype=float)
+    n = B.shape[0]
+    H = np.zeros((n + 1, B.shape[1] + 1))
+    H[:n, : B.shape[1]] = B
+    H[:n, -1] = np.asarray(c, dtype=float).reshape(-1)
+    H[n, -1] = 1.0
+    return H
+
+
+# --------------------------------------------------------------------------- LayerChange
+@dataclass(frozen=True)
+class LayerChange:
+    """A change of frames on the spaces around one layer's activation (Appendix D).
+
+    ``(Omega, gamma)``: change ι → κ on the activation space ``A_i``, ``a‡ = Ω a + γ``.
+    ``(Phi, tau)``: change κ → ι on the pre-activation space ``Z_i``, ``z = Φ z‡ + τ``.
+    ``None`` means identity / zero.  For the input (layer 0) only ``Omega, gamma`` apply.
+
+    >>> ch = LayerChange(Omega=np.diag([2.0, 1.0]), gamma=np.array([0.0, 1.0]))
+    >>> ch.apply_activations(np.array([[1.0, 1.0]]))
+    array([[2., 2.]])
+    """
+
+    Omega: Any = None
+    gamma: Any = None
+    Phi: Any = None
+    tau: Any = None
+
+    @property
+    def changes_A(self) -> bool:
+        return self.Omega is not None or self.gamma is not None
+
+    @property
+    def changes_Z(self) -> bool:
+        return self.Phi is not None or self.tau is not None
+
+    @property
+    def is_symbolic(self) -> bool:
+        return is_symbolic(self.Omega, self.gamma, self.Phi, self.tau)
+
+    def on_A_only(self) -> "LayerChange":
+        """The same change with the pre-activation part dropped (e.g. for the input)."""
+        return LayerChange(Omega=self.Omega, gamma=self.gamma)
+
+    def _parts(self, n, which, symbolic):
+        B, c = (self.Omega, self.gamma) if which == "A" else (self.Phi, self.tau)
+        if symbolic:
+            B = sp.ImmutableMatrix(sp.eye(n)) if B is None else _to_sym(B)
+            c = sp.ImmutableMatrix(sp.zeros(n, 1)) if c is None else _to_sym(c).reshape(n, 1)
+        else:
+            B = np.eye(n) if B is None else _to_num(B)
+            c = np.zeros(n) if c is None else _to_num(c).reshape(-1)
+        if tuple(B.shape) != (n, n) or (c.shape[0] != n):
+            raise DimensionError(
+                f"LayerChange: the change on {which} must be {n}×{n} with a length-{n} shift, "
+                f"got {tuple(B.shape)} and {tuple(c.shape)}"
+            )
+        return B, c
+
+    def omega_H(self, n: int, symbolic: bool = False):
+        """``[Ω]_H`` for an ``n``-dimensional activation space."""
+        return homogeneous(*self._parts(n, "A", symbolic), symbolic=symbolic)
+
+    def phi_H(self, n: int, symbolic: bool = False):
+        """``[Φ]_H`` for an ``n``-dimensional pre-activation space."""
+        return homogeneous(*self._parts(n, "Z", symbolic), symbolic=symbolic)
+
+    def apply_activations(self, a):
+        """``a‡ = Ω a + γ`` on a numeric batch ``(N, n)`` or a sympy column."""
+        if is_symbolic(a):
+            a = as_sym_matrix(a)
+            O, g = self._parts(a.shape[0], "A", True)
+            return sp.ImmutableMatrix(O * a + g)
+        a = np.asarray(a, dtype=float)
+        O, g = self._parts(a.shape[-1], "A", False)
+        return a @ O.T + g
+
+    def apply_preactivations(self, z):
+        """``z‡ = Φ⁻¹ (z − τ)`` on a numeric batch ``(N, n)`` or a sympy column."""
+        if is_symbolic(z):
+            z = as_sym_matrix(z)
+            P, t = self._parts(z.shape[0], "Z", True)
+            return sp.ImmutableMatrix(P.inv() * (z - t))
+        z = np.asarray(z, dtype=float)
+        P, t = self._parts(z.shape[-1], "Z", False)
+        return np.linalg.solve(P, (z - t).T).T
+
+
+IDENTITY_CHANGE = LayerChange()
+
+
+def normalize_changes(changes, L: int) -> list[LayerChange]:
+    """Return a list of ``L + 1`` LayerChanges (index 0 = input) from a dict or sequence."""
+    out = [IDENTITY_CHANGE] * (L + 1)
+    if changes is None:
+        return out
+    if isinstance(changes, LayerChange):
+        raise ConfigurationError(
+            "give changes as {layer: LayerChange} (layer 0 = input, 1..L-1 hidden, L output) "
+            "or a sequence of L+1 LayerChange/None"
+        )
+    items = changes.items() if isinstance(changes, Mapping) else enumerate(changes)
+    for i, ch in items:
+        if not 0 <= int(i) <= L:
+            raise ConfigurationError(f"change for layer {i}: layers are numbered 0..{L}")
+        if ch is None:
+            continue
+        if not isinstance(ch, LayerChange):
+            raise ConfigurationError(f"change for layer {i} must be a LayerChange, got {ch!r}")
+        out[int(i)] = ch
+    if out[0].changes_Z:
+        raise ConfigurationError(
+            "the input (layer 0) has no pre-activation space: give only Omega, gamma for it "
+            "(change.on_A_only())"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- CoordinateMLP
+class CoordinateMLP:
+    """An MLP in coordinates: ``z_i = W̄_i ā_{i-1}``, ``a_i = φ_i(z_i)`` (Eqn. 2.6).
+
+    Parameters
+    ----------
+    Wbars : sequence of L matrices
+        Homogeneous weights ``W̄_i = [W_i b_i]`` of shape ``n_i × (n_{i-1} + 1)``: float
+        arrays, or sympy matrices for a symbolic network.
+    activations : sequence of L activations (names or :class:`Activation` objects)
+
+    Examples
+    --------
+    >>> net = CoordinateMLP([np.array([[1.0, 0.0, 0.5]]), np.array([[2.0, -1.0]])],
+    ...                     ["tanh", "identity"])
+    >>> net.widths
+    (2, 1, 1)
+    >>> net.forward(np.array([[0.0, 3.0]])).round(6)
+    array([[-0.075766]])
+    """
+
+    def __init__(self, Wbars: Sequence, activations: Sequence):
+        if len(Wbars) != len(activations):
+            raise DimensionError(
+                f"{len(Wbars)} weight matrices but {len(activations)} activations; "
+                "give one activation per layer"
+            )
+        if not Wbars:
+            raise DimensionError("a CoordinateMLP needs at least one layer")
+        self.symbolic = is_symbolic(*Wbars)
+        conv = _to_sym if self.symbolic else (lambda m: np.asarray(m, dtype=float))
+        self.Wbars = tuple(conv(W) for W in Wbars)
+        self.activations = tuple(get_activation(a) for a in activations)
+        widths = [self.Wbars[0].shape[1] - 1]
+        for i, W in enumerate(self.Wbars, start=1):
+            if W.shape[1] != widths[-1] + 1:
+                raise DimensionError(
+                    f"layer {i}: W̄ has {W.shape[1]} columns, expected n_{i-1} + 1 = {widths[-1] + 1}"
+                )
+            widths.append(W.shape[0])
+        self.widths = tuple(int(w) for w in widths)
+
+    @property
+    def L(self) -> int:
+        return len(self.Wbars)
+
+    # ------------------------------------------------------------------ forward
+    def trace(self, x):
+        """Forward pass keeping everything: ``(abars, zs, acts)``.
+
+        ``abars[i-1]`` is ``ā_{i-1}`` (input of layer i), ``zs[i-1]`` is ``z_i`` and
+        ``acts[i]`` is ``a_i`` (``acts[0] = x``).  Numeric: batches ``(N, ·)``.
+        """
+        if self.symbolic or is_symbolic(x):
+            a = _to_sym(x) if not isinstance(x, sp.MatrixBase) else sp.ImmutableMatrix(x)
+            if a.shape[1] != 1:
+                a = sp.ImmutableMatrix(a.reshape(a.shape[0] * a.shape[1], 1))
+            self._check_input(a.shape[0])
+            abars, zs, acts = [], [], [a]
+            for W, phi in zip(self.Wbars, self.activations):
+                ab = sp.ImmutableMatrix(a.col_join(sp.ones(1, 1)))
+                z = sp.ImmutableMatrix(_to_sym(W) * ab)
+                a = phi(z)
+                abars.append(ab)
+                zs.append(z)
+                acts.append(a)
+            return abars, zs, acts
+        x = np.asarray(x, dtype=float)
+        if x.ndim == 1:
+            x = x[None, :]
+        self._check_input(x.shape[1])
+        a = x
+        abars, zs, acts = [], [], [a]
+        for W, phi in zip(self.Wbars, self.activations):
+            ab = np.hstack([a, np.ones((a.shape[0], 1))])
+            z = ab @ W.T
+            a = phi(z)
+            abars.append(ab)
+            zs.append(z)
+            acts.append(a)
+        return abars, zs, acts
+
+    def _check_input(self, n):
+        if n != self.widths[0]:
+            raise DimensionError(f"inputs have {n} features, the network expects {self.widths[0]}")
+
+    def forward(self, x):
+        """Network output ``a_L`` for a numeric batch ``(N, n_0)`` / ``(n_0,)`` or a sympy column.
+
+        A 1-D numeric input gives a ``(1, n_L)`` output.
+        """
+        return self.trace(x)[2][-1]
+
+    __call__ = forward
+
+    # ------------------------------------------------------------------ parameters
+    def vector(self):
+        """``w = [vec(W̄_1); …; vec(W̄_L)]`` (column-stacking); 1-D array or sympy column."""
+        if self.symbolic:
+            cols = [sp.ImmutableMatrix(W.T.reshape(W.shape[0] * W.shape[1], 1)) for W in self.Wbars]
+            out = cols[0]
+            for c in cols[1:]:
+                out = out.col_join(c)
+            return sp.ImmutableMatrix(out)
+        return np.concatenate([W.reshape(-1, order="F") for W in self.Wbars])
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Number of parameters ``n_i (n_{i-1} + 1)`` per layer."""
+        return tuple(W.shape[0] * W.shape[1] for W in self.Wbars)
+
+    def with_vector(self, w) -> "CoordinateMLP":
+        """Same architecture, weights from a stacked column-major vector."""
+        sizes = np.cumsum((0,) + self.layer_sizes)
+        if len(w) != sizes[-1]:
+            raise DimensionError(f"parameter vector has {len(w)} entries, expected {sizes[-1]}")
+        Ws = []
+        for i, W in enumerate(self.Wbars):
+            seg = w[sizes[i] : sizes[i + 1]]
+            if is_symbolic(w):
+                Ws.append(sp.ImmutableMatrix(_to_sym(seg).reshape(W.shape[1], W.shape[0]).T))
+            else:
+                Ws.append(np.asarray(seg, dtype=float).reshape(W.shape, order="F"))
+        return CoordinateMLP(Ws, self.activations)
+
+    def __repr__(self) -> str:
+        acts = ", ".join(a.name for a in self.activations)
+        kind = "symbolic" if self.symbolic else "numeric"
+        return f"<CoordinateMLP widths={self.widths} activations=[{acts}] {kind}>"
+
+
+# --------------------------------------------------------------------------- D.2 / D.3
+def transform_weights(Wbar, change_in: LayerChange, change_out: LayerChange):
+    """Eqn. D.2 solved for the new weights: ``W̄‡ = top rows of [Φ]_H⁻¹ [W̄; 0 1] [Ω]_H⁻¹``.
+
+    ``change_in`` supplies ``(Ω_{i-1}, γ_{i-1})`` (its A side), ``change_out`` supplies
+    ``(Φ_i, τ_i)`` (its Z side).
+
+    >>> W = np.array([[1.0, 2.0, 3.0]])
+    >>> transform_weights(W, LayerChange(Omega=2 * np.eye(2)), LayerChange())
+    array([[0.5, 1. , 3. ]])
+    """
+    symbolic = is_symbolic(Wbar) or change_in.is_symbolic or change_out.is_symbolic
+    out_dim, in1 = Wbar.shape
+    in_dim = in1 - 1
+    OH = change_in.omega_H(in_dim, symbolic)
+    PH = change_out.phi_H(out_dim, symbolic)
+    if symbolic:
+        W = _to_sym(Wbar)
+        Wh = W.col_join(sp.zeros(1, in_dim).row_join(sp.ones(1, 1)))
+        if sp.simplify(OH.det()) == 0 or sp.simplify(PH.det()) == 0:
+            raise SingularFrameChangeError("a change of frame in reparameterize is singular")
+        new = PH.inv() * Wh * OH.inv()
+        return sp.ImmutableMatrix(new[:out_dim, :])
+    W = np.asarray(Wbar, dtype=float)
+    Wh = np.vstack([W, np.eye(1, in1, in_dim)])
+    for H, nm in ((OH, "Omega"), (PH, "Phi")):
+        if np.linalg.cond(H) > 1e12:
+            raise SingularFrameChangeError(
+                f"{nm} is singular (condition number {np.linalg.cond(H):.3g}); "
+                "a change of frame must be invertible"
+            )
+    new = np.linalg.solve(PH, Wh)
+    new = np.linalg.solve(OH.T, new.T).T
+    return new[:out_dim]
+
+
+def _conjugate(phi: Activation, change: LayerChange) -> Activation:
+    if not (change.changes_A or change.changes_Z):
+        return phi
+    return ConjugatedActivation(phi, change.Omega, change.gamma, change.Phi, change.tau)
+
+
+def reparameterize(coord_net: CoordinateMLP, changes) -> CoordinateMLP:
+    """The same abstract network in changed frames (Eqns. D.2 and D.3).
+
+    Parameters
+    ----------
+    coord_net : CoordinateMLP
+    changes : dict ``{layer: LayerChange}`` or sequence of ``L + 1`` LayerChange/None
+        Layer 0: input change ``(Ω_0, γ_0)``; layers ``1 … L−1``: hidden changes
+        ``(Ω_i, γ_i, Φ_i, τ_i)``; layer L (optional): change of the output spaces, after
+        which outputs are in the new coordinates ``Ω_L a_L + γ_L``.
+
+    Returns
+    -------
+    CoordinateMLP
+        with ``f‡(Ω_0 x + γ_0) = Ω_L f(x) + γ_L``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> net = CoordinateMLP([rng.normal(size=(3, 3)), rng.normal(size=(1, 4))], ["sigmoid", "identity"])
+    >>> net2 = reparameterize(net, {1: sigmoid_to_tanh(3)})
+    >>> x = rng.normal(size=(5, 2))
+    >>> bool(np.allclose(net2.forward(x), net.forward(x)))
+    True
+    """
+    ch = normalize_changes(changes, coord_net.L)
+    Ws, acts = [], []
+    for i in range(1, coord_net.L + 1):
+        Ws.append(transform_weights(coord_net.Wbars[i - 1], ch[i - 1], ch[i]))
+        acts.append(_conjugate(coord_net.activations[i - 1], ch[i]))
+    return CoordinateMLP(Ws, acts)
+
+
+# --------------------------------------------------------------------------- named changes
+def _eye(n, symbolic, scale=1):
+    return sp.ImmutableMatrix(sp.eye(n) * scale) if symbolic else np.eye(n) * float(scale)
+
+
+def _full(n, v, symbolic):
+    return sp.ImmutableMatrix(sp.ones(n, 1) * v) if symbolic else np.full(n, float(v))
+
+
+def sigmoid_to_tanh(n: int, symbolic: bool = False) -> LayerChange:
+    """Turns a sigmoid layer into a tanh layer: ``2 σ(2 z‡) − 1 = tanh(z‡)``.
+
+    ``Ω = 2I, γ = −1, Φ = 2I, τ = 0`` (from ``σ(x) = ½ tanh(x/2) + ½``).
+
+    >>> ch = sigmoid_to_tanh(2)
+    >>> ch.Omega
+    array([[2., 0.],
+           [0., 2.]])
+    """
+    return LayerChange(
+        Omega=_eye(n, symbolic, 2), gamma=_full(n, -1, symbolic), Phi=_eye(n, symbolic, 2)
+    )
+
+
+def tanh_to_sigmoid(n: int, symbolic: bool = False) -> LayerChange:
+    """Turns a tanh layer into a sigmoid layer: ``½ tanh(z‡/2) + ½ = σ(z‡)``."""
+    half = sp.Rational(1, 2) if symbolic else 0.5
+    return LayerChange(
+        Omega=_eye(n, symbolic, half), gamma=_full(n, half, symbolic), Phi=_eye(n, symbolic, half)
+    )
+
+
+def centering(mu) -> LayerChange:
+    """Centre activations: ``a‡ = a − μ`` (``Ω = I, γ = −μ``).
+
+    >>> centering(np.array([1.0, 2.0])).apply_activations(np.array([[1.0, 2.0]]))
+    array([[0., 0.]])
+    """
+    if is_symbolic(mu):
+        mu = as_sym_matrix(mu)
+        return LayerChange(Omega=sp.ImmutableMatrix(sp.eye(mu.shape[0])), gamma=-mu)
+    mu = np.asarray(mu, dtype=float).reshape(-1)
+    return LayerChange(Omega=np.eye(mu.size), gamma=-mu)
+
+
+def whitening(mean, cov) -> LayerChange:
+    """Whiten activations: ``a‡ = Σ^{-1/2} (a − μ)`` (ZCA; symbolic: ``L⁻¹`` of Cholesky).
+
+    >>> ch = whitening(np.zeros(2), np.diag([4.0, 1.0]))
+    >>> ch.Omega
+    array([[0.5, 0. ],
+           [0. , 1. ]])
+    """
+    if is_symbolic(mean, cov):
+        mean, cov = _to_sym(mean), _to_sym(cov)
+        Omega = sp.ImmutableMatrix(cov.cholesky(hermitian=False).inv())
+        return LayerChange(Omega=Omega, gamma=sp.ImmutableMatrix(-Omega * mean))
+    mean = np.asarray(mean, dtype=float).reshape(-1)
+    cov = np.asarray(cov, dtype=float)
+    evals, U = np.linalg.eigh(cov)
+    if evals.min() <= 1e-12 * max(evals.max(), 1.0):
+        raise SingularFrameChangeError(
+            f"whitening: covariance is singular (smallest eigenvalue {evals.min():.3g}); "
+            "add a small multiple of I or drop constant units"
+        )
+    Omega = (U / np.sqrt(evals)) @ U.T
+    return LayerChange(Omega=Omega, gamma=-Omega @ mean)
+
+
+def unit_scaling(s) -> LayerChange:
+    """Scale each unit: ``a‡ = diag(s) a`` (all ``s`` nonzero)."""
+    if is_symbolic(s):
+        s = as_sym_matrix(s)
+        return LayerChange(Omega=sp.ImmutableMatrix(sp.diag(*s)))
+    s = np.asarray(s, dtype=float).reshape(-1)
+    if np.any(s == 0):
+        raise SingularFrameChangeError("unit_scaling: every scale must be nonzero")
+    return LayerChange(Omega=np.diag(s))
+
+
+def permutation(perm) -> LayerChange:
+    """Permute the units of a hidden layer: ``a‡_j = a_{perm[j]}``, ``z‡_j = z_{perm[j]}``.
+
+    ``Ω = P`` and ``Φ = Pᵀ`` with ``P[j, perm[j]] = 1``; an elementwise activation is
+    unchanged by it.
+
+    >>> permutation([1, 0]).apply_activations(np.array([[1.0, 2.0]]))
+    array([[2., 1.]])
+    """
+    perm = np.asarray(perm, dtype=int)
+    n = perm.size
+    if sorted(perm.tolist()) != list(range(n)):
+        raise ConfigurationError(f"permutation: {perm.tolist()} is not a permutation of 0..{n - 1}")
+    P = np.eye(n)[perm]
+    return LayerChange(Omega=P, Phi=P.T)
+
+
+def random_affine(n: int, rng, scale: float = 1.0, cond: float = 4.0) -> LayerChange:
+    """A random non-diagonal affine change of both ``A_i`` and ``Z_i`` (well conditioned).
+
+    ``Ω = U diag(s) V`` with Haar-random orthogonal ``U, V`` and singular values ``s`` in
+    ``[1/√cond, √cond]``; likewise ``Φ``; shifts ``γ, τ ~ N(0, scale²)``.
+    """
+    rng = np.random.default_rng(rng)
+
+    def mat():
+        U, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        V, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        s = np.exp(rng.uniform(-0.5, 0.5, n) * np.log(cond))
+        return (U * s) @ V
+
+    return LayerChange(
+        Omega=mat(),
+        gamma=scale * rng.standard_normal(n),
+        Phi=mat(),
+        tau=scale * rng.standard_normal(n),
+    )
