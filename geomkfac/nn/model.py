@@ -1,0 +1,461 @@
+"""Dense layers and the :class:`MLP` container, with forward/backward passes vectorized over
+the batch.
+
+Layer ``i`` computes ``z_i = W_i a_{i-1} + b_i`` and ``a_i = φ_i(z_i)`` (paper-notes §1); on a
+batch (rows are examples) ``z_i = a_{i-1} W_iᵀ + b_i = ā_{i-1} W̄_iᵀ`` with the homogeneous
+``ā = [a 1]`` and ``W̄ = [W b]``. The parameter vector is
+``θ = [vec(W̄_1); …; vec(W̄_L)]`` with column-stacking ``vec`` (``order="F"``), so each layer's
+bias is the last ``out`` entries of its block.
+
+>>> import numpy as np
+>>> from geomkfac.nn.model import MLP
+>>> net = MLP([3, 4, 2], "tanh", seed=0)
+>>> [layer.activation.name for layer in net.layers]
+['tanh', 'identity']
+>>> net.num_params, net.offsets.tolist()
+(26, [0, 16, 26])
+>>> net.forward(np.ones((5, 3))).shape
+(5, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from geomkfac.errors import ConfigurationError, DimensionError
+from geomkfac.nn.activations import Activation, ConjugatedActivation, get_activation
+
+__all__ = ["Dense", "MLP", "Cache", "INITS", "reparameterize", "check_inputs"]
+
+#: weight initializations understood by :class:`MLP`
+INITS = ("glorot", "he", "lecun", "sparse", "zeros")
+
+
+class Dense:
+    """One affine layer followed by an activation: ``a = φ(W a_prev + b)``.
+
+    Parameters
+    ----------
+    W : array_like, shape (out, in)
+    b : array_like, shape (out,)
+    activation : str or Activation
+
+    The arrays are owned by the layer (copied on construction) and updated in place by
+    optimizers through :meth:`MLP.set_flat` / :meth:`MLP.set_Wbars`.
+
+    >>> import numpy as np
+    >>> layer = Dense(np.eye(2), np.array([1.0, 2.0]), "relu")
+    >>> layer.Wbar
+    array([[1., 0., 1.],
+           [0., 1., 2.]])
+    """
+
+    def __init__(self, W, b, activation="identity"):
+        W = np.array(W, copy=True)
+        if not np.issubdtype(W.dtype, np.floating):
+            W = W.astype(np.float64)
+        if W.ndim != 2:
+            raise DimensionError(f"a Dense layer's W must be 2-D (out, in), got shape {W.shape}")
+        b = np.array(b, dtype=W.dtype, copy=True)
+        if b.shape != (W.shape[0],):
+            raise DimensionError(
+                f"a Dense layer's b must have shape ({W.shape[0]},) to match W {W.shape}, got {b.shape}"
+            )
+        self.W = W
+        self.b = b
+        self.activation = get_activation(activation)
+        width = getattr(self.activation, "width", None)
+        if width is not None and width != W.shape[0]:
+            raise DimensionError(
+                f"activation {self.activation.name} has width {width} but the layer has "
+                f"{W.shape[0]} outputs"
+            )
+
+    @property
+    def in_dim(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def out_dim(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def Wbar(self) -> np.ndarray:
+        """The homogeneous weights ``W̄ = [W b]``, shape ``(out, in+1)`` (a new array)."""
+        return np.concatenate([self.W, self.b[:, None]], axis=1)
+
+    @property
+    def num_params(self) -> int:
+        return self.W.size + self.b.size
+
+    def copy(self) -> "Dense":
+        return Dense(self.W, self.b, self.activation)
+
+    def __repr__(self) -> str:
+        return f"Dense({self.in_dim}->{self.out_dim}, {self.activation.name})"
+
+
+@dataclass(frozen=True, eq=False)
+class Cache:
+    """What the forward pass keeps for the backward pass and the curvature statistics.
+
+    Attributes
+    ----------
+    abar : list of ndarray
+        ``abar[i]`` is the homogeneous input of layer ``i``, ``(N, in_i + 1)``, ones column last.
+    z : list of ndarray
+        ``z[i]`` the pre-activations of layer ``i``, ``(N, out_i)``.
+    a : list of ndarray
+        ``a[i] = φ_i(z[i])`` the activations of layer ``i`` (``a[-1]`` is the output).
+    """
+
+    abar: list
+    z: list
+    a: list
+
+    @property
+    def N(self) -> int:
+        """Number of examples in the batch."""
+        return self.abar[0].shape[0]
+
+
+def check_inputs(X, in_dim: int, dtype) -> np.ndarray:
+    """Return ``X`` as a 2-D array of ``dtype`` with ``in_dim`` columns, or raise.
+
+    Raises
+    ------
+    DimensionError
+        If ``X`` is not ``(N, in_dim)``; the message names expected and got.
+    DataError-compatible
+        :class:`DimensionError` is a :class:`ValueError`, as is :class:`DataError`.
+    """
+    X = np.asarray(X)
+    if X.ndim == 1 and in_dim == X.shape[0]:
+        raise DimensionError(
+            f"X must be a batch (N, {in_dim}); got a single example of shape {X.shape} — "
+            f"use X[None, :]"
+        )
+    if X.ndim != 2 or X.shape[1] != in_dim:
+        raise DimensionError(
+            f"X does not match the architecture: expected shape (N, {in_dim}) "
+            f"(the network's input width), got shape {X.shape}"
+        )
+    if X.dtype.kind not in "fiub":
+        raise DimensionError(f"X must hold numbers, got dtype {X.dtype}")
+    return X.astype(dtype, copy=False)
+
+
+def _init_weights(rng, out_dim, in_dim, init, dtype):
+    if init == "glorot":
+        lim = np.sqrt(6.0 / (in_dim + out_dim))
+        W = rng.uniform(-lim, lim, size=(out_dim, in_dim))
+    elif init == "he":
+        W = rng.standard_normal((out_dim, in_dim)) * np.sqrt(2.0 / in_dim)
+    elif init == "lecun":
+        W = rng.standard_normal((out_dim, in_dim)) * np.sqrt(1.0 / in_dim)
+    elif init == "sparse":
+        # Martens (2010): each unit gets min(15, in) nonzero N(0, 1) incoming weights
+        k = min(15, in_dim)
+        W = np.zeros((out_dim, in_dim))
+        idx = np.argsort(rng.random((out_dim, in_dim)), axis=1)[:, :k]
+        np.put_along_axis(W, idx, rng.standard_normal((out_dim, k)), axis=1)
+    elif init == "zeros":
+        W = np.zeros((out_dim, in_dim))
+    else:
+        raise ConfigurationError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+    return W.astype(dtype)
+
+
+class MLP:
+    """A multilayer perceptron: a list of :class:`Dense` layers.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Widths ``[d_0, d_1, …, d_L]`` (input first, output last).
+    activations : str, Activation, or sequence of them
+        A single name/object means: hidden layers use it and the **last layer is
+        ``"identity"``** (the loss acts on logits / means). A sequence gives one activation
+        per layer (length ``L``), the last included.
+    seed : int
+        Seed of the weight initialization (``numpy.random.default_rng``).
+    dtype : numpy dtype
+        ``float64`` or ``float32``; kept end to end (inputs are cast to it).
+    init : str
+        ``"glorot"`` (uniform, default), ``"he"``, ``"lecun"``, ``"sparse"`` (Martens 2010:
+        15 nonzero N(0, 1) incoming weights per unit) or ``"zeros"``. Biases start at 0.
+
+    Attributes
+    ----------
+    layers : list of Dense
+    sizes : tuple of int
+    dtype : numpy dtype
+    num_params : int
+    offsets : ndarray of int, shape (L+1,)
+        ``offsets[i]`` is where layer ``i`` starts in θ; ``offsets[L] = num_params``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = MLP([2, 3, 1], ["tanh", "sigmoid"], seed=1)
+    >>> theta = net.get_flat()
+    >>> bool(np.array_equal(theta[net.offsets[1]:], net.layers[1].Wbar.reshape(-1, order="F")))
+    True
+    """
+
+    def __init__(self, sizes, activations="tanh", seed=0, dtype=np.float64, init="glorot"):
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ConfigurationError(
+                f"sizes must list at least an input and an output width, all >= 1, got {sizes}"
+            )
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+            raise ConfigurationError(f"dtype must be float64 or float32, got {dtype}")
+        L = len(sizes) - 1
+        if isinstance(activations, (str, Activation)):
+            acts = [activations] * (L - 1) + ["identity"]
+        else:
+            acts = list(activations)
+            if len(acts) != L:
+                raise ConfigurationError(
+                    f"{L} layers need {L} activations (one per layer, the last included), "
+                    f"got {len(acts)}"
+                )
+        acts = [get_activation(a) for a in acts]
+        if init not in INITS:
+            raise ConfigurationError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+        rng = np.random.default_rng(seed)
+        layers = []
+        for i in range(L):
+            W = _init_weights(rng, sizes[i + 1], sizes[i], init, dtype)
+            layers.append(Dense(W, np.zeros(sizes[i + 1], dtype=dtype), acts[i]))
+        self._set_layers(layers)
+
+    # -- construction ------------------------------------------------------------------------
+    def _set_layers(self, layers):
+        if not layers:
+            raise ConfigurationError("an MLP needs at least one layer")
+        for i in range(1, len(layers)):
+            if layers[i].in_dim != layers[i - 1].out_dim:
+                raise DimensionError(
+                    f"layer {i} expects {layers[i].in_dim} inputs but layer {i - 1} has "
+                    f"{layers[i - 1].out_dim} outputs"
+                )
+        dtype = np.result_type(*[l.W.dtype for l in layers])
+        for l in layers:
+            l.W = l.W.astype(dtype, copy=False)
+            l.b = l.b.astype(dtype, copy=False)
+        self.layers = list(layers)
+        self.dtype = np.dtype(dtype)
+        self.sizes = (layers[0].in_dim,) + tuple(l.out_dim for l in layers)
+        counts = [l.num_params for l in layers]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
+        self.num_params = int(self.offsets[-1])
+
+    @classmethod
+    def from_layers(cls, layers) -> "MLP":
+        """Build an MLP from :class:`Dense` layers (copied; one dtype for all).
+
+        >>> import numpy as np
+        >>> net = MLP.from_layers([Dense(np.ones((2, 3)), np.zeros(2), "tanh")])
+        >>> net.sizes
+        (3, 2)
+        """
+        self = cls.__new__(cls)
+        self._set_layers([l.copy() for l in layers])
+        return self
+
+    def copy(self) -> "MLP":
+        """A deep copy (weights copied, activations shared: they are immutable)."""
+        return MLP.from_layers(self.layers)
+
+    @property
+    def activations(self) -> list:
+        return [l.activation for l in self.layers]
+
+    def __repr__(self) -> str:
+        acts = ",".join(l.activation.name for l in self.layers)
+        return f"MLP({list(self.sizes)}, [{acts}], dtype={self.dtype.name})"
+
+    # -- parameters --------------------------------------------------------------------------
+    def get_Wbars(self) -> list:
+        """``[W̄_1, …, W̄_L]`` (new arrays)."""
+        return [l.Wbar for l in self.layers]
+
+    def set_Wbars(self, Wbars) -> None:
+        """Set every layer from its ``W̄ = [W b]`` (copied, cast to the model dtype)."""
+        Wbars = list(Wbars)
+        if len(Wbars) != len(self.layers):
+            raise DimensionError(f"expected {len(self.layers)} W̄ matrices, got {len(Wbars)}")
+        for i, (l, Wb) in enumerate(zip(self.layers, Wbars)):
+            Wb = np.asarray(Wb)
+            if Wb.shape != (l.out_dim, l.in_dim + 1):
+                raise DimensionError(
+                    f"W̄ of layer {i} must have shape {(l.out_dim, l.in_dim + 1)}, got {Wb.shape}"
+                )
+            l.W[...] = Wb[:, :-1]
+            l.b[...] = Wb[:, -1]
+
+    def get_flat(self) -> np.ndarray:
+        """θ = ``[vec(W̄_1); …; vec(W̄_L)]`` with column-stacking ``vec``."""
+        return np.concatenate([l.Wbar.reshape(-1, order="F") for l in self.layers])
+
+    def set_flat(self, theta) -> None:
+        """Set all weights from θ (inverse of :meth:`get_flat`)."""
+        theta = np.asarray(theta)
+        if theta.shape != (self.num_params,):
+            raise DimensionError(f"θ must have shape ({self.num_params},), got {theta.shape}")
+        for i, l in enumerate(self.layers):
+            blk = theta[self.offsets[i] : self.offsets[i + 1]]
+            Wb = blk.reshape(l.out_dim, l.in_dim + 1, order="F")
+            l.W[...] = Wb[:, :-1]
+            l.b[...] = Wb[:, -1]
+
+    def split_flat(self, v) -> list:
+        """Split a vector in θ order into per-layer matrices shaped like ``W̄_i``."""
+        v = np.asarray(v)
+        if v.shape[-1] != self.num_params:
+            raise DimensionError(f"expected a vector of length {self.num_params}, got {v.shape}")
+        return [
+            v[self.offsets[i] : self.offsets[i + 1]].reshape(l.out_dim, l.in_dim + 1, order="F")
+            for i, l in enumerate(self.layers)
+        ]
+
+    # -- passes ------------------------------------------------------------------------------
+    def check_inputs(self, X) -> np.ndarray:
+        """``X`` as ``(N, sizes[0])`` in the model dtype, or :class:`DimensionError`."""
+        return check_inputs(X, self.sizes[0], self.dtype)
+
+    def forward(self, X) -> np.ndarray:
+        """The network output ``f(X)``, shape ``(N, sizes[-1])``."""
+        a = self.check_inputs(X)
+        for l in self.layers:
+            a = l.activation.forward(a @ l.W.T + l.b)
+        return a
+
+    __call__ = forward
+
+    def forward_cache(self, X):
+        """Forward pass keeping what backward and the curvature need.
+
+        Returns
+        -------
+        f : ndarray, shape (N, sizes[-1])
+        cache : Cache
+            ``abar[i]`` (N, in_i+1) with ones last, ``z[i]`` (N, out_i), ``a[i]`` (N, out_i).
+        """
+        X = self.check_inputs(X)
+        N = X.shape[0]
+        abar_list, z_list, a_list = [], [], []
+        abar = np.empty((N, self.sizes[0] + 1), dtype=self.dtype)
+        abar[:, :-1] = X
+        abar[:, -1] = 1
+        for i, l in enumerate(self.layers):
+            abar_list.append(abar)
+            z = abar[:, :-1] @ l.W.T
+            z += l.b
+            a = l.activation.forward(z)
+            z_list.append(z)
+            if i + 1 < len(self.layers):
+                nxt = np.empty((N, l.out_dim + 1), dtype=self.dtype)
+                nxt[:, :-1] = a
+                nxt[:, -1] = 1
+                a = nxt[:, :-1]
+                abar = nxt
+            a_list.append(a)
+        return a_list[-1], Cache(abar_list, z_list, a_list)
+
+    def backward(self, cache: Cache, dF) -> list:
+        """Backpropagate per-example output gradients to per-example ``Dz_i``.
+
+        Parameters
+        ----------
+        cache : Cache
+            From :meth:`forward_cache`.
+        dF : ndarray, shape (..., N, C)
+            ``∂ℓ_n/∂f_n`` per example (no 1/N). Extra leading axes (``(K, N, C)``)
+            backpropagate K directions at once.
+
+        Returns
+        -------
+        list of ndarray
+            ``Dz_i`` of shape ``(..., N, out_i)``, one per layer.
+        """
+        dF = np.asarray(dF, dtype=self.dtype)
+        N, C = cache.z[-1].shape
+        if dF.shape[-2:] != (N, C):
+            raise DimensionError(f"dF must end in ({N}, {C}) to match the output, got {dF.shape}")
+        L = len(self.layers)
+        Dz = [None] * L
+        g = dF
+        for i in range(L - 1, -1, -1):
+            l = self.layers[i]
+            d = l.activation.backward(cache.z[i], cache.a[i], g)
+            Dz[i] = d
+            if i > 0:
+                g = d @ l.W
+        return Dz
+
+
+def reparameterize(model: MLP, Omegas, gammas, Phis, taus) -> MLP:
+    """The same abstract network in new bases (Appendix D, Eqns. D.2 and D.3).
+
+    On every activation space ``A_i`` (``i = 0..L``) the new coordinates are
+    ``a‡ = Ω_i a + γ_i``; on every pre-activation space ``Z_i`` (``i = 1..L``) the old ones
+    are ``z = Φ_i z‡ + τ_i``. The returned network has weights solving Eqn. D.2,
+
+    ``W‡_i = Φ_i⁻¹ W_i Ω_{i-1}⁻¹``,  ``b‡_i = Φ_i⁻¹ (b_i − τ_i) − W‡_i γ_{i-1}``,
+
+    and conjugated activations ``φ‡_i(z‡) = Ω_i φ_i(Φ_i z‡ + τ_i) + γ_i`` (Eqn. D.3), so
+    ``net‡(Ω_0 x + γ_0) = Ω_L net(x) + γ_L``. Pass ``None`` entries for identity / zero;
+    ``Omegas[L] = None, gammas[L] = None`` keeps the output basis.
+
+    Parameters
+    ----------
+    Omegas, gammas : sequences of length L+1 (entries may be None)
+    Phis, taus : sequences of length L (entries may be None)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = MLP([2, 3, 1], "tanh", seed=0)
+    >>> rng = np.random.default_rng(1)
+    >>> Om = [np.eye(2) + 0.1 * rng.standard_normal((2, 2)), 2 * np.eye(3), None]
+    >>> ga = [rng.standard_normal(2), np.ones(3), None]
+    >>> net2 = reparameterize(net, Om, ga, [None, None], [None, np.ones(1)])
+    >>> X = rng.standard_normal((4, 2))
+    >>> bool(np.allclose(net2.forward(X @ Om[0].T + ga[0]), net.forward(X)))
+    True
+    """
+    L = len(model.layers)
+    if len(Omegas) != L + 1 or len(gammas) != L + 1 or len(Phis) != L or len(taus) != L:
+        raise DimensionError(
+            f"a network of {L} layers needs {L + 1} Omegas and gammas (input..output) and "
+            f"{L} Phis and taus, got {len(Omegas)}, {len(gammas)}, {len(Phis)}, {len(taus)}"
+        )
+    sizes = model.sizes
+
+    def mat(M, d):
+        return np.eye(d) if M is None else np.asarray(M, dtype=np.float64)
+
+    def vec(v, d):
+        return np.zeros(d) if v is None else np.asarray(v, dtype=np.float64)
+
+    Om = [mat(Omegas[i], sizes[i]) for i in range(L + 1)]
+    ga = [vec(gammas[i], sizes[i]) for i in range(L + 1)]
+    Ph = [mat(Phis[i], sizes[i + 1]) for i in range(L)]
+    ta = [vec(taus[i], sizes[i + 1]) for i in range(L)]
+    layers = []
+    for i, l in enumerate(model.layers):
+        W = l.W.astype(np.float64)
+        b = l.b.astype(np.float64)
+        # W‡ = Φ⁻¹ W Ω⁻¹ via two solves
+        Wt = np.linalg.solve(Ph[i], W)
+        Wt = np.linalg.solve(Om[i].T, Wt.T).T
+        bt = np.linalg.solve(Ph[i], b - ta[i]) - Wt @ ga[i]
+        act = ConjugatedActivation(l.activation, Om[i + 1], ga[i + 1], Ph[i], ta[i])
+        layers.append(Dense(Wt.astype(model.dtype), bt.astype(model.dtype), act))
+    return MLP.from_layers(layers)
