@@ -529,7 +529,7 @@ class Frame:
     def is_reference(self) -> bool:
         return self.parent is None
 
-    def derive(self, B, c=None, name: str | None = None, *, _check: bool = True) -> "Frame":
+    def derive(self, B, c=None, name: str | None = None, *, _check: bool = True, _Binv=None) -> "Frame":
         """A new frame κ whose coordinates are ``y = B x + c`` (``x`` in this frame).
 
         Raises
@@ -551,10 +551,13 @@ class Frame:
             raise DimensionError(
                 f"a change of frame on {self.space.name} (dim {n}) needs c of length {n}, got {cv.shape[0]}"
             )
-        Binv = None
+        Binv = _Binv
         try:
-            Binv = field.inv(Bm)
-            if not field.symbolic and n:
+            if Binv is None:
+                Binv = field.inv(Bm)
+            else:
+                _check = False
+            if _check and not field.symbolic and n:
                 cond = np.linalg.norm(Bm, 1) * np.linalg.norm(Binv, 1)
                 if not np.isfinite(cond) or cond > 1.0 / (n * np.finfo(np.float64).eps):
                     raise SingularMatrixError(f"1-norm condition number {cond:.3g} exceeds 1/(n·eps)")
