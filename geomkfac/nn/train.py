@@ -330,6 +330,9 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
     running = None
     status, message = "completed", None
     final_loss = None
+    # non-finite values are detected and reported below, so NumPy's warnings add only noise
+    errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    errstate.__enter__()
     try:
         while step < total:
             epoch = iterator.epoch
@@ -375,9 +378,10 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
         where = (f"the last good checkpoint is {last_ckpt} (step {last_ckpt_step})"
                  if last_ckpt is not None else
                  "no checkpoint was written before (use a checkpoint interval to keep one)")
-        message = f"training {name!r} stopped at step {attempt}: {exc}; {where}"
+        message = f"training {name!r} stopped, update {attempt} was not applied ({exc}); {where}"
         final_loss = history[-1]["loss"] if history else None
     finally:
+        errstate.__exit__(None, None, None)
         bar.close()
         if writer is not None:
             writer.close()
