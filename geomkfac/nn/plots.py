@@ -61,6 +61,11 @@ def plot_loss_curves(runs: Mapping[str, Sequence[Mapping]], path, title: str | N
     """
     if not runs:
         raise ConfigurationError("plot_loss_curves needs at least one run")
+    with np.errstate(over="ignore", invalid="ignore"):  # diverged runs reach huge losses
+        return _plot(runs, path, title, log_scale)
+
+
+def _plot(runs, path, title, log_scale):
     # the Agg canvas directly: no pyplot, no global backend switch, no display needed
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
