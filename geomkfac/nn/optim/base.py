@@ -1,0 +1,329 @@
+"""The shared machinery of the optimizers: :class:`StepInfo`, the :class:`Optimizer` base
+class (hyperparameter validation, input checks, one forward/backward pass, the finiteness
+guard, the state dictionary) and small helpers on per-layer parameter lists.
+
+Parameters are handled per layer as the homogeneous weights ``W̄_i = [W_i b_i]``
+(``out × (in+1)``); the flat vector is ``θ = [vec(W̄_1); …; vec(W̄_L)]`` with column-stacking
+``vec`` (paper-notes §1). The objective is ``h(θ) = mean_n ℓ(f(x_n; θ), y_n)`` (plus
+``½ η ‖θ‖²`` when a weight decay ``η`` is set, which every optimizer adds to the gradient
+as ``η θ``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from geomkfac.errors import CheckpointError, ConfigurationError, DataError, NonFiniteError
+
+__all__ = [
+    "StepInfo",
+    "Optimizer",
+    "rng_to_array",
+    "rng_from_array",
+    "flatten",
+    "unflatten",
+    "layer_dot",
+]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What one optimizer step reports.
+
+    Attributes
+    ----------
+    step : int
+        Index of the step just taken (0 for the first).
+    loss : float
+        The minibatch loss ``h(θ)`` **before** the step (without weight decay).
+    grad_norm : float
+        Euclidean norm of the gradient used (including weight decay).
+    extras : dict
+        Optimizer-specific diagnostics, e.g. ``lr``, ``damping``, ``rho``, ``momentum``.
+    """
+
+    step: int
+    loss: float
+    grad_norm: float
+    extras: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def flatten(layers) -> np.ndarray:
+    """Stack per-layer matrices into ``θ`` order (column-stacking ``vec`` per layer).
+
+    >>> import numpy as np
+    >>> flatten([np.array([[1.0, 2.0], [3.0, 4.0]])])
+    array([1., 3., 2., 4.])
+    """
+    return np.concatenate([np.asarray(M).reshape(-1, order="F") for M in layers])
+
+
+def unflatten(theta, shapes) -> list:
+    """Inverse of :func:`flatten` for the given per-layer ``shapes``.
+
+    >>> import numpy as np
+    >>> unflatten(np.array([1.0, 3.0, 2.0, 4.0]), [(2, 2)])[0]
+    array([[1., 2.],
+           [3., 4.]])
+    """
+    out, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        out.append(np.asarray(theta[start:start + size]).reshape(shape, order="F"))
+        start += size
+    return out
+
+
+def layer_dot(U, V) -> float:
+    """``Σ_i ⟨U_i, V_i⟩`` over per-layer lists (the Euclidean inner product of θ-vectors)."""
+    return float(sum(np.vdot(u, v) for u, v in zip(U, V)))
+
+
+def rng_to_array(rng: np.random.Generator) -> np.ndarray:
+    """Encode the state of a PCG64 ``Generator`` as a ``uint64`` array of 6 words.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(3); _ = rng.random()
+    >>> clone = rng_from_array(rng_to_array(rng))
+    >>> bool(clone.random() == rng.random())
+    True
+    """
+    st = rng.bit_generator.state
+    if st.get("bit_generator") != "PCG64":
+        raise ConfigurationError(
+            f"only PCG64 random generators can be saved, got {st.get('bit_generator')}"
+        )
+    mask = (1 << 64) - 1
+    s, inc = st["state"]["state"], st["state"]["inc"]
+    return np.array(
+        [s & mask, s >> 64, inc & mask, inc >> 64, st["has_uint32"], st["uinteger"]],
+        dtype=np.uint64,
+    )
+
+
+def rng_from_array(arr) -> np.random.Generator:
+    """Inverse of :func:`rng_to_array`."""
+    w = [int(x) for x in np.asarray(arr, dtype=np.uint64).reshape(-1)]
+    if len(w) != 6:
+        raise CheckpointError(f"an RNG state must have 6 words, got {len(w)}")
+    bg = np.random.PCG64()
+    bg.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": w[0] | (w[1] << 64), "inc": w[2] | (w[3] << 64)},
+        "has_uint32": w[4],
+        "uinteger": w[5],
+    }
+    return np.random.Generator(bg)
+
+
+def _is_finite(x) -> bool:
+    if isinstance(x, (list, tuple)):
+        return all(_is_finite(v) for v in x)
+    return bool(np.all(np.isfinite(x)))
+
+
+# --------------------------------------------------------------------------- base class
+
+
+class Optimizer:
+    """Base class: subclasses set ``name`` and ``defaults`` and implement :meth:`_step`.
+
+    Every optimizer is built as ``Opt(model, loss, lr=..., **hyper)``; an unknown
+    hyperparameter or an invalid value raises :class:`ConfigurationError`. ``step(X, Y)``
+    does its own forward and backward passes, updates ``model`` in place and returns a
+    :class:`StepInfo`. If the loss, the gradient, a curvature factor or the update is NaN or
+    inf, :class:`NonFiniteError` (naming the quantity and the step) is raised **before** the
+    model or the optimizer state is modified.
+    """
+
+    name = "optimizer"
+    #: hyperparameter name -> default value (``lr`` included)
+    defaults: dict = {}
+
+    def __init__(self, model, loss, **hyper):
+        from geomkfac.nn.losses import get_loss  # late import: nn-core module
+
+        unknown = sorted(set(hyper) - set(self.defaults))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown hyperparameter(s) {', '.join(map(repr, unknown))} for optimizer "
+                f"{self.name!r}; it accepts: {', '.join(sorted(self.defaults))}"
+            )
+        h = dict(self.defaults)
+        h.update(hyper)
+        self.model = model
+        self.loss = get_loss(loss)
+        self.hyper = h
+        self._validate_common(h)
+        self._validate(h)
+        self.step_count = 0
+        self.rng = np.random.default_rng(int(h.get("seed", 0)))
+        self.dtype = np.dtype(model.dtype)
+        self._shapes = [W.shape for W in model.get_Wbars()]
+
+    # -- validation ------------------------------------------------------------------------
+    @staticmethod
+    def _number(h, key, lo=None, hi=None, lo_open=False, hi_open=False):
+        v = h[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ConfigurationError(f"hyperparameter {key!r} must be a number, got {v!r}")
+        v = float(v)
+        bad = not np.isfinite(v)
+        if lo is not None:
+            bad |= v <= lo if lo_open else v < lo
+        if hi is not None:
+            bad |= v >= hi if hi_open else v > hi
+        if bad:
+            rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, "
+            rng += f"{hi if hi is not None else 'inf'}{')' if hi_open else ']'}"
+            raise ConfigurationError(f"hyperparameter {key!r} must lie in {rng}, got {v!r}")
+        return v
+
+    @staticmethod
+    def _integer(h, key, lo=1):
+        v = h[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ConfigurationError(f"hyperparameter {key!r} must be an integer >= {lo}, got {v!r}")
+        return int(v)
+
+    @staticmethod
+    def _choice(h, key, choices):
+        v = h[key]
+        if not isinstance(v, str) or v.lower() not in choices:
+            raise ConfigurationError(
+                f"hyperparameter {key!r} must be one of {', '.join(choices)}, got {v!r}"
+            )
+        return v.lower()
+
+    @staticmethod
+    def _flag(h, key):
+        v = h[key]
+        if not isinstance(v, (bool, np.bool_)):
+            raise ConfigurationError(f"hyperparameter {key!r} must be True or False, got {v!r}")
+        return bool(v)
+
+    def _validate_common(self, h):
+        if "lr" in h:
+            self._number(h, "lr", 0, lo_open=True)
+        if "weight_decay" in h:
+            self._number(h, "weight_decay", 0)
+        if "seed" in h:
+            self._integer(h, "seed", 0)
+
+    def _validate(self, h):
+        """Check the subclass's own hyperparameters (override)."""
+
+    # -- one pass ----------------------------------------------------------------------------
+    def _prepare(self, X, Y):
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise DataError(f"inputs X must be a 2-D array (N, d_in), got shape {X.shape}")
+        d_in = self._shapes[0][1] - 1
+        if X.shape[1] != d_in:
+            raise DataError(
+                f"inputs X have {X.shape[1]} features but the network's input layer has {d_in}"
+            )
+        if X.shape[0] == 0:
+            raise DataError("got an empty batch (N = 0)")
+        if not np.issubdtype(X.dtype, np.floating) or X.dtype != self.dtype:
+            X = X.astype(self.dtype)
+        if not _is_finite(X):
+            raise NonFiniteError(
+                f"step {self.step_count}: the input batch X contains NaN or inf; clean the data"
+            )
+        Y = self.loss.check_targets(Y, self._shapes[-1][0], X.shape[0])
+        return X, Y
+
+    def _check(self, name, value):
+        """Raise :class:`NonFiniteError` naming ``name`` if ``value`` has NaN/inf."""
+        if not _is_finite(value):
+            raise NonFiniteError(
+                f"step {self.step_count}: {name} is not finite (NaN or inf); the model was not "
+                "modified. Lower the learning rate, raise the damping, or check the data"
+            )
+
+    def _forward_backward(self, X, Y):
+        """One forward and backward pass: ``(loss, grads, f, cache, Dz)``; grads per layer
+        ``DW̄_i = (1/N) Dz_iᵀ ā_i`` (Eqn. 2.2), weight decay not yet added."""
+        f, cache = self.model.forward_cache(X)
+        loss = self.loss.value(f, Y)
+        self._check("the loss", loss)
+        Dz = self.model.backward(cache, self.loss.grad(f, Y))
+        N = X.shape[0]
+        grads = [(D.T @ ab) / N for D, ab in zip(Dz, cache.abar)]
+        self._check("the gradient", grads)
+        return float(loss), grads, f, cache, Dz
+
+    def _add_weight_decay(self, grads, Wbars):
+        eta = float(self.hyper.get("weight_decay", 0.0))
+        if eta == 0.0:
+            return grads
+        return [g + eta * W for g, W in zip(grads, Wbars)]
+
+    def _apply(self, Wbars, deltas):
+        self.model.set_Wbars([W + d for W, d in zip(Wbars, deltas)])
+
+    # -- public API -----------------------------------------------------------------------------
+    def step(self, X, Y) -> StepInfo:
+        """Take one step on the batch ``(X, Y)``; returns the loss before the step."""
+        X, Y = self._prepare(X, Y)
+        info = self._step(X, Y)
+        self.step_count += 1
+        return info
+
+    def _step(self, X, Y) -> StepInfo:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit for bit: a flat dict of arrays and scalars."""
+        d = {"name": self.name, "step": int(self.step_count), "rng": rng_to_array(self.rng)}
+        d.update(self._state())
+        return d
+
+    def load_state_dict(self, d) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        d = dict(d)
+        name = str(d.get("name", ""))
+        if name != self.name:
+            raise CheckpointError(
+                f"optimizer state is for {name!r} but this optimizer is {self.name!r}"
+            )
+        try:
+            self.step_count = int(d["step"])
+            self.rng = rng_from_array(d["rng"])
+            self._load_state(d)
+        except KeyError as exc:
+            raise CheckpointError(f"optimizer state lacks the entry {exc.args[0]!r}") from None
+
+    def _state(self) -> dict:
+        return {}
+
+    def _load_state(self, d) -> None:
+        pass
+
+    # helpers for per-layer lists in the state dict
+    @staticmethod
+    def _put_list(d, key, arrays):
+        if arrays is None:
+            d[f"{key}.n"] = -1
+            return
+        d[f"{key}.n"] = len(arrays)
+        for i, a in enumerate(arrays):
+            d[f"{key}.{i}"] = np.array(a, copy=True)
+
+    @staticmethod
+    def _get_list(d, key):
+        n = int(d[f"{key}.n"])
+        if n < 0:
+            return None
+        return [np.array(d[f"{key}.{i}"], copy=True) for i in range(n)]
+
+    def __repr__(self):
+        hp = ", ".join(f"{k}={v!r}" for k, v in sorted(self.hyper.items()))
+        return f"{type(self).__name__}({hp})"

@@ -1,0 +1,393 @@
+"""K-FAC (Martens & Grosse 2015) and EKFAC (George et al. 2018) for MLPs.
+
+The K-FAC metric is the block-diagonal ``⊕_i A_{i-1} ⊗ G_i`` (Eqn. 2.8, Def. 3.7); its
+natural gradient per layer is ``G_i⁻¹ DW̄_i A_i⁻¹`` (paper-notes §1). Only the factored form
+is ever used: Kronecker products are never formed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geomkfac.errors import ConfigurationError
+from geomkfac.nn.optim.base import Optimizer, StepInfo, layer_dot
+from geomkfac.nn.optim.gvp import ggn_vector_products
+from geomkfac.nn.optim.kronecker import (
+    Eig,
+    damped_inverse,
+    pi_correction,
+    precondition_eigenbasis,
+    precondition_exact,
+    precondition_factored,
+    safe_eigh,
+)
+from geomkfac.nn.optim.quadratic import (
+    levenberg_marquardt,
+    lm_omega,
+    reduction_ratio,
+    solve_lr_momentum,
+)
+from geomkfac.nn.optim.statistics import FISHER_TYPES, backprop_samples, ekfac_scalings
+
+__all__ = ["KFAC", "EKFAC"]
+
+
+class KFAC(Optimizer):
+    r"""Kronecker-factored approximate curvature with the features of the reference
+    implementations.
+
+    Each step, with gradient ``DW̄_i`` (Eqn. 2.2, plus weight decay ``η W̄_i``):
+
+    1. **factors** (every ``factor_update_period`` steps): ``A_i = (1/N) Σ ā āᵀ`` and
+       ``G_i = (1/N) Σ Dz Dzᵀ`` (Eqn. 2.7) for the Fisher type ``fisher`` ("exact": columns of
+       a square root of the output Fisher; "mc": ``mc_samples`` sampled targets; "empirical":
+       data targets), averaged as ``X ← ε X + (1 − ε) X_new`` (``ε = ema_decay``; the first
+       update sets the factors);
+    2. **inverses** (every ``inverse_update_period`` steps): eigendecompositions of ``A_i`` and
+       ``G_i`` with the eigenvalue floor ``eig_floor`` and a float64 retry;
+    3. **preconditioned gradient** ``P_i`` with damping ``λ`` (``+ η``):
+       ``damping_mode="factored"``: ``(G + √λ/π I)⁻¹ DW̄ (A + π√λ I)⁻¹`` with the π correction
+       (M&G §6.3; ``pi_correction=False`` sets π = 1); ``damping_mode="exact"``:
+       ``Q_G [(Q_Gᵀ DW̄ Q_A) / (e_G e_Aᵀ + λ)] Q_Aᵀ = (A ⊗ G + λI)⁻¹ DW̄``; EKFAC
+       (``ekfac=True``): ``Q_G [(Q_Gᵀ DW̄ Q_A) / (S + λ)] Q_Aᵀ`` with the scalings
+       ``S = E[(Q_Gᵀ Dz āᵀ Q_A)²]`` re-estimated from per-example gradients;
+    4. **update** ``δ``: with a fixed learning rate, ``δ = μ δ_prev − lr · ν P`` (heavy ball on
+       the preconditioned update, ``μ = momentum``) where ``ν = min(1, sqrt(kl_clip /
+       (lr² Σ_i ⟨P_i, DW̄_i⟩)))`` is the KL clipping (1 if ``kl_clip`` is None); with
+       ``adaptive_lr=True``, ``δ = α Δ + μ δ_prev`` with ``Δ = −P`` and ``(α, μ)`` minimizing
+       the quadratic model ``M(δ) = ½ δᵀ(F + (λ+η)I)δ + ∇hᵀδ`` with exact GGN products
+       (M&G §7);
+    5. **damping** (``adapt_damping=True``, every ``lm_period = T₁`` steps): the reduction
+       ratio ``ρ = (h(θ+δ) − h(θ)) / M(δ)`` and the Levenberg–Marquardt rule
+       ``λ ← ω₁ λ`` if ``ρ > 3/4``, ``λ ← λ/ω₁`` if ``ρ < 1/4``, ``ω₁ = (19/20)^T₁``
+       (M&G §6.5), within ``[min_damping, max_damping]``.
+
+    With ``damping=0``, ``eig_floor=None`` (or a nondegenerate metric) and exact updates
+    (``inverse_update_period=1``, ``factor_update_period=1``, ``ema_decay=0``) the step is the
+    exact K-FAC natural gradient, invariant under affine reparameterizations (Theorem 2.1).
+
+    Parameters
+    ----------
+    model : MLP
+    loss : str or Loss
+    lr : float, default 0.1
+    momentum : float in [0, 1), default 0
+    damping : float >= 0, default 1e-3
+    damping_mode : {"factored", "exact"}, default "factored" ("exact" for EKFAC)
+    pi_correction : bool, default True
+    fisher : {"exact", "mc", "empirical"}, default "mc"
+    mc_samples : int, default 1
+    ema_decay : float in [0, 1), default 0.95
+    factor_update_period, inverse_update_period : int, defaults 1 and 5
+    eig_floor : float or None, default 0.0
+    kl_clip : float or None, default None
+    adaptive_lr : bool, default False
+    adapt_damping : bool, default False
+    lm_period : int, default 5
+    min_damping, max_damping : float, defaults 1e-8 and 1e4
+    weight_decay : float, default 0
+    ekfac : bool, default False
+    seed : int, default 0 (Monte Carlo targets)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from geomkfac.nn import MLP
+    >>> net = MLP([4, 6, 2], "tanh", seed=0)
+    >>> X = np.random.default_rng(0).standard_normal((32, 4)); Y = np.tanh(X[:, :2])
+    >>> opt = KFAC(net, "mse", lr=0.5, damping=1e-2, fisher="exact")
+    >>> losses = [opt.step(X, Y).loss for _ in range(20)]
+    >>> losses[-1] < 0.5 * losses[0]
+    True
+    """
+
+    name = "kfac"
+    defaults = {
+        "lr": 0.1,
+        "momentum": 0.0,
+        "damping": 1e-3,
+        "damping_mode": None,
+        "pi_correction": True,
+        "fisher": "mc",
+        "mc_samples": 1,
+        "ema_decay": 0.95,
+        "factor_update_period": 1,
+        "inverse_update_period": 5,
+        "eig_floor": 0.0,
+        "kl_clip": None,
+        "adaptive_lr": False,
+        "adapt_damping": False,
+        "lm_period": 5,
+        "min_damping": 1e-8,
+        "max_damping": 1e4,
+        "weight_decay": 0.0,
+        "ekfac": False,
+        "seed": 0,
+    }
+
+    def _validate(self, h):
+        self._number(h, "momentum", 0, 1, hi_open=True)
+        self._number(h, "damping", 0)
+        ekfac = self._flag(h, "ekfac")
+        if h["damping_mode"] is None:
+            h["damping_mode"] = "exact" if ekfac else "factored"
+        h["damping_mode"] = self._choice(h, "damping_mode", ("factored", "exact"))
+        if ekfac and h["damping_mode"] != "exact":
+            raise ConfigurationError(
+                "EKFAC damps its eigenbasis scalings (S + λ); use damping_mode='exact'"
+            )
+        self._flag(h, "pi_correction")
+        h["fisher"] = self._choice(h, "fisher", FISHER_TYPES)
+        self._integer(h, "mc_samples")
+        self._number(h, "ema_decay", 0, 1, hi_open=True)
+        self._integer(h, "factor_update_period")
+        self._integer(h, "inverse_update_period")
+        if h["eig_floor"] is not None:
+            self._number(h, "eig_floor", 0)
+        if h["kl_clip"] is not None:
+            self._number(h, "kl_clip", 0, lo_open=True)
+        adaptive = self._flag(h, "adaptive_lr")
+        if adaptive and h["kl_clip"] is not None:
+            raise ConfigurationError(
+                "kl_clip bounds a fixed-learning-rate step; with adaptive_lr=True the quadratic "
+                "model already sets the step size — drop one of them"
+            )
+        adapt = self._flag(h, "adapt_damping")
+        self._integer(h, "lm_period")
+        self._number(h, "min_damping", 0)
+        self._number(h, "max_damping", 0, lo_open=True)
+        if h["min_damping"] > h["max_damping"]:
+            raise ConfigurationError("min_damping must not exceed max_damping")
+        if adapt and h["damping"] == 0:
+            raise ConfigurationError(
+                "adapt_damping=True cannot move λ = 0 (the rule is multiplicative); "
+                "start from a positive damping"
+            )
+
+    def __init__(self, model, loss, **hyper):
+        super().__init__(model, loss, **hyper)
+        self.damping = float(self.hyper["damping"])
+        self.A = None  # per-layer factors (EMA)
+        self.G = None
+        self.eigA = None  # per-layer Eig
+        self.eigG = None
+        self.pis = None  # π per layer, at the last inverse update
+        self.S = None  # EKFAC scalings
+        self.prev_delta = None  # the previous update δ (momentum)
+        self.eig_retries = 0
+        self._inv_cache = None  # (key, [(A_inv, G_inv)]) for factored damping
+        self._eig_version = 0
+
+    # ------------------------------------------------------------------ statistics
+    def _new_factors(self, cache, f, Y, Dz):
+        """Fresh ``[(A_i, G_i)]`` and, for EKFAC, the backpropagated samples."""
+        h = self.hyper
+        if h["ekfac"]:
+            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+                                      int(h["mc_samples"]))
+            N = f.shape[0]
+            fac = []
+            for ab, D in zip(cache.abar, Dzs):
+                D2 = D.reshape(-1, D.shape[-1])
+                fac.append(((ab.T @ ab) / N, w * (D2.T @ D2)))
+            return fac, (Dzs, w)
+        if h["fisher"] == "empirical":  # reuse the gradient pass's Dz
+            N = f.shape[0]
+            return [((ab.T @ ab) / N, (D.T @ D) / N) for ab, D in zip(cache.abar, Dz)], None
+        from geomkfac.nn.curvature import kfac_factors_from_cache
+
+        fac = kfac_factors_from_cache(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+                                      int(h["mc_samples"]))
+        return fac, None
+
+    def _eigs(self, A, G):
+        floor = self.hyper["eig_floor"]
+        eA = [safe_eigh(a, floor, f"factor A of layer {i}") for i, a in enumerate(A)]
+        eG = [safe_eigh(g, floor, f"factor G of layer {i}") for i, g in enumerate(G)]
+        return eA, eG
+
+    def _factored_inverses(self, damping):
+        key = (damping, self._eig_version)
+        if self._inv_cache is None or self._inv_cache[0] != key:
+            inv = []
+            r = np.sqrt(damping)
+            for eA, eG, pi in zip(self.eigA, self.eigG, self.pis):
+                inv.append((damped_inverse(eA, pi * r), damped_inverse(eG, r / pi)))
+            self._inv_cache = (key, inv)
+        return self._inv_cache[1]
+
+    def _precondition(self, grads, damping):
+        mode = self.hyper["damping_mode"]
+        if self.hyper["ekfac"]:
+            return [precondition_eigenbasis(g, a, q, s, damping)
+                    for g, a, q, s in zip(grads, self.eigA, self.eigG, self.S)]
+        if mode == "exact":
+            return [precondition_exact(g, a, q, damping)
+                    for g, a, q in zip(grads, self.eigA, self.eigG)]
+        return [precondition_factored(g, Ai, Gi)
+                for g, (Ai, Gi) in zip(grads, self._factored_inverses(damping))]
+
+    # ------------------------------------------------------------------ the step
+    def _step(self, X, Y):
+        h = self.hyper
+        t = self.step_count
+        eta = float(h["weight_decay"])
+        Wbars = self.model.get_Wbars()
+        loss, grads, f, cache, Dz = self._forward_backward(X, Y)
+        grads = self._add_weight_decay(grads, Wbars)
+
+        # 1. factors (EMA; the first update sets them)
+        A, G, S, samples = self.A, self.G, self.S, None
+        factor_step = A is None or t % int(h["factor_update_period"]) == 0
+        if factor_step:
+            fac, samples = self._new_factors(cache, f, Y, Dz)
+            for i, (a, g) in enumerate(fac):
+                self._check(f"curvature factor A of layer {i}", a)
+                self._check(f"curvature factor G of layer {i}", g)
+            if A is None:
+                A, G = [a for a, _ in fac], [g for _, g in fac]
+            else:
+                eps = float(h["ema_decay"])
+                A = [eps * a0 + (1 - eps) * a for a0, (a, _) in zip(A, fac)]
+                G = [eps * g0 + (1 - eps) * g for g0, (_, g) in zip(G, fac)]
+
+        # 2. eigendecompositions (no state is touched until they all succeed)
+        eigA, eigG, pis = self.eigA, self.eigG, self.pis
+        new_basis = eigA is None or t % int(h["inverse_update_period"]) == 0
+        if new_basis:
+            eigA, eigG = self._eigs(A, G)
+            pis = [pi_correction(a, g) if h["pi_correction"] else 1.0 for a, g in zip(A, G)]
+
+        # EKFAC scalings in the (possibly new) eigenbasis
+        if h["ekfac"]:
+            if samples is not None:
+                Dzs, w = samples
+                S_new = [ekfac_scalings(D, ab, ea.Q, eg.Q, w)
+                         for D, ab, ea, eg in zip(Dzs, cache.abar, eigA, eigG)]
+                for i, s in enumerate(S_new):
+                    self._check(f"EKFAC scalings of layer {i}", s)
+                if S is None or new_basis:
+                    S = S_new
+                else:
+                    eps = float(h["ema_decay"])
+                    S = [eps * s0 + (1 - eps) * s for s0, s in zip(S, S_new)]
+            elif new_basis:  # no fresh statistics: start from K-FAC's eigenvalues
+                S = [np.outer(eg.e, ea.e) for ea, eg in zip(eigA, eigG)]
+
+        # commit the curvature state (the model is still untouched)
+        old = (self.A, self.G, self.eigA, self.eigG, self.pis, self.S)
+        self.A, self.G, self.eigA, self.eigG, self.pis, self.S = A, G, eigA, eigG, pis, S
+        self._eig_version += int(new_basis)
+        try:
+            lam = self.damping
+            P = self._precondition(grads, lam + eta)
+            self._check("the preconditioned gradient", P)
+            delta, extras, model_value = self._update(grads, P, cache, f, lam, eta)
+            self._check("the update", delta)
+        except Exception:
+            self.A, self.G, self.eigA, self.eigG, self.pis, self.S = old
+            raise
+        if new_basis:
+            self.eig_retries += sum(e.retried for e in eigA + eigG)
+            extras["eig_floored"] = int(sum(e.floored for e in eigA + eigG))
+        extras["eig_retries"] = self.eig_retries
+
+        self.prev_delta = delta
+        self._apply(Wbars, delta)
+
+        # 5. Levenberg–Marquardt adaptation of λ
+        if h["adapt_damping"] and (t + 1) % int(h["lm_period"]) == 0:
+            if model_value is None:
+                model_value = self._model_value(grads, delta, cache, f, lam + eta)
+            reg_old = 0.5 * eta * layer_dot(Wbars, Wbars)
+            new = self.model.get_Wbars()
+            with np.errstate(all="ignore"):
+                h_new = float(self.loss.value(self.model.forward(X), Y))
+            h_new += 0.5 * eta * layer_dot(new, new)
+            rho = reduction_ratio(h_new, loss + reg_old, model_value)
+            self.damping = levenberg_marquardt(
+                lam, rho, lm_omega(int(h["lm_period"])), float(h["min_damping"]),
+                float(h["max_damping"]))
+            extras["rho"] = rho
+            extras["model_decrease"] = model_value
+        extras["damping"] = lam
+        extras["next_damping"] = self.damping
+        return StepInfo(t, loss, float(np.sqrt(layer_dot(grads, grads))), extras)
+
+    def _model_value(self, grads, delta, cache, f, damping):
+        """``M(δ) = ½ δᵀ(F + damping·I)δ + ∇hᵀδ`` with an exact GGN product."""
+        Fd = ggn_vector_products(self.model, cache, f, self.loss, delta)
+        return (0.5 * layer_dot(delta, Fd) + 0.5 * damping * layer_dot(delta, delta)
+                + layer_dot(grads, delta))
+
+    def _update(self, grads, P, cache, f, lam, eta):
+        h = self.hyper
+        if h["adaptive_lr"]:
+            Delta = [-p for p in P]
+            has_prev = self.prev_delta is not None
+            d0 = self.prev_delta if has_prev else [np.zeros_like(p) for p in P]
+            V = [np.stack([a, b]) for a, b in zip(Delta, d0)]
+            FV = ggn_vector_products(self.model, cache, f, self.loss, V)
+            c = lam + eta
+            FD, Fd0 = [x[0] for x in FV], [x[1] for x in FV]
+            q00 = layer_dot(Delta, FD) + c * layer_dot(Delta, Delta)
+            q01 = layer_dot(Delta, Fd0) + c * layer_dot(Delta, d0)
+            q11 = layer_dot(d0, Fd0) + c * layer_dot(d0, d0)
+            b = [layer_dot(grads, Delta), layer_dot(grads, d0)]
+            alpha, mu, mval = solve_lr_momentum([[q00, q01], [q01, q11]], b, has_prev)
+            delta = [alpha * a + mu * d for a, d in zip(Delta, d0)]
+            return delta, {"lr": alpha, "momentum": mu}, mval
+        lr, mu = float(h["lr"]), float(h["momentum"])
+        nu = 1.0
+        if h["kl_clip"] is not None:
+            vg = lr * lr * layer_dot(P, grads)
+            if vg > float(h["kl_clip"]):
+                nu = float(np.sqrt(float(h["kl_clip"]) / vg))
+        delta = [-lr * nu * p for p in P]
+        if mu > 0 and self.prev_delta is not None:
+            delta = [d + mu * d0 for d, d0 in zip(delta, self.prev_delta)]
+        return delta, {"lr": lr, "momentum": mu, "kl_scale": nu}, None
+
+    # ------------------------------------------------------------------ state
+    def _state(self):
+        d = {"damping": float(self.damping), "eig_retries": int(self.eig_retries)}
+        self._put_list(d, "A", self.A)
+        self._put_list(d, "G", self.G)
+        for key, eigs in (("eigA", self.eigA), ("eigG", self.eigG)):
+            self._put_list(d, f"{key}.e", None if eigs is None else [e.e for e in eigs])
+            self._put_list(d, f"{key}.Q", None if eigs is None else [e.Q for e in eigs])
+        d["pis"] = np.array([] if self.pis is None else self.pis, dtype=np.float64)
+        d["has_pis"] = self.pis is not None
+        self._put_list(d, "S", self.S)
+        self._put_list(d, "prev_delta", self.prev_delta)
+        return d
+
+    def _load_state(self, d):
+        self.damping = float(d["damping"])
+        self.eig_retries = int(d["eig_retries"])
+        self.A = self._get_list(d, "A")
+        self.G = self._get_list(d, "G")
+        for key in ("eigA", "eigG"):
+            es, Qs = self._get_list(d, f"{key}.e"), self._get_list(d, f"{key}.Q")
+            setattr(self, key, None if es is None else [Eig(e, Q) for e, Q in zip(es, Qs)])
+        self.pis = [float(p) for p in d["pis"]] if bool(d["has_pis"]) else None
+        self.S = self._get_list(d, "S")
+        self.prev_delta = self._get_list(d, "prev_delta")
+        self._inv_cache = None
+
+
+class EKFAC(KFAC):
+    """Eigenvalue-corrected K-FAC (George et al. 2018): :class:`KFAC` with ``ekfac=True``.
+
+    The Kronecker eigenbasis ``Q_A, Q_G`` is recomputed every ``inverse_update_period``
+    steps; the diagonal scalings ``S = E[(Q_Gᵀ Dz āᵀ Q_A)²]`` every ``factor_update_period``
+    steps (EMA with ``ema_decay`` between basis changes); the step is
+    ``Q_G [(Q_Gᵀ DW̄ Q_A) / (S + λ)] Q_Aᵀ``.
+    """
+
+    name = "ekfac"
+    defaults = {k: v for k, v in KFAC.defaults.items() if k != "ekfac"}
+
+    def _validate(self, h):
+        h["ekfac"] = True
+        super()._validate(h)
