@@ -292,7 +292,7 @@ class NumericField(Field):
 
     def is_psd(self, m) -> bool:
         """Symmetric ``m`` with ``min eig >= -psd_tolerance(m)``."""
-        return self.min_eig(m) >= -self.psd_tolerance(m)
+        return bool(self.min_eig(m) >= -self.psd_tolerance(m))
 
     def is_nondegenerate(self, m) -> bool:
         """Full numerical rank (see :meth:`rank`)."""
