@@ -116,7 +116,8 @@ def pi_correction(A, G) -> float:
 def precondition_eigenbasis(V, eA: Eig, eG: Eig, S, damping):
     """``Q_G [(Q_Gᵀ V Q_A) / (S + λ)] Q_Aᵀ`` — exact damping (``S = e_G e_Aᵀ``) or EKFAC."""
     P = eG.Q.T @ V @ eA.Q
-    P = P / (S + damping)
+    with np.errstate(divide="ignore", invalid="ignore"):  # callers check finiteness
+        P = P / (S + damping)
     return eG.Q @ P @ eA.Q.T
 
 
@@ -137,7 +138,8 @@ def precondition_exact(V, eA: Eig, eG: Eig, damping):
 
 def damped_inverse(eig: Eig, shift):
     """``(M + shift·I)⁻¹ = Q diag(1/(e + shift)) Qᵀ``."""
-    return (eig.Q / (eig.e + shift)) @ eig.Q.T
+    with np.errstate(divide="ignore", invalid="ignore"):  # callers check finiteness
+        return (eig.Q / (eig.e + shift)) @ eig.Q.T
 
 
 def precondition_factored(V, A_inv, G_inv):
