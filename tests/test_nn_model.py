@@ -246,3 +246,17 @@ def test_bad_input():
 
     with pytest.raises(DataError, match="out of range"):
         loss_and_grad(net, np.ones((2, 3)), np.array([0, 2]), "ce")
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["geomkfac.nn", "geomkfac.nn.activations", "geomkfac.nn.losses", "geomkfac.nn.model", "geomkfac.nn.curvature"],
+)
+def test_docstring_examples(module):
+    """The ``>>>`` examples in the docstrings are correct (they run as doctests)."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
