@@ -6,15 +6,12 @@ Each loss is ``ℓ(f, y) = −log p(y | f)`` for one example (paper-notes §1), 
 (canonical-link) losses, so the Fisher, the Gauss-Newton and the generalized Gauss-Newton
 coincide.
 
-========================  ===========================  ===================  ==============================
-name (aliases)            per-example loss             targets              output Fisher
-========================  ===========================  ===================  ==============================
-``softmax_ce``            ``logsumexp(f) − f_y``       int labels ``(N,)``  ``diag(p) − p pᵀ``, ``p = softmax(f)``
-(``ce``, ``cross_entropy``)
-``mse`` (``squared_error``) ``½‖f − y‖²``              floats ``(N, C)``    ``I`` (Gaussian, unit variance)
-``bernoulli``             ``Σ softplus(f) − y f``      floats in ``[0, 1]`` ``diag(p(1−p))``, ``p = σ(f)``
-(``sigmoid_ce``)                                       ``(N, C)``
-========================  ===========================  ===================  ==============================
+- ``softmax_ce`` (aliases ``ce``, ``cross_entropy``): ``ℓ = logsumexp(f) − f_y``; targets are
+  int labels ``(N,)`` in ``0..C-1``; ``F_out = diag(p) − p pᵀ`` with ``p = softmax(f)`` (rank C−1).
+- ``mse`` (alias ``squared_error``): ``ℓ = ½‖f − y‖²`` (Gaussian, unit variance); targets are
+  floats ``(N, C)``; ``F_out = I``.
+- ``bernoulli`` (alias ``sigmoid_ce``): ``ℓ = Σ_c softplus(f_c) − y_c f_c`` on logits; targets
+  are floats in ``[0, 1]``, ``(N, C)``; ``F_out = diag(p(1−p))`` with ``p = σ(f)``.
 
 Methods (``f`` is the network output, ``(N, C)``): ``value`` (mean), ``per_example``
 (``(N,)``), ``grad`` (per-example ``∂ℓ/∂f``, **not** divided by N), ``fisher_sqrt``

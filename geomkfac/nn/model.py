@@ -127,9 +127,7 @@ def check_inputs(X, in_dim: int, dtype) -> np.ndarray:
     Raises
     ------
     DimensionError
-        If ``X`` is not ``(N, in_dim)``; the message names expected and got.
-    DataError-compatible
-        :class:`DimensionError` is a :class:`ValueError`, as is :class:`DataError`.
+        If ``X`` is not ``(N, in_dim)``; the message names the expected and the actual shape.
     """
     X = np.asarray(X)
     if X.ndim == 1 and in_dim == X.shape[0]:
