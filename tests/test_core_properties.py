@@ -180,8 +180,9 @@ def test_pullback_of_composition_is_composition_of_pullbacks(n, m, p, seed):
     lhs = pullback(g, h @ f).matrix(kA)
     rhs = pullback(pullback(g, h), f).matrix(kA)
     np.testing.assert_allclose(lhs, rhs, atol=TOL * (1 + np.abs(lhs).max()))
-    # negative control: Jᵀ G J with f's Jacobian in its own frames but G in another frame of Y
+    # negative control: Jᵀ G J with f's Jacobian in its own frames but G in another frame of Y (a frame bug)
     Jf = f.linear()  # in (f.domain_frame, f.codomain_frame)
-    Gh = pullback(g, h).matrix(h.domain_frame)  # h.domain_frame ≠ f.codomain_frame
+    kY = f.codomain_frame.derive(3.0 * np.eye(m), np.zeros(m))  # a frame of Y other than f's
+    Gh = pullback(g, h).matrix(kY)
     right = pullback(g, h @ f).matrix(f.domain_frame)
     assert not np.allclose(Jf.T @ Gh @ Jf, right, atol=1e-6)
