@@ -5,45 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import geomkfac.nn.optim as optim
 from geomkfac.cli import main
 from geomkfac.nn.checkpoint import load_checkpoint
 from geomkfac.nn.train import read_metrics
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _optimizers(monkeypatch):
-    """Use ``get_optimizer`` when the optimizer package provides it; otherwise a minimal
-    dispatcher over the optimizer classes that exist (so the CLI can be exercised)."""
-    if not hasattr(optim, "get_optimizer"):
-        from geomkfac.errors import ConfigurationError
-        from geomkfac.nn.optim.adam import Adam
-        from geomkfac.nn.optim.sgd import SGD
-
-        def get_optimizer(name, model, loss, **hyper):
-            classes = {"sgd": SGD, "adam": Adam}
-            if name not in classes:
-                raise ConfigurationError(f"unknown optimizer {name!r}; choose one of sgd, adam")
-            return classes[name](model, loss, **hyper)
-
-        monkeypatch.setattr(optim, "get_optimizer", get_optimizer, raising=False)
-
-
-def _has(name):
-    return name in ("sgd", "adam") or "kfac" in getattr(optim, "OPTIMIZERS", {}) or (
-        hasattr(optim, "get_optimizer") and _probe(name))
-
-
-def _probe(name):
-    from geomkfac.nn.model import MLP
-
-    try:
-        optim.get_optimizer(name, MLP([2, 2], "tanh"), "mse")
-        return True
-    except Exception:
-        return False
 
 
 def _run(capsys, *argv):
@@ -78,9 +44,10 @@ def test_autoencoder_smoke_two_optimizers(tmp_path, capsys):
 
 
 def test_classification_smoke_jsonl(tmp_path, capsys):
-    name = "kfac" if _has("kfac") else "sgd"
+    name = "kfac"
     rc, out, err = _run(capsys, "--task", "classification", "--arch", "64-20-10",
-                        "--optimizer", name, "--epochs", 1, "--batch-size", 600,
+                        "--optimizer", name, "--damping", "0.1", "--opt-arg", "fisher=exact",
+                        "--opt-arg", "kfac:inverse_update_period=2", "--epochs", 1, "--batch-size", 600,
                         "--format", "jsonl", "--dtype", "float32", "--out", tmp_path)
     assert rc == 0, err
     rows = read_metrics(tmp_path / f"metrics-{name}.jsonl")
@@ -89,6 +56,9 @@ def test_classification_smoke_jsonl(tmp_path, capsys):
     assert 1.0 < rows[0]["loss"] < 4.0
     assert rows[-1]["eval_loss"] < rows[0]["loss"] + 0.5
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG)
+    cfg = load_checkpoint(tmp_path / "checkpoint-kfac.npz").config
+    assert cfg["hyper"] == {"damping": 0.1, "fisher": "exact", "inverse_update_period": 2}
+    assert cfg["dtype"] == "float32" and rows[0]["damping"] == 0.1
 
 
 def test_resume_through_cli_is_bit_exact(tmp_path, capsys):

@@ -265,3 +265,12 @@ def test_loss_plot_png(tmp_path):
     assert near(img2) > 100 and near(img1) == 0
     with pytest.raises(ConfigurationError):
         plot_loss_curves({}, tmp_path / "x.png")
+
+
+def test_progress_bar_shows_running_loss(capsys):
+    data, model, loss = _problem()
+    train(model, _NoisySGD(model, loss), data, steps=4, batch_size=10, progress=True, name="demo")
+    err = capsys.readouterr().err
+    assert "demo" in err and "4/4" in err and "loss=" in err
+    train(model, _NoisySGD(model, loss), data, steps=4, batch_size=10, progress=False)
+    assert capsys.readouterr().err == ""  # negative control: disabled means silent

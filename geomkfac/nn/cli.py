@@ -6,7 +6,8 @@ Examples (shell)::
 
     geomkfac train --arch 64-128-64-32-64-128-64 --act tanh --task autoencoder \\
         --optimizer kfac,sgd,adam --lr sgd=0.1,adam=1e-3 --momentum 0.9 --steps 500 --out runs/ae
-    geomkfac train --task classification --arch 64-100-10 --optimizer kfac --epochs 5
+    geomkfac train --task classification --arch 64-100-10 --optimizer kfac --epochs 5 \\
+        --opt-arg fisher=exact
     geomkfac train --idx-images train-images-idx3-ubyte.gz --idx-labels train-labels-idx1-ubyte.gz \\
         --task classification --arch 784-300-10 --optimizer adam --lr 1e-3
 
@@ -34,6 +35,26 @@ from geomkfac.errors import ConfigurationError, DataError
 
 __all__ = ["add_parser", "run", "parse_arch", "parse_hyper_values", "parse_opt_args"]
 
+_DESCRIPTION = """\
+Train an MLP on the embedded 8x8 digits (or your .npz / IDX data) with one or several
+optimizers, one after the other from the same initialization. Writes, into --out DIR,
+metrics-<optimizer>.csv (or .jsonl), checkpoint-<optimizer>.npz and loss.png (every
+optimizer's loss curves on one figure), then prints a summary table.
+
+--arch lists the FULL layer sizes, input width first and output width last
+(64-128-64-32-64-128-64 is the digits autoencoder). Both ends are checked against the
+data; without --arch they come from the data."""
+
+_EPILOG = """\
+examples:
+  geomkfac train --arch 64-128-64-32-64-128-64 --act tanh --optimizer kfac,sgd,adam \\
+      --lr sgd=0.1,adam=1e-3 --momentum sgd=0.9 --steps 500 --out runs/ae
+  geomkfac train --task classification --arch 64-100-10 --optimizer kfac --epochs 5 \\
+      --opt-arg fisher=exact --opt-arg kfac:inverse_update_period=5
+  geomkfac train --optimizer kfac --steps 1000 --resume --out runs/ae   # continue a run
+
+exit status: 0 all runs completed, 1 a run stopped on NaN/inf, 2 bad input."""
+
 _DEFAULT_LOSS = {"autoencoder": "bernoulli", "classification": "softmax_ce"}
 _AUTOENCODER_HIDDEN = (128, 64, 32, 64, 128)
 _CLASSIFIER_HIDDEN = (128,)
@@ -44,7 +65,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
         help="train an MLP with K-FAC and baselines (digits by default)",
-        description=__doc__.split("Examples (shell)")[0].strip(),
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("network and task")
@@ -74,7 +96,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                             f"per optimizer as NAME=VALUE[,NAME=VALUE] (e.g. sgd=0.1,adam=1e-3)")
     o.add_argument("--opt-arg", action="append", default=[], metavar="[NAME:]KEY=VALUE",
                    help="any other optimizer hyperparameter, e.g. --opt-arg fisher=mc or "
-                        "--opt-arg kfac:inverse_every=5 (repeatable)")
+                        "--opt-arg kfac:inverse_update_period=5 (repeatable)")
 
     t = p.add_argument_group("training")
     n = t.add_mutually_exclusive_group()
