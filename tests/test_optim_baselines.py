@@ -188,6 +188,8 @@ ALL = [
     ("ngd", dict(lr=0.5, damping=1e-2, momentum=0.3)),
     ("kfac", dict(lr=0.2, damping=1e-2, fisher="mc", momentum=0.5, inverse_update_period=3,
                   adapt_damping=True, lm_period=2, kl_clip=1e-2)),
+    ("kfac", dict(lr=0.2, damping=1e-2, fisher="exact", inverse_method="eigh",
+                  adapt_damping=True, lm_period=1, ema_decay=0.5)),
     ("kfac", dict(damping=1e-1, fisher="mc", adaptive_lr=True, damping_mode="exact",
                   factor_update_period=2)),
     ("ekfac", dict(lr=0.2, damping=1e-2, fisher="mc", inverse_update_period=3, momentum=0.5)),

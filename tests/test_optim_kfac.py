@@ -382,8 +382,9 @@ def test_safe_eigh_floor_and_float64_retry(monkeypatch):
         safe_eigh(M)
 
 
-def test_float32_training_retries_in_float64(monkeypatch):
-    real = np.linalg.eigh
+@pytest.mark.parametrize("method,seam", [("eigh", "_eigh"), ("inv", "_inv")])
+def test_float32_training_retries_in_float64(monkeypatch, method, seam):
+    real = getattr(kronecker, seam)
 
     def fail32(S):
         if S.dtype == np.float32:
@@ -393,18 +394,42 @@ def test_float32_training_retries_in_float64(monkeypatch):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((32, 4)).astype(np.float32)
     Y = rng.integers(0, 3, 32)
-    h = dict(lr=0.3, damping=1e-2, fisher="exact")
+    h = dict(lr=0.3, damping=1e-2, fisher="exact", inverse_method=method)
     ref = MLP([4, 5, 3], "tanh", seed=1, dtype=np.float32)
     net = ref.copy()
     get_optimizer("kfac", ref, "ce", **h).step(X, Y)  # float32 decompositions succeed
-    monkeypatch.setattr(kronecker, "_eigh", fail32)
+    monkeypatch.setattr(kronecker, seam, fail32)
     info = get_optimizer("kfac", net, "ce", **h).step(X, Y)
     assert info.extras["eig_retries"] == 4  # A and G of both layers
     assert net.get_flat().dtype == np.float32
-    # same step up to float32 round-off (eigenvectors computed in another precision)
+    # same step up to float32 round-off (computed in another precision)
     np.testing.assert_allclose(net.get_flat(), ref.get_flat(), rtol=0, atol=1e-5)
     # negative control: the step moved the weights by much more than that tolerance
     assert np.max(np.abs(net.get_flat() - MLP([4, 5, 3], "tanh", seed=1).get_flat())) > 1e-2
+
+
+def test_factored_inverse_methods_agree():
+    net, X, Y = small_net(loss="softmax_ce", seed=11)
+    net2 = net.copy()
+    h = dict(lr=0.3, fisher="exact", damping=3e-2, inverse_update_period=2, momentum=0.3)
+    o1 = get_optimizer("kfac", net, "ce", inverse_method="inv", **h)
+    o2 = get_optimizer("kfac", net2, "ce", inverse_method="eigh", **h)
+    for _ in range(4):
+        o1.step(X, Y)
+        o2.step(X, Y)
+    # two algebraically equal inverses of well-damped factors: round-off
+    np.testing.assert_allclose(net.get_flat(), net2.get_flat(), rtol=0, atol=1e-11)
+
+
+def test_singular_factor_without_damping_in_inverse_mode():
+    from geomkfac.errors import DegenerateMetricError
+
+    net, X, Y = _singular_input_problem()
+    opt = get_optimizer("kfac", net, "mse", damping=0.0, fisher="exact")
+    th0 = net.get_flat()
+    with pytest.raises(DegenerateMetricError, match="factor A of layer 0"):
+        opt.step(X, Y)
+    assert np.array_equal(net.get_flat(), th0)
 
 
 # --------------------------------------------------------------------------- EKFAC

@@ -20,6 +20,7 @@ from geomkfac.nn.optim.kronecker import (
     precondition_exact,
     precondition_factored,
     safe_eigh,
+    safe_inverse,
 )
 from geomkfac.nn.optim.quadratic import (
     levenberg_marquardt,
@@ -44,7 +45,11 @@ class KFAC(Optimizer):
        data targets), averaged as ``X ← ε X + (1 − ε) X_new`` (``ε = ema_decay``; the first
        update sets the factors);
     2. **inverses** (every ``inverse_update_period`` steps): eigendecompositions of ``A_i`` and
-       ``G_i`` with the eigenvalue floor ``eig_floor`` and a float64 retry;
+       ``G_i`` with the eigenvalue floor ``eig_floor`` and a float64 retry
+       (``inverse_method="eigh"``, always used by exact damping and EKFAC), or, for factored
+       damping with ``inverse_method="inv"`` (its default, several times cheaper), the
+       damped inverses ``(A + π√λ I)⁻¹``, ``(G + √λ/π I)⁻¹`` directly (float64 retry too;
+       λ changes take effect at the next inverse update);
     3. **preconditioned gradient** ``P_i`` with damping ``λ`` (``+ η``):
        ``damping_mode="factored"``: ``(G + √λ/π I)⁻¹ DW̄ (A + π√λ I)⁻¹`` with the π correction
        (M&G §6.3; ``pi_correction=False`` sets π = 1); ``damping_mode="exact"``:
@@ -79,7 +84,8 @@ class KFAC(Optimizer):
     mc_samples : int, default 1
     ema_decay : float in [0, 1), default 0.95
     factor_update_period, inverse_update_period : int, defaults 1 and 5
-    eig_floor : float or None, default 0.0
+    inverse_method : {"inv", "eigh"}, default "inv" for factored damping ("eigh" otherwise)
+    eig_floor : float or None, default 0.0 (eigendecompositions only)
     kl_clip : float or None, default None
     adaptive_lr : bool, default False
     adapt_damping : bool, default False
@@ -113,6 +119,7 @@ class KFAC(Optimizer):
         "ema_decay": 0.95,
         "factor_update_period": 1,
         "inverse_update_period": 5,
+        "inverse_method": None,
         "eig_floor": 0.0,
         "kl_clip": None,
         "adaptive_lr": False,
@@ -135,6 +142,14 @@ class KFAC(Optimizer):
         if ekfac and h["damping_mode"] != "exact":
             raise ConfigurationError(
                 "EKFAC damps its eigenbasis scalings (S + λ); use damping_mode='exact'"
+            )
+        if h["inverse_method"] is None:
+            h["inverse_method"] = "inv" if h["damping_mode"] == "factored" else "eigh"
+        h["inverse_method"] = self._choice(h, "inverse_method", ("inv", "eigh"))
+        if h["inverse_method"] == "inv" and h["damping_mode"] != "factored":
+            raise ConfigurationError(
+                "inverse_method='inv' applies to damping_mode='factored'; exact damping and "
+                "EKFAC need eigendecompositions (inverse_method='eigh')"
             )
         self._flag(h, "pi_correction")
         h["fisher"] = self._choice(h, "fisher", FISHER_TYPES)
@@ -172,6 +187,7 @@ class KFAC(Optimizer):
         self.eigA = None  # per-layer Eig
         self.eigG = None
         self.pis = None  # π per layer, at the last inverse update
+        self.invs = None  # [(A_inv, G_inv)] damped inverses (inverse_method="inv")
         self.S = None  # EKFAC scalings
         self.prev_delta = None  # the previous update δ (momentum)
         self.eig_retries = 0
@@ -207,6 +223,8 @@ class KFAC(Optimizer):
         return eA, eG
 
     def _factored_inverses(self, damping):
+        if self.invs is not None:
+            return self.invs
         key = (damping, self._eig_version)
         if self._inv_cache is None or self._inv_cache[0] != key:
             inv = []
@@ -252,11 +270,23 @@ class KFAC(Optimizer):
                 G = [eps * g0 + (1 - eps) * g for g0, (_, g) in zip(G, fac)]
 
         # 2. eigendecompositions (no state is touched until they all succeed)
-        eigA, eigG, pis = self.eigA, self.eigG, self.pis
-        new_basis = eigA is None or t % int(h["inverse_update_period"]) == 0
+        eigA, eigG, pis, invs = self.eigA, self.eigG, self.pis, self.invs
+        retried = floored = 0
+        new_basis = (eigA is None and invs is None) or t % int(h["inverse_update_period"]) == 0
         if new_basis:
-            eigA, eigG = self._eigs(A, G)
             pis = [pi_correction(a, g) if h["pi_correction"] else 1.0 for a, g in zip(A, G)]
+            if h["inverse_method"] == "eigh":
+                eigA, eigG = self._eigs(A, G)
+                retried = sum(e.retried for e in eigA + eigG)
+                floored = sum(e.floored for e in eigA + eigG)
+            else:
+                r = np.sqrt(self.damping + float(h["weight_decay"]))
+                invs = []
+                for i, (a, g, pi) in enumerate(zip(A, G, pis)):
+                    Ai, ra = safe_inverse(a, pi * r, f"factor A of layer {i}")
+                    Gi, rg = safe_inverse(g, r / pi, f"factor G of layer {i}")
+                    invs.append((Ai, Gi))
+                    retried += ra + rg
 
         # EKFAC scalings in the (possibly new) eigenbasis
         if h["ekfac"]:
@@ -275,8 +305,9 @@ class KFAC(Optimizer):
                 S = [np.outer(eg.e, ea.e) for ea, eg in zip(eigA, eigG)]
 
         # commit the curvature state (the model is still untouched)
-        old = (self.A, self.G, self.eigA, self.eigG, self.pis, self.S)
-        self.A, self.G, self.eigA, self.eigG, self.pis, self.S = A, G, eigA, eigG, pis, S
+        old = (self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs)
+        self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs = (
+            A, G, eigA, eigG, pis, S, invs)
         self._eig_version += int(new_basis)
         try:
             lam = self.damping
@@ -285,11 +316,11 @@ class KFAC(Optimizer):
             delta, extras, model_value = self._update(grads, P, cache, f, lam, eta)
             self._check("the update", delta)
         except Exception:
-            self.A, self.G, self.eigA, self.eigG, self.pis, self.S = old
+            (self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs) = old
             raise
         if new_basis:
-            self.eig_retries += sum(e.retried for e in eigA + eigG)
-            extras["eig_floored"] = int(sum(e.floored for e in eigA + eigG))
+            self.eig_retries += int(retried)
+            extras["eig_floored"] = int(floored)
         extras["eig_retries"] = self.eig_retries
 
         self.prev_delta = delta
@@ -359,6 +390,8 @@ class KFAC(Optimizer):
         d["pis"] = np.array([] if self.pis is None else self.pis, dtype=np.float64)
         d["has_pis"] = self.pis is not None
         self._put_list(d, "S", self.S)
+        self._put_list(d, "invA", None if self.invs is None else [a for a, _ in self.invs])
+        self._put_list(d, "invG", None if self.invs is None else [g for _, g in self.invs])
         self._put_list(d, "prev_delta", self.prev_delta)
         return d
 
@@ -372,6 +405,8 @@ class KFAC(Optimizer):
             setattr(self, key, None if es is None else [Eig(e, Q) for e, Q in zip(es, Qs)])
         self.pis = [float(p) for p in d["pis"]] if bool(d["has_pis"]) else None
         self.S = self._get_list(d, "S")
+        ia, ig = self._get_list(d, "invA"), self._get_list(d, "invG")
+        self.invs = None if ia is None else list(zip(ia, ig))
         self.prev_delta = self._get_list(d, "prev_delta")
         self._inv_cache = None
 

@@ -30,6 +30,7 @@ __all__ = [
     "precondition_factored",
     "precondition_eigenbasis",
     "damped_inverse",
+    "safe_inverse",
 ]
 
 
@@ -96,6 +97,40 @@ def safe_eigh(M, eig_floor=0.0, name="factor") -> Eig:
         floored = int(np.count_nonzero(e < eig_floor))
         e = np.maximum(e, dtype.type(eig_floor))
     return Eig(e, Q, retried, floored)
+
+
+def _inv(M):
+    """The inverter (a seam so tests can make the float32 attempt fail)."""
+    return np.linalg.inv(M)
+
+
+def safe_inverse(M, shift=0.0, name="factor"):
+    """``(M + shift·I)⁻¹`` of a symmetric factor (symmetrized), with a float64 retry when the
+    inversion fails or is not finite in ``M``'s dtype. Returns ``(inverse, retried)``.
+
+    >>> import numpy as np
+    >>> inv, retried = safe_inverse(np.diag([2.0, 4.0]), shift=2.0)
+    >>> inv.diagonal().tolist(), retried
+    ([0.25, 0.16666666666666666], False)
+    """
+    M = np.asarray(M)
+    dtype = M.dtype
+    S = 0.5 * (M + M.T)
+    S = S + dtype.type(shift) * np.eye(len(S), dtype=dtype)
+    attempts = [dtype] if dtype == np.float64 else [dtype, np.dtype(np.float64)]
+    for k, dt in enumerate(attempts):
+        try:
+            with np.errstate(all="ignore"):
+                inv = _inv(S.astype(dt, copy=False))
+        except np.linalg.LinAlgError:
+            continue
+        if np.all(np.isfinite(inv)):
+            inv = 0.5 * (inv + inv.T)
+            return inv.astype(dtype, copy=False), k > 0
+    raise DegenerateMetricError(
+        f"the damped {name} is singular (inversion failed in {', '.join(map(str, attempts))}); "
+        "use damping > 0 or damping_mode='exact' with an eig_floor"
+    )
 
 
 def pi_correction(A, G) -> float:
