@@ -1,0 +1,332 @@
+"""The abstract MLP and its coordinate networks (paper §3, Appendix D).
+
+An abstract MLP with ``L`` layers is a chain of affine spaces
+
+    ``A_0 --ω_1--> Z_1 --φ_1--> A_1 --ω_2--> … --ω_L--> Z_L --φ_L--> A_L``
+
+with weights ``ω_i`` points of ``W_i = Aff(A_{i-1}, Z_i)`` and activations ``φ_i``
+smooth maps given, in the spaces' *reference* frames, by elementwise functions. The
+weight space is the product ``W = W_1 × … × W_L``.
+
+A :class:`FrameChoice` (a frame on every ``A_i`` and ``Z_i``) turns the abstract network
+into a :class:`~geomkfac.reparam.CoordinateMLP`: the weights' coordinates are read in the
+frames of ``W_i`` induced by the frames on ``A_{i-1}`` and ``Z_i`` (the core's
+``AffineMaps.frame``, law D.2), the activations become the conjugated activations of D.3.
+Deriving a second choice of frames with :class:`~geomkfac.reparam.LayerChange` s gives the
+same coordinate network as :func:`~geomkfac.reparam.reparameterize` on arrays.
+
+Convention: ``A``, ``Z`` and ``weight_spaces`` are indexed by layer number;
+``Z[0]`` and ``weight_spaces[0]`` are ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import sympy as sp
+
+from geomkfac.activations_sym import (
+    Activation,
+    ConjugatedActivation,
+    ElementwiseActivation,
+    get_activation,
+    is_symbolic,
+)
+from geomkfac.errors import ConfigurationError, DimensionError, SpaceMismatchError
+from geomkfac.fields import field_of
+from geomkfac.maps import AffineMaps
+from geomkfac.reparam import (
+    CoordinateMLP,
+    LayerChange,
+    centering,
+    normalize_changes,
+    permutation,
+    random_affine,
+    reparameterize,
+    sigmoid_to_tanh,
+    tanh_to_sigmoid,
+    transform_weights,
+    unit_scaling,
+    whitening,
+)
+from geomkfac.spaces import AffineSpace, Frame, Point, ProductSpace
+
+__all__ = [
+    "AbstractMLP",
+    "FrameChoice",
+    "CoordinateMLP",
+    "LayerChange",
+    "Activation",
+    "ElementwiseActivation",
+    "ConjugatedActivation",
+    "get_activation",
+    "reparameterize",
+    "transform_weights",
+    "sigmoid_to_tanh",
+    "tanh_to_sigmoid",
+    "centering",
+    "whitening",
+    "unit_scaling",
+    "permutation",
+    "random_affine",
+]
+
+
+def _vec(M):
+    """Column-stacking vec of a numeric or sympy matrix (1-D array / sympy column)."""
+    if isinstance(M, sp.MatrixBase):
+        return sp.ImmutableMatrix(M.T.reshape(M.rows * M.cols, 1))
+    return np.asarray(M, dtype=float).reshape(-1, order="F")
+
+
+class FrameChoice:
+    """A frame on every ``A_i`` (i = 0..L) and ``Z_i`` (i = 1..L) of an abstract MLP.
+
+    Attributes
+    ----------
+    net : AbstractMLP
+    A : tuple of Frame, length L + 1
+    Z : tuple of Frame or None, length L + 1 (``Z[0] is None``)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = AbstractMLP([2, 3, 1], ["tanh", "identity"], name="ex")
+    >>> ref = net.reference_frames()
+    >>> kappa = ref.derive({1: centering(np.array([0.1, 0.2, 0.3]))})
+    >>> kappa.A[1] is ref.A[1], kappa.A[0] is ref.A[0]
+    (False, True)
+    >>> kappa.weight_space_frame.space is net.weight_space
+    True
+    """
+
+    def __init__(self, net: "AbstractMLP", A_frames: Sequence[Frame], Z_frames: Sequence[Frame | None]):
+        L = net.L
+        A_frames, Z_frames = tuple(A_frames), tuple(Z_frames)
+        if len(A_frames) != L + 1 or len(Z_frames) != L + 1:
+            raise DimensionError(
+                f"a FrameChoice of an {L}-layer MLP needs {L + 1} frames on A_0..A_{L} and "
+                f"{L + 1} entries for Z (Z[0] = None), got {len(A_frames)} and {len(Z_frames)}"
+            )
+        for i, f in enumerate(A_frames):
+            if not isinstance(f, Frame) or f.space is not net.A[i]:
+                raise SpaceMismatchError(f"A-frame {i} must be a frame of {net.A[i].name}, got {f!r}")
+        for i, f in enumerate(Z_frames[1:], start=1):
+            if not isinstance(f, Frame) or f.space is not net.Z[i]:
+                raise SpaceMismatchError(f"Z-frame {i} must be a frame of {net.Z[i].name}, got {f!r}")
+        self.net = net
+        self.A = A_frames
+        self.Z = (None,) + Z_frames[1:]
+
+    # ---------------------------------------------------------------- derived frames
+    def derive(self, changes, name: str | None = None) -> "FrameChoice":
+        """New frames: ``a‡ = Ω_i a + γ_i`` on ``A_i`` and ``z = Φ_i z‡ + τ_i`` on ``Z_i``.
+
+        ``changes`` as for :func:`~geomkfac.reparam.reparameterize` (``{layer: LayerChange}``,
+        layer 0 = input, L = output spaces).
+        """
+        ch = normalize_changes(changes, self.net.L)
+        tag = name or "‡"
+        A_new, Z_new = [], [None]
+        for i in range(self.net.L + 1):
+            c = ch[i]
+            n = self.net.widths[i]
+            if c.changes_A:
+                sym = c.is_symbolic
+                O, g = c._parts(n, "A", sym)
+                A_new.append(self.A[i].derive(O, g, name=f"{self.A[i].name}{tag}"))
+            else:
+                A_new.append(self.A[i])
+            if i == 0:
+                continue
+            if c.changes_Z:
+                sym = c.is_symbolic
+                P, t = c._parts(n, "Z", sym)
+                field = field_of(P, t)
+                Pinv = field.inv(field.asmatrix(P))
+                shift = -field.matmul(Pinv, field.asvector(t))
+                Z_new.append(self.Z[i].derive(Pinv, shift, name=f"{self.Z[i].name}{tag}"))
+            else:
+                Z_new.append(self.Z[i])
+        return FrameChoice(self.net, A_new, Z_new)
+
+    def weight_frame(self, i: int) -> Frame:
+        """The frame of ``W_i = Aff(A_{i-1}, Z_i)`` induced by ``A[i-1]`` and ``Z[i]``."""
+        self._check_layer(i)
+        return self.net.weight_spaces[i].frame(self.A[i - 1], self.Z[i])
+
+    @property
+    def weight_space_frame(self) -> Frame:
+        """The product frame on ``W = W_1 × … × W_L`` (coordinates ``[vec W̄_1; …]``)."""
+        return self.net.weight_space.frame_from([self.weight_frame(i) for i in range(1, self.net.L + 1)])
+
+    def activation(self, i: int) -> Activation:
+        """The coordinate expression of ``φ_i : Z_i → A_i`` in these frames (Eqn. D.3).
+
+        With ``(Ω, γ)`` the change reference → ``A[i]`` and ``(Φ, τ)`` the change
+        ``Z[i]`` → reference: ``φ‡(z‡) = Ω φ(Φ z‡ + τ) + γ``.
+        """
+        self._check_layer(i)
+        base = self.net.activations[i - 1]
+        fA, fZ = self.A[i], self.Z[i]
+        if fA.is_reference and fZ.is_reference:
+            return base
+        chA = self.net.A[i].reference_frame.change_to(fA)
+        chZ = fZ.change_to(self.net.Z[i].reference_frame)
+        return ConjugatedActivation(base, chA.B, chA.c, chZ.B, chZ.c)
+
+    def _check_layer(self, i):
+        if not 1 <= i <= self.net.L:
+            raise ConfigurationError(f"layers are numbered 1..{self.net.L}, got {i}")
+
+    def __repr__(self) -> str:
+        a = ", ".join(f.name for f in self.A)
+        z = ", ".join(f.name for f in self.Z[1:])
+        return f"FrameChoice(A: [{a}]; Z: [{z}])"
+
+
+class AbstractMLP:
+    """An abstract MLP: affine spaces, weight spaces ``Aff(A_{i-1}, Z_i)``, activations.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        ``n_0, n_1, …, n_L``.
+    activations : sequence of L activations (names or :class:`Activation` objects)
+        ``φ_i`` in the reference frames of ``Z_i`` and ``A_i``.
+    name : str
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = AbstractMLP([2, 3, 1], ["sigmoid", "identity"], name="doc")
+    >>> net.L, net.weight_spaces[1].dim, net.weight_space.dim
+    (2, 9, 13)
+    >>> rng = np.random.default_rng(0)
+    >>> w = net.weights_from([rng.normal(size=(3, 3)), rng.normal(size=(1, 4))])
+    >>> ref = net.reference_frames()
+    >>> kappa = ref.derive({1: sigmoid_to_tanh(3)})
+    >>> f_ref, f_kappa = net.coordinates(w, ref), net.coordinates(w, kappa)
+    >>> x = rng.normal(size=(4, 2))
+    >>> bool(np.allclose(f_ref.forward(x), f_kappa.forward(x)))     # same function
+    True
+    >>> bool(np.allclose(f_kappa.activations[0](x[:, :1] * np.ones(3)), np.tanh(x[:, :1] * np.ones(3))))
+    True
+    """
+
+    def __init__(self, widths: Sequence[int], activations: Sequence, name: str = "net"):
+        widths = tuple(int(n) for n in widths)
+        if len(widths) < 2 or min(widths) < 1:
+            raise DimensionError(f"an MLP needs at least two positive widths (n_0, n_1, …), got {widths}")
+        L = len(widths) - 1
+        if isinstance(activations, (str, Activation)):
+            raise ConfigurationError(
+                f"give one activation per layer ({L}), e.g. ['tanh'] * {L - 1} + ['identity']"
+            )
+        activations = tuple(get_activation(a) for a in activations)
+        if len(activations) != L:
+            raise DimensionError(f"{L} layers need {L} activations, got {len(activations)}")
+        self.name = name
+        self.widths = widths
+        self.L = L
+        self.activations = activations
+        self.A = tuple(AffineSpace(widths[i], f"{name}.A{i}") for i in range(L + 1))
+        self.Z = (None,) + tuple(AffineSpace(widths[i], f"{name}.Z{i}") for i in range(1, L + 1))
+        self.weight_spaces = (None,) + tuple(AffineMaps(self.A[i - 1], self.Z[i]) for i in range(1, L + 1))
+        self.weight_space = ProductSpace(self.weight_spaces[1:], name=f"{name}.W")
+        self._reference = None
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return tuple(W.dim for W in self.weight_spaces[1:])
+
+    def reference_frames(self) -> FrameChoice:
+        """The reference frame of every space (cached)."""
+        if self._reference is None:
+            self._reference = FrameChoice(
+                self,
+                [A.reference_frame for A in self.A],
+                [None] + [Z.reference_frame for Z in self.Z[1:]],
+            )
+        return self._reference
+
+    def _frames(self, frames):
+        if frames is None:
+            return self.reference_frames()
+        if not isinstance(frames, FrameChoice) or frames.net is not self:
+            raise SpaceMismatchError(f"frames must be a FrameChoice of {self.name}, got {frames!r}")
+        return frames
+
+    # ---------------------------------------------------------------- weights ↔ coordinates
+    def weights_from(self, Wbars: Sequence, frames: FrameChoice | None = None) -> Point:
+        """The Point of the weight space whose coordinates in ``frames`` are ``Wbars``.
+
+        ``Wbars[i-1] = [W_i b_i]`` (``n_i × (n_{i-1}+1)``), numeric or sympy; coordinates
+        are ``[vec W̄_1; …; vec W̄_L]`` (column-stacking).
+        """
+        frames = self._frames(frames)
+        if len(Wbars) != self.L:
+            raise DimensionError(f"{self.name} has {self.L} layers, got {len(Wbars)} weight matrices")
+        parts = []
+        for i, W in enumerate(Wbars, start=1):
+            shape = self.weight_spaces[i].shape
+            if tuple(W.shape) != shape:
+                raise DimensionError(f"layer {i}: W̄ must be {shape}, got {tuple(W.shape)}")
+            parts.append(_vec(W))
+        field = field_of(*parts)
+        return Point(frames.weight_space_frame, field.concat([field.asvector(p) for p in parts]))
+
+    def layer_weights(self, weights: Point, frames: FrameChoice | None = None) -> list:
+        """``[W̄_1, …, W̄_L]``: the weights' coordinates in ``frames`` (law D.2 via the core)."""
+        frames = self._frames(frames)
+        if not isinstance(weights, Point) or weights.space is not self.weight_space:
+            raise SpaceMismatchError(f"weights must be a Point of {self.weight_space.name}, got {weights!r}")
+        x = weights.coords(frames.weight_space_frame)
+        field = field_of(x)
+        parts = self.weight_space.split(x)
+        return [field.unvec(p, self.weight_spaces[i].shape) for i, p in enumerate(parts, start=1)]
+
+    def coordinates(self, weights: Point, frames: FrameChoice | None = None) -> CoordinateMLP:
+        """The coordinate network in ``frames``: weights by D.2, activations by D.3."""
+        frames = self._frames(frames)
+        Ws = self.layer_weights(weights, frames)
+        acts = [frames.activation(i) for i in range(1, self.L + 1)]
+        return CoordinateMLP(Ws, acts)
+
+    def random_weights(self, rng, scale: float = 1.0, frames: FrameChoice | None = None) -> Point:
+        """Weights with i.i.d. ``N(0, scale²/(n_{i-1}+1))`` coordinates in ``frames``."""
+        rng = np.random.default_rng(rng)
+        Ws = [
+            rng.normal(size=self.weight_spaces[i].shape) * scale / np.sqrt(self.widths[i - 1] + 1)
+            for i in range(1, self.L + 1)
+        ]
+        return self.weights_from(Ws, frames)
+
+    def input_coords(self, inputs, frames: FrameChoice | None = None):
+        """Input coordinates (given in the reference frame of ``A_0``) in ``frames.A[0]``.
+
+        Numeric ``(N, n_0)`` batches are mapped in one vectorized step.
+        """
+        frames = self._frames(frames)
+        f0 = frames.A[0]
+        if f0.is_reference:
+            return inputs
+        ch = self.A[0].reference_frame.change_to(f0)
+        if is_symbolic(inputs) or ch.field.symbolic:
+            from geomkfac.reparam import _to_sym
+
+            x = _to_sym(inputs)
+            return sp.ImmutableMatrix(_to_sym(ch.B) * x + _to_sym(ch.c))
+        x = np.asarray(inputs, dtype=float)
+        return x @ np.asarray(ch.B, dtype=float).T + np.asarray(ch.c, dtype=float).reshape(-1)
+
+    def forward(self, weights: Point, inputs, frames: FrameChoice | None = None):
+        """Network output (coordinates in ``frames.A[L]``) for inputs given in the
+        reference frame of ``A_0``."""
+        frames = self._frames(frames)
+        return self.coordinates(weights, frames).forward(self.input_coords(inputs, frames))
+
+    def __repr__(self) -> str:
+        acts = ", ".join(a.name for a in self.activations)
+        return f"AbstractMLP({self.name!r}, widths={self.widths}, activations=[{acts}])"
