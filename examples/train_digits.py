@@ -6,7 +6,8 @@ and plot both loss curves on one figure.
 The same run from the command line::
 
     geomkfac train --arch 64-128-64-32-64-128-64 --act tanh --task autoencoder \\
-        --optimizer kfac,sgd --lr sgd=0.1 --momentum sgd=0.9 --steps 300 --out digits-example
+        --optimizer kfac,sgd --lr kfac=1,sgd=0.02 --momentum sgd=0.9 --damping 0.1 \\
+        --opt-arg kfac:kl_clip=0.01 --steps 300 --out digits-example
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def main() -> None:
     init = MLP([64, 128, 64, 32, 64, 128, 64], "tanh", seed=0)   # linear output layer
 
     runs = {}
-    for name, hyper in [("kfac", {}), ("sgd", {"lr": 0.1, "momentum": 0.9})]:
+    # K-FAC: Tikhonov damping 0.1 and a KL (trust-region) clip of the step, lr 1
+    for name, hyper in [("kfac", {"lr": 1.0, "damping": 0.1, "kl_clip": 0.01}),
+                        ("sgd", {"lr": 0.02, "momentum": 0.9})]:
         model = init.copy()                    # same starting point for both
         optimizer = get_optimizer(name, model, loss, **hyper)
         result = train(model, optimizer, data, steps=args.steps, batch_size=256, seed=0,

@@ -5,7 +5,8 @@ loss plot.
 Examples (shell)::
 
     geomkfac train --arch 64-128-64-32-64-128-64 --act tanh --task autoencoder \\
-        --optimizer kfac,sgd,adam --lr sgd=0.1,adam=1e-3 --momentum 0.9 --steps 500 --out runs/ae
+        --optimizer kfac,sgd,adam --lr kfac=1,sgd=0.02,adam=1e-3 --momentum sgd=0.9 \\
+        --damping 0.1 --opt-arg kfac:kl_clip=0.01 --steps 500 --out runs/ae
     geomkfac train --task classification --arch 64-100-10 --optimizer kfac --epochs 5 \\
         --opt-arg fisher=exact
     geomkfac train --idx-images train-images-idx3-ubyte.gz --idx-labels train-labels-idx1-ubyte.gz \\
@@ -48,10 +49,12 @@ data; without --arch they come from the data."""
 _EPILOG = """\
 examples:
   geomkfac train --arch 64-128-64-32-64-128-64 --act tanh --optimizer kfac,sgd,adam \\
-      --lr sgd=0.1,adam=1e-3 --momentum sgd=0.9 --steps 500 --out runs/ae
+      --lr kfac=1,sgd=0.02,adam=1e-3 --momentum sgd=0.9 --damping 0.1 \\
+      --opt-arg kfac:kl_clip=0.01 --steps 500 --out runs/ae
   geomkfac train --task classification --arch 64-100-10 --optimizer kfac --epochs 5 \\
       --opt-arg fisher=exact --opt-arg kfac:inverse_update_period=5
-  geomkfac train --optimizer kfac --steps 1000 --resume --out runs/ae   # continue a run
+  geomkfac train --optimizer kfac --lr 1 --damping 0.1 --opt-arg kl_clip=0.01 \\
+      --steps 1000 --resume --out runs/ae   # continue the K-FAC run above
 
 exit status: 0 all runs completed, 1 a run stopped on NaN/inf, 2 bad input."""
 
