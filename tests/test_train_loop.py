@@ -220,6 +220,10 @@ def test_huge_lr_stops_cleanly_keeping_last_good_checkpoint(tmp_path, key):
         assert f"last good checkpoint is {ck} (step {ck_step})" in res.message
     assert ck_step == res.checkpoint_step and ck_step <= res.steps and ck_step % 2 == 0
     assert all(np.all(np.isfinite(W)) for W in load_checkpoint(ck).Wbars)
+    # the failed update was not applied: final_loss is the loss at the last good weights
+    with np.errstate(all="ignore"):
+        at_model = evaluate(model, get_loss("mse"), data)
+    assert res.final_loss == at_model or (res.final_loss is None and not np.isfinite(at_model))
     with pytest.raises(NonFiniteError):  # and on request it propagates
         m2 = model.copy()
         o2 = make(m2, "mse")

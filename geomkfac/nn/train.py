@@ -50,7 +50,8 @@ class TrainResult:
     steps : int
         Optimizer steps completed (counting those before a resume).
     final_loss : float or None
-        Loss on the full training set after the last completed step (None without a loss).
+        Loss on the full training set after the last completed step (None without a loss,
+        or when that loss is itself not finite).
     seconds : float
         Training time, cumulative over resumes (evaluation and checkpointing excluded).
     history : tuple of dict
@@ -379,7 +380,9 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
                  if last_ckpt is not None else
                  "no checkpoint was written before (use a checkpoint interval to keep one)")
         message = f"training {name!r} stopped, update {attempt} was not applied ({exc}); {where}"
-        final_loss = history[-1]["loss"] if history else None
+        if loss is not None:  # the failed update was not applied: the weights are the last good ones
+            last = evaluate(model, loss, data)
+            final_loss = last if math.isfinite(last) else None
     finally:
         errstate.__exit__(None, None, None)
         bar.close()
