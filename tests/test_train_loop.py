@@ -278,3 +278,14 @@ def test_progress_bar_shows_running_loss(capsys):
     assert "demo" in err and "4/4" in err and "loss=" in err
     train(model, _NoisySGD(model, loss), data, steps=4, batch_size=10, progress=False)
     assert capsys.readouterr().err == ""  # negative control: disabled means silent
+
+
+@pytest.mark.parametrize("module", ["geomkfac.nn.data", "geomkfac.nn.checkpoint",
+                                    "geomkfac.nn.train", "geomkfac.nn.plots", "geomkfac.nn.cli"])
+def test_docstring_examples(module):
+    """The ``>>>`` examples of the training modules are correct (run as doctests)."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
