@@ -129,7 +129,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-# --------------------------------------------------------------------------- parsing helpers
+# --------------------------------------------------------------------------- argument parsing
 
 
 def parse_arch(text: str) -> list[int]:
