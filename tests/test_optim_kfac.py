@@ -67,7 +67,7 @@ def block_kron_solve(factors, g, damping=0.0, factored_pi=None):
 
 def exact_kfac(**kw):
     h = dict(fisher="exact", damping=0.0, damping_mode="exact", eig_floor=None, ema_decay=0.0,
-             factor_update_period=1, inverse_update_period=1)
+             factor_update_period=1, inverse_update_period=1, kl_clip=None)
     h.update(kw)
     return h
 
@@ -309,8 +309,8 @@ def test_kl_clip_bounds_the_step():
     vg = -lr * g @ free  # lr² Σ ⟨P, ∇h⟩ with P the preconditioned gradient
     clip = 0.1 * vg
     net.set_flat(th0)
-    info = get_optimizer("kfac", net, "softmax_ce", lr=lr, kl_clip=clip,
-                         **exact_kfac(damping=1e-2)).step(X, Y)
+    info = get_optimizer("kfac", net, "softmax_ce", lr=lr,
+                         **exact_kfac(damping=1e-2, kl_clip=clip)).step(X, Y)
     step = net.get_flat() - th0
     nu = np.sqrt(clip / vg)
     assert info.extras["kl_scale"] == pytest.approx(nu, rel=1e-10)
@@ -319,8 +319,8 @@ def test_kl_clip_bounds_the_step():
     assert -lr * g @ step * nu == pytest.approx(clip, rel=1e-9)
     # inactive clip: unchanged step
     net.set_flat(th0)
-    info = get_optimizer("kfac", net, "softmax_ce", lr=lr, kl_clip=10 * vg,
-                         **exact_kfac(damping=1e-2)).step(X, Y)
+    info = get_optimizer("kfac", net, "softmax_ce", lr=lr,
+                         **exact_kfac(damping=1e-2, kl_clip=10 * vg)).step(X, Y)
     assert info.extras["kl_scale"] == 1.0
     np.testing.assert_allclose(net.get_flat() - th0, free, rtol=0, atol=1e-15)
 

@@ -58,7 +58,9 @@ class KFAC(Optimizer):
        ``S = E[(Q_Gᵀ Dz āᵀ Q_A)²]`` re-estimated from per-example gradients;
     4. **update** ``δ``: with a fixed learning rate, ``δ = μ δ_prev − lr · ν P`` (heavy ball on
        the preconditioned update, ``μ = momentum``) where ``ν = min(1, sqrt(kl_clip /
-       (lr² Σ_i ⟨P_i, DW̄_i⟩)))`` is the KL clipping (1 if ``kl_clip`` is None); with
+       (lr² Σ_i ⟨P_i, DW̄_i⟩)))`` is the KL clipping of kfac-pytorch (1 if ``kl_clip`` is
+       None): it bounds the quadratic KL estimate ``lr² (νP)ᵀ F̃ (νP) = lr² ν² Σ⟨P, DW̄⟩``
+       by ``kl_clip``; with
        ``adaptive_lr=True``, ``δ = α Δ + μ δ_prev`` with ``Δ = −P`` and ``(α, μ)`` minimizing
        the quadratic model ``M(δ) = ½ δᵀ(F + (λ+η)I)δ + ∇hᵀδ`` with exact GGN products
        (M&G §7);
@@ -86,7 +88,8 @@ class KFAC(Optimizer):
     factor_update_period, inverse_update_period : int, defaults 1 and 5
     inverse_method : {"inv", "eigh"}, default "inv" for factored damping ("eigh" otherwise)
     eig_floor : float or None, default 0.0 (eigendecompositions only)
-    kl_clip : float or None, default None
+    kl_clip : float or None, default 1e-2 (None disables it; it is off by default with
+        ``adaptive_lr=True``, where the quadratic model sets the step size)
     adaptive_lr : bool, default False
     adapt_damping : bool, default False
     lm_period : int, default 5
@@ -121,7 +124,7 @@ class KFAC(Optimizer):
         "inverse_update_period": 5,
         "inverse_method": None,
         "eig_floor": 0.0,
-        "kl_clip": None,
+        "kl_clip": 1e-2,
         "adaptive_lr": False,
         "adapt_damping": False,
         "lm_period": 5,
@@ -180,6 +183,8 @@ class KFAC(Optimizer):
             )
 
     def __init__(self, model, loss, **hyper):
+        if hyper.get("adaptive_lr") and "kl_clip" not in hyper:
+            hyper["kl_clip"] = None
         super().__init__(model, loss, **hyper)
         self.damping = float(self.hyper["damping"])
         self.A = None  # per-layer factors (EMA)
