@@ -28,7 +28,8 @@ PROOFS = discover()
 def test_every_statement_of_the_mlp_theory_has_a_proof():
     ids = {run_id for run_id in (p.read_text(encoding="utf-8") for p in PROOFS)}
     text = "\n".join(ids)
-    for proof_id in ("B.1", "B.2", "C.1/C.2", "D.2/D.3", "§2.1", "Thm 2.1"):
+    for proof_id in ("B.1", "B.2", "C.1/C.2", "D.2/D.3", "Lemma E.1", "Thm 3.2", "Thm 3.4",
+                     "Prop 3.5", "Ex. 3.3", "Thm 3.8", "Thm 2.1", "§2.1"):
         assert f'ID = "{proof_id}"' in text, f"no proof script for {proof_id}"
 
 
