@@ -33,6 +33,7 @@ array([[1., 1.]])
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -321,7 +322,8 @@ class AffineMaps(AffineSpace):
            [3., 4., 6.]])
     """
 
-    _cache: dict = {}
+    # weak values: a live Aff(A, Z) keeps A and Z alive, so their ids cannot be reused
+    _cache: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
     def __new__(cls, domain: AffineSpace, codomain: AffineSpace, name: str | None = None):
         for s, what in ((domain, "domain"), (codomain, "codomain")):

@@ -44,6 +44,7 @@ array([0.5, 0. ])
 from __future__ import annotations
 
 import itertools
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -213,7 +214,8 @@ class ProductSpace(AffineSpace):
     (True, 3, True)
     """
 
-    _cache: dict = {}
+    # weak values: a live product keeps its factors alive, so their ids cannot be reused
+    _cache: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
     def __new__(cls, factors: Sequence[AffineSpace], name: str | None = None):
         factors = tuple(factors)
@@ -346,6 +348,7 @@ class FrameChange:
             self._B = self.field.asmatrix(B) if B is not None else self.field.eye(n)
             self._c = self.field.asvector(c) if c is not None else self.field.zeros(self._B.shape[0])
         self._Binv = _Binv
+        self._Binv_parts: tuple | None = None  # (first, second) of a composition: B⁻¹ = B₁⁻¹ B₂⁻¹
         self._inverse: FrameChange | None = None
         self._cast: dict = {}
 
@@ -376,6 +379,10 @@ class FrameChange:
         """``B⁻¹`` (computed once)."""
         if self._identity:
             return self.field.eye(self.dim)
+        if self._Binv is None and self._Binv_parts is not None:
+            first, second = self._Binv_parts
+            self._Binv = self.field.matmul(self.field.asmatrix(first.B_inv), self.field.asmatrix(second.B_inv))
+            self._Binv_parts = None
         if self._Binv is None:
             try:
                 self._Binv = self.field.inv(self._B)
@@ -446,7 +453,9 @@ class FrameChange:
         field = field_of(self, nxt)
         B1, c1 = self._in(field)
         B2, c2 = nxt._in(field)
-        return FrameChange(self.source, nxt.target, field.matmul(B2, B1), field.matmul(B2, c1) + c2, field=field)
+        out = FrameChange(self.source, nxt.target, field.matmul(B2, B1), field.matmul(B2, c1) + c2, field=field)
+        out._Binv_parts = (self, nxt)
+        return out
 
     def _coords(self, x):
         field = field_of(self, x)
