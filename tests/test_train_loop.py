@@ -197,17 +197,24 @@ def test_epochs_and_argument_errors():
         train(model, _NoisySGD(model, loss), data, steps=2, checkpoint_every=0, checkpoint_path="x")
 
 
+def _with_huge_lr(opt):
+    """Set lr = 3 (and switch K-FAC's KL clipping off, which would tame the step)."""
+    if hasattr(opt, "lr"):
+        opt.lr = 3.0
+    else:
+        opt.hyper["lr"] = 3.0
+        if "kl_clip" in opt.hyper:
+            opt.hyper["kl_clip"] = None
+    return opt
+
+
 @pytest.mark.parametrize("key", ["stand-in", "sgd", "kfac"])
 def test_huge_lr_stops_cleanly_keeping_last_good_checkpoint(tmp_path, key):
     make = _factory(key)
     data, model, loss = _problem("autoencoder")
     data = make_dataset(data.X * 50, None, "autoencoder")  # large inputs: mse blows up fast
     ck = tmp_path / "c.npz"
-    opt = make(model, "mse")
-    if hasattr(opt, "lr"):
-        opt.lr = 3.0
-    else:
-        opt.hyper["lr"] = 3.0
+    opt = _with_huge_lr(make(model, "mse"))
     res = train(model, opt, data, steps=200, batch_size=20, loss=get_loss("mse"),
                 checkpoint_path=ck, checkpoint_every=2)
     assert res.status == "non_finite" and not res.ok
@@ -226,11 +233,7 @@ def test_huge_lr_stops_cleanly_keeping_last_good_checkpoint(tmp_path, key):
     assert res.final_loss == at_model or (res.final_loss is None and not np.isfinite(at_model))
     with pytest.raises(NonFiniteError):  # and on request it propagates
         m2 = model.copy()
-        o2 = make(m2, "mse")
-        if hasattr(o2, "lr"):
-            o2.lr = 3.0
-        else:
-            o2.hyper["lr"] = 3.0
+        o2 = _with_huge_lr(make(m2, "mse"))
         train(m2, o2, data, steps=200, batch_size=20, raise_on_nonfinite=True)
 
 
