@@ -29,7 +29,6 @@ from _pipeline import problem
 
 from geomkfac import kfac as K
 from geomkfac.errors import DegenerateMetricError
-from geomkfac.maps import AffineMaps
 from geomkfac.metrics import KroneckerMetric, Metric, SecondMoment, expectation, pullback
 from geomkfac.output_metrics import get_output_metric
 from geomkfac.spaces import AffineSpace, Covector, Point
