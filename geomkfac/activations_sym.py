@@ -39,6 +39,7 @@ __all__ = [
     "get_activation",
     "is_symbolic",
     "as_sym_matrix",
+    "as_exact_sym",
     "as_float_array",
 ]
 
@@ -59,6 +60,16 @@ def as_sym_matrix(x) -> sp.ImmutableMatrix:
     if arr.ndim == 1:
         return sp.ImmutableMatrix([[sp.sympify(v)] for v in arr])
     return sp.ImmutableMatrix(arr.tolist())
+
+
+def as_exact_sym(x) -> sp.ImmutableMatrix:
+    """Like :func:`as_sym_matrix`, but floats become the exact binary Rationals they denote."""
+    if isinstance(x, sp.MatrixBase):
+        return sp.ImmutableMatrix(x)
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        arr = np.vectorize(sp.Rational, otypes=[object])(arr)
+    return as_sym_matrix(arr)
 
 
 def as_float_array(x) -> np.ndarray:
@@ -258,7 +269,7 @@ class ConjugatedActivation(Activation):
             P2 = inner._param(Phi, n, "matrix", sym)
             t2 = inner._param(tau, n, "vector", sym)
             mm = (lambda a, b: a * b) if sym else (lambda a, b: a @ b)
-            cv = as_sym_matrix if sym else as_float_array
+            cv = as_exact_sym if sym else as_float_array
             O1, g1, P1, t1 = (cv(m) for m in (inner.Omega, inner.gamma, inner.Phi, inner.tau))
             O2, g2, P2, t2 = (cv(m) for m in (O2, g2, P2, t2))
             Omega, gamma = mm(O2, O1), mm(O2, g1) + g2
@@ -272,6 +283,10 @@ class ConjugatedActivation(Activation):
         self.gamma = self._param(gamma, n, "vector", sym)
         self.Phi = self._param(Phi, n, "matrix", sym)
         self.tau = self._param(tau, n, "vector", sym)
+        if sym:  # keep symbolic activations exact: numeric parts become Rationals
+            self.Omega, self.Phi = as_exact_sym(self.Omega), as_exact_sym(self.Phi)
+            self.gamma = sp.ImmutableMatrix(as_exact_sym(self.gamma).reshape(n, 1))
+            self.tau = sp.ImmutableMatrix(as_exact_sym(self.tau).reshape(n, 1))
         for nm, m in (("Omega", self.Omega), ("Phi", self.Phi)):
             if tuple(m.shape) != (n, n):
                 raise DimensionError(f"ConjugatedActivation: {nm} must be {n}×{n}, got {m.shape}")
@@ -328,7 +343,7 @@ class ConjugatedActivation(Activation):
         return O[None] @ inner @ P[None]
 
     def _syms(self):
-        return tuple(as_sym_matrix(m) for m in (self.Omega, self.gamma, self.Phi, self.tau))
+        return tuple(as_exact_sym(m) for m in (self.Omega, self.gamma, self.Phi, self.tau))
 
     def _sym(self, z):
         O, g, P, t = self._syms()

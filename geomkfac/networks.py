@@ -30,6 +30,7 @@ from geomkfac.activations_sym import (
     Activation,
     ConjugatedActivation,
     ElementwiseActivation,
+    as_exact_sym as _to_sym,
     get_activation,
     is_symbolic,
 )
@@ -314,7 +315,7 @@ class AbstractMLP:
             return inputs
         ch = self.A[0].reference_frame.change_to(f0)
         if is_symbolic(inputs) or ch.field.symbolic:
-            from geomkfac.reparam import _to_sym
+            from geomkfac.activations_sym import as_exact_sym as _to_sym
 
             x = _to_sym(inputs)
             return sp.ImmutableMatrix(_to_sym(ch.B) * x + _to_sym(ch.c))

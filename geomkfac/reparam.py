@@ -29,6 +29,7 @@ import sympy as sp
 from geomkfac.activations_sym import (
     Activation,
     ConjugatedActivation,
+    as_exact_sym,
     as_sym_matrix,
     get_activation,
     is_symbolic,
@@ -53,14 +54,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- field helpers
-def _to_sym(m) -> sp.ImmutableMatrix:
-    """Exact sympy copy: floats become the exact binary Rational they denote."""
-    if isinstance(m, sp.MatrixBase):
-        return sp.ImmutableMatrix(m)
-    arr = np.asarray(m)
-    if arr.dtype.kind == "f":
-        arr = np.vectorize(sp.Rational, otypes=[object])(arr)
-    return as_sym_matrix(arr)
+_to_sym = as_exact_sym  # exact sympy copy: floats become the exact binary Rationals
 
 
 def _to_num(m) -> np.ndarray:
