@@ -146,3 +146,16 @@ def test_frame_choice_errors():
         net.weights_from([np.zeros((2, 2)), np.zeros((1, 3))])
     with pytest.raises(ConfigurationError):
         net.reference_frames().activation(3)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["geomkfac.activations_sym", "geomkfac.output_metrics", "geomkfac.reparam", "geomkfac.networks", "geomkfac.kfac"],
+)
+def test_doctests_of_the_theory_layer(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
