@@ -298,3 +298,24 @@ def test_update_is_a_point_and_to_arrays():
         assert np.abs(W1 - (W0 - 0.1 * step)).max() < 1e-10
     assert isinstance(to_arrays(expected_pullback(net, w, x, "gaussian"), net), np.ndarray)
     assert isinstance(Metric.identity(net.weight_space.reference_frame), Metric)
+
+
+@pytest.mark.parametrize("loss,om,C", [("mse", "gaussian", 3), ("ce", "categorical", 3), ("bernoulli", "bernoulli", 2)])
+def test_numpy_backend_agrees_with_the_abstract_pipeline(loss, om, C):
+    """The training backend's curvature (geomkfac.nn) against the abstract pipeline."""
+    from geomkfac.nn import MLP
+    from geomkfac.nn.curvature import empirical_fisher, ggn, kfac_factors, loss_and_grad
+
+    rng = np.random.default_rng(9)
+    m = MLP([4, 5, C], "tanh", seed=1)
+    net = AbstractMLP([4, 5, C], ["tanh", "identity"], name=f"nn-{loss}")
+    w = net.weights_from([layer.Wbar for layer in m.layers])
+    X = rng.normal(size=(20, 4))
+    Y = {"mse": rng.normal(size=(20, C)), "ce": rng.integers(0, C, 20),
+         "bernoulli": (rng.random((20, C)) < 0.5).astype(float)}[loss]
+    # two float64 implementations of the same sums: agreement to round-off (1e-12)
+    for (A, G), (Am, Gm) in zip(kfac_factors(m, X, None, loss), to_arrays(kfac_metric(net, w, X, om), net)):
+        assert np.abs(A - Am).max() < 1e-12 and np.abs(G - Gm).max() < 1e-12
+    assert np.abs(ggn(m, X, None, loss) - to_arrays(expected_pullback(net, w, X, om), net)).max() < 1e-12
+    assert np.abs(empirical_fisher(m, X, Y, loss) - to_arrays(empirical_fisher_metric(net, w, X, Y, om), net)).max() < 1e-12
+    assert np.abs(loss_and_grad(m, X, Y, loss)[1] - to_arrays(loss_differential(net, w, X, Y, om), net)).max() < 1e-12
