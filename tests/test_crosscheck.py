@@ -25,7 +25,7 @@ K-FAC / NGD optimizer step (undamped)           ``natural_gradient_update`` (Thm
 ==============================================  ================================================
 
 Tolerances.  Every compared quantity is an O(1) float64 number built from at most a few
-hundred multiply-adds (N ≤ 32 examples, ≤ 40 parameters, ≤ 4 layers), so two correct
+hundred multiply-adds (N ≤ 64 examples, ≤ 40 parameters, ≤ 4 layers), so two correct
 summation orders agree to ~N·P·eps ≈ 1e-12 relative; ``RTOL = 1e-10`` leaves a hundredfold
 margin and is still ~1e6 below any real convention error (wrong vec order, A/G swapped, a
 missing 1/N, a transposed factor each change entries by O(1e-2) or more).  Quantities that
@@ -35,6 +35,9 @@ the solve, which bounds how much it amplifies round-off.
 """
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -485,3 +488,18 @@ def test_property_changed_frame_factors(seed, width, pair, act):
     # negative control: the reference-frame factors of layer 2's A are not κ's
     fac = kfac_factors(model, X, Y, loss)
     assert max_diff(fac[1][0], in_kappa[1][0]) > 1e-6
+
+
+# ----------------------------------------------------------------------------- the example
+def test_example_crosscheck_reports_round_off_and_a_failing_control(capsys):
+    path = Path(__file__).resolve().parents[1] / "examples" / "crosscheck.py"
+    spec = importlib.util.spec_from_file_location("example_crosscheck", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    results = mod.main()
+    assert "GGN/Fisher" in capsys.readouterr().out
+    assert len(results) == 6
+    for d in results.values():
+        control = d.pop("control: A, G vs κ")
+        assert max(d.values()) < RTOL  # entries O(1): round-off only
+        assert control > 1e-3
