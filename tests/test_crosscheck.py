@@ -123,7 +123,8 @@ def max_diff(a, b):
 
 
 def weight_frame(anet, frames=None):
-    return anet._frames(frames).weight_space_frame
+    """The weight-space frame induced by ``frames`` (default: the reference frames)."""
+    return (frames or anet.reference_frames()).weight_space_frame
 
 
 # ----------------------------------------------------------------------------- factors
@@ -305,6 +306,28 @@ def test_mc_factors_match_exact_within_clt_bounds(loss, om):
     assert worst > 0.3
 
 
+@pytest.mark.parametrize("loss", ["softmax_ce", "mse", "bernoulli"])
+def test_mc_standardized_errors_have_unit_variance(loss):
+    """Calibration of the CLT bound above: over 20 independent seeds the standardized errors
+    ``(G_mc − G_exact)/σ`` (upper triangles) have mean ≈ 0 and variance ≈ 1.  With 20 seeds
+    the sample variance of these (within a seed correlated) z's lies in [0.5, 1.7] unless σ is
+    mis-derived; a σ off by √2 either way would put it at 0.5 or 2."""
+    N, M = 24, 100
+    model, anet, w, X, Y = make_case((3, 4, 2), "tanh", loss, seed=7, N=N)
+    exact = kfac_factors(model, X, Y, loss, fisher="exact")
+    sigmas = [np.sqrt(_mc_moments(anet, w, X, loss, i)[1].sum(axis=0) / (N**2 * M))
+              for i in range(1, anet.L + 1)]
+    zs = []
+    for seed in range(20):
+        mc = kfac_factors(model, X, None, loss, fisher="mc", mc_samples=M, seed=100 + seed)
+        for (_, G_mc), (_, G_ex), sig in zip(mc, exact, sigmas):
+            iu = np.triu_indices(G_ex.shape[0])
+            zs.append(((G_mc - G_ex) / sig)[iu])
+    z = np.concatenate(zs)
+    assert abs(z.mean()) < 0.3, z.mean()
+    assert 0.5 < z.var() < 1.7, z.var()
+
+
 # ----------------------------------------------------------------------------- NG steps
 def _kfac_opt(model, loss, lr):
     return get_optimizer(
@@ -410,9 +433,13 @@ def test_factors_in_a_changed_frame_equal_nn_on_reparameterized_net(sizes, act, 
     model2 = nn_reparameterize(model, *_nn_changes(anet.L, changes))
     assert_close(model2.forward(X), model.forward(X), what="same function")
     fac2 = kfac_factors(model2, X, Y, loss, fisher="exact")
-    for i, ((A, G), (A_k, G_k)) in enumerate(zip(fac2, in_kappa), start=1):
+    # the pipeline run directly in κ (D.3 activations, κ's Jacobians) agrees as well
+    direct = to_arrays(kfac_metric(anet, w, X, om, frames=kappa), anet, frames=kappa)
+    for i, ((A, G), (A_k, G_k), (A_d, G_d)) in enumerate(zip(fac2, in_kappa, direct), start=1):
         assert_close(A, A_k, what=f"A‡ of layer {i}")
         assert_close(G, G_k, what=f"G‡ of layer {i}")
+        assert_close(A, A_d, what=f"A‡ of layer {i} (computed in κ)")
+        assert_close(G, G_d, what=f"G‡ of layer {i} (computed in κ)")
     # negative control: the unchanged network's factors do not match κ's where a changed
     # space enters (A of the layer after a changed A_i, G of a changed Z_i)
     fac = kfac_factors(model, X, Y, loss, fisher="exact")
