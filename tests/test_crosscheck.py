@@ -85,7 +85,7 @@ PAIRS = [
 ARCHS = [((3, 4, 2), "tanh"), ((2, 3, 3, 2), "sigmoid"), ((3, 4, 2), "softplus")]
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- building blocks
 def _targets(loss, N, C, rng):
     if loss == "softmax_ce":
         return rng.integers(0, C, size=N)
