@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geomkfac.errors import NonFiniteError
+from geomkfac.errors import DegenerateMetricError, NonFiniteError
 from geomkfac.nn import (
     MLP,
     ConjugatedActivation,
@@ -347,10 +347,29 @@ def test_without_floor_a_singular_factor_is_reported_and_nothing_changes():
     net, X, Y = _singular_input_problem()
     opt = get_optimizer("kfac", net, "mse", lr=0.1, **exact_kfac(eig_floor=None))
     th0 = net.get_flat()
-    with pytest.raises(NonFiniteError, match="step 0: the preconditioned gradient"):
+    with pytest.raises(DegenerateMetricError, match="K-FAC block of layer 0 is degenerate: rank"):
         opt.step(X, Y)
     assert np.array_equal(net.get_flat(), th0)
     assert opt.A is None  # the optimizer state was rolled back too
+
+
+def test_undamped_softmax_kfac_is_refused_as_degenerate():
+    """The softmax output Fisher has rank C−1, so the last layer's undamped block is
+    degenerate: the step is refused (as the abstract Metric.sharp refuses it), not taken
+    with a round-off-sized division; a damped step goes through (control)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 3))
+    Y = rng.integers(0, 3, 40)
+    net = MLP([3, 4, 3], "tanh", seed=1)
+    th0 = net.get_flat()
+    opt = get_optimizer("kfac", net, "softmax_ce", lr=0.1, **exact_kfac(eig_floor=None))
+    with pytest.raises(DegenerateMetricError, match="layer 1 is degenerate"):
+        opt.step(X, Y)
+    assert np.array_equal(net.get_flat(), th0)
+    damped = get_optimizer("kfac", net, "softmax_ce", lr=0.1,
+                           **dict(exact_kfac(eig_floor=None), damping=1e-3))
+    damped.step(X, Y)
+    assert not np.array_equal(net.get_flat(), th0)
 
 
 def test_safe_eigh_floor_and_float64_retry(monkeypatch):

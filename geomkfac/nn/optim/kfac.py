@@ -242,11 +242,11 @@ class KFAC(Optimizer):
     def _precondition(self, grads, damping):
         mode = self.hyper["damping_mode"]
         if self.hyper["ekfac"]:
-            return [precondition_eigenbasis(g, a, q, s, damping)
-                    for g, a, q, s in zip(grads, self.eigA, self.eigG, self.S)]
+            return [precondition_eigenbasis(g, a, q, s, damping, f"the EKFAC block of layer {i}")
+                    for i, (g, a, q, s) in enumerate(zip(grads, self.eigA, self.eigG, self.S))]
         if mode == "exact":
-            return [precondition_exact(g, a, q, damping)
-                    for g, a, q in zip(grads, self.eigA, self.eigG)]
+            return [precondition_exact(g, a, q, damping, f"the K-FAC block of layer {i}")
+                    for i, (g, a, q) in enumerate(zip(grads, self.eigA, self.eigG))]
         return [precondition_factored(g, Ai, Gi)
                 for g, (Ai, Gi) in zip(grads, self._factored_inverses(damping))]
 

@@ -29,6 +29,7 @@ __all__ = [
     "precondition_exact",
     "precondition_factored",
     "precondition_eigenbasis",
+    "check_nondegenerate",
     "damped_inverse",
     "safe_inverse",
 ]
@@ -148,15 +149,50 @@ def pi_correction(A, G) -> float:
     return float(np.sqrt(ta / tg))
 
 
-def precondition_eigenbasis(V, eA: Eig, eG: Eig, S, damping):
-    """``Q_G [(Q_Gᵀ V Q_A) / (S + λ)] Q_Aᵀ`` — exact damping (``S = e_G e_Aᵀ``) or EKFAC."""
+def check_nondegenerate(S, damping, name="the K-FAC block"):
+    """Refuse an undamped inverse of a degenerate block.
+
+    With ``damping == 0`` the scalings ``S`` (the block's eigenvalues) must all be clearly
+    positive: an eigenvalue at or below ``max|S| · size · eps`` is round-off of a zero (a
+    softmax output's ``G`` has rank C−1), and dividing by it would make the step's size in
+    that direction an accident of round-off. Raises :class:`DegenerateMetricError` naming
+    the rank, as the abstract pipeline's ``Metric.sharp`` does.
+
+    >>> import numpy as np
+    >>> check_nondegenerate(np.array([[1.0, 2.0]]), 0.0)
+    >>> check_nondegenerate(np.array([[1.0, 1e-18]]), 0.0)
+    Traceback (most recent call last):
+    ...
+    geomkfac.errors.DegenerateMetricError: the K-FAC block is degenerate: rank 1 of 2 ...
+    """
+    if damping != 0:
+        return
+    S = np.asarray(S)
+    scale = float(np.max(np.abs(S))) if S.size else 0.0
+    tol = scale * max(S.shape) * float(np.finfo(S.dtype).eps)
+    small = S <= tol
+    if np.any(small):
+        raise DegenerateMetricError(
+            f"{name} is degenerate: rank {S.size - int(np.count_nonzero(small))} of {S.size} "
+            f"(smallest eigenvalue {float(np.min(S)):.3g}, tolerance {tol:.3g}); an undamped "
+            "natural gradient is not defined — use damping > 0 or an eig_floor, or an output "
+            "distribution whose Fisher is nondegenerate (Gaussian, Bernoulli)"
+        )
+
+
+def precondition_eigenbasis(V, eA: Eig, eG: Eig, S, damping, name="the K-FAC block"):
+    """``Q_G [(Q_Gᵀ V Q_A) / (S + λ)] Q_Aᵀ`` — exact damping (``S = e_G e_Aᵀ``) or EKFAC.
+
+    Undamped (``λ = 0``), a degenerate block raises :class:`DegenerateMetricError`
+    (see :func:`check_nondegenerate`)."""
+    check_nondegenerate(S, damping, name)
     P = eG.Q.T @ V @ eA.Q
     with np.errstate(divide="ignore", invalid="ignore"):  # callers check finiteness
         P = P / (S + damping)
     return eG.Q @ P @ eA.Q.T
 
 
-def precondition_exact(V, eA: Eig, eG: Eig, damping):
+def precondition_exact(V, eA: Eig, eG: Eig, damping, name="the K-FAC block"):
     """``(A ⊗ G + λI)⁻¹ vec(V)`` in matrix form (exact Tikhonov damping).
 
     >>> import numpy as np
@@ -168,7 +204,7 @@ def precondition_exact(V, eA: Eig, eG: Eig, damping):
     >>> bool(np.allclose(U.reshape(-1, order="F"), ref))
     True
     """
-    return precondition_eigenbasis(V, eA, eG, np.outer(eG.e, eA.e), damping)
+    return precondition_eigenbasis(V, eA, eG, np.outer(eG.e, eA.e), damping, name)
 
 
 def damped_inverse(eig: Eig, shift):
