@@ -192,8 +192,15 @@ def _mean_sym(mats):
 
 
 def _sym_clean(M):
-    """Symbolic results are returned unsimplified (simplify only to decide equality)."""
-    return sp.ImmutableMatrix(M)
+    """Keep symbolic results small: entries that are rational functions of symbols go
+    through ``cancel`` (cheap, exact); entries with transcendental atoms (exp, log, …
+    from the activations) are left as they are."""
+    M = sp.ImmutableMatrix(M)
+    if not M.free_symbols:
+        return M
+    return sp.ImmutableMatrix(
+        M.applyfunc(lambda e: sp.cancel(e) if e.free_symbols and not e.has(sp.Function) else e)
+    )
 
 
 # =========================================================================== Eqn. 3.2
@@ -265,13 +272,20 @@ def empirical_fisher_metric(net, weights: Point, inputs, targets, output_metric,
 
 
 def loss_value(net, weights: Point, inputs, targets, output_metric):
-    """``h = (1/N) Σ ℓ(f(x_n), y_n)`` (frame independent: computed in reference frames)."""
+    """``h = (1/N) Σ ℓ(f(x_n), y_n)`` (frame independent: computed in reference frames).
+
+    Numeric inputs give a float; symbolic inputs (one example per row) a sympy expression.
+    """
     om = get_output_metric(output_metric)
-    out = net.forward(weights, inputs)
     loss = om.loss()
-    if is_symbolic(out):
+    if is_symbolic(inputs) or net.weight_space.reference_frame.field.symbolic or is_symbolic(weights.coords()):
+        xs = _as_sym_batch(inputs)
         ys = _as_sym_batch(targets) if isinstance(targets, (sp.MatrixBase, list)) else list(targets)
-        return loss.value(out, ys[0])
+        if len(xs) != len(ys):
+            raise DataError(f"{len(xs)} inputs but {len(ys)} targets")
+        vals = [loss.value(net.forward(weights, x), y) for x, y in zip(xs, ys)]
+        return sum(vals) / len(vals)
+    out = net.forward(weights, inputs)
     return float(np.mean(loss.value(out, np.asarray(targets))))
 
 
@@ -393,6 +407,8 @@ def natural_gradient_update(metric: Metric, weights: Point, dh: Covector, lr, da
         field = field_of(G, w, damping)
         M = field.asmatrix(G) + field.eye(metric.space.dim) * (damping if not field.symbolic else field.scalar(damping))
         v = Vector(F, field.solve(M, field.asvector(w)))
+    if v.field.symbolic:  # keep exact results small (solves grow rational functions)
+        v = Vector(v.frame, _sym_clean(v.coords()))
     return weights + v * (-lr)
 
 

@@ -319,3 +319,28 @@ def test_numpy_backend_agrees_with_the_abstract_pipeline(loss, om, C):
     assert np.abs(ggn(m, X, None, loss) - to_arrays(expected_pullback(net, w, X, om), net)).max() < 1e-12
     assert np.abs(empirical_fisher(m, X, Y, loss) - to_arrays(empirical_fisher_metric(net, w, X, Y, om), net)).max() < 1e-12
     assert np.abs(loss_and_grad(m, X, Y, loss)[1] - to_arrays(loss_differential(net, w, X, Y, om), net)).max() < 1e-12
+
+
+def test_kfac_update_invariance_symbolic_exact():
+    """Thm 3.2 exactly: a symbolic affine change (entry o) on the hidden spaces, rational data."""
+    R = sp.Rational
+    net = AbstractMLP([2, 2, 2], ["identity", "identity"], name="ksu")
+    w = net.weights_from([sp.Matrix([[1, R(-1, 2), R(1, 3)], [R(2, 3), 1, -1]]),
+                          sp.Matrix([[R(3, 2), -2, R(1, 4)], [1, 1, 0]])])
+    x = sp.Matrix([[R(1, 3), -1], [2, R(1, 2)], [1, 1], [0, 2]])
+    y = sp.Matrix([[1, 0], [0, 1], [1, 1], [2, 0]])
+    o = sp.Symbol("o", positive=True)
+    kappa = net.reference_frames().derive(
+        {1: LayerChange(Omega=sp.Matrix([[o, 1], [0, 2]]), gamma=sp.Matrix([1, -1]), Phi=sp.Matrix([[1, 0], [1, 1]]))}
+    )
+    ref = net.reference_frames()
+    steps = {}
+    for name, fr in (("ref", ref), ("kappa", kappa)):
+        g = kfac_metric(net, w, x, "gaussian", fr)
+        steps[name] = natural_gradient_update(g, w, loss_differential(net, w, x, y, "gaussian", fr), R(1, 2))
+    assert all(sp.cancel(e) == 0 for e in steps["ref"].coords() - steps["kappa"].coords())
+    # negative control: SGD read in the two frames differs by terms in o
+    dh = loss_differential(net, w, x, y, "gaussian", ref)
+    d_sgd = [sp.cancel(e) for e in sgd_update(w, dh, R(1, 2), kappa.weight_space_frame).coords()
+             - sgd_update(w, dh, R(1, 2), ref.weight_space_frame).coords()]
+    assert any(e != 0 and e.has(o) for e in d_sgd)
