@@ -69,7 +69,8 @@ class NetworkJacobians:
     """Forward quantities and Jacobians of ``Ψ_ξ`` for a batch, in one FrameChoice.
 
     Numeric: ``abars[i-1]`` is ``(N, n_{i-1}+1)``, ``D[i]`` is ``(N, n_L, n_i)`` (index by
-    layer, ``D[0] = None``), ``blocks[i]`` is ``(N, n_L, n_i (n_{i-1}+1))``, ``outputs``
+    layer, ``D[0] = None``), ``blocks(i)`` is ``(N, n_L, n_i (n_{i-1}+1))`` (formed only
+    when asked, e.g. for the dense Fisher; K-FAC needs only ``abars`` and ``D``), ``outputs``
     ``(N, n_L)`` in ``frames.A[L]``; ``G_out`` ``(N, n_L, n_L)`` the output metric in that
     frame.  Symbolic: the same as lists over examples of sympy matrices.
     """
@@ -78,10 +79,19 @@ class NetworkJacobians:
     symbolic: bool
     abars: list
     D: list
-    blocks: list
     outputs: object
     outputs_ref: object
     out_change: object  # FrameChange reference → frames.A[L]
+
+    def blocks(self, i: int):
+        """``∂Ψ/∂vec W̄_i = āᵀ_{i-1} ⊗ D_i`` for every example (the evaluation map's
+        Jacobian ``āᵀ ⊗ I`` composed with ``D_i``)."""
+        if self.symbolic:
+            return [
+                sp.ImmutableMatrix(sp.kronecker_product(ab[i - 1].T, D[i])) for ab, D in zip(self.abars, self.D)
+            ]
+        ab, Di = self.abars[i - 1], self.D[i]
+        return np.einsum("nj,nlk->nljk", ab, Di).reshape(ab.shape[0], Di.shape[1], -1)
 
 
 def _as_sym_batch(inputs):
@@ -114,21 +124,16 @@ def network_jacobians(net, weights: Point, inputs, frames=None) -> NetworkJacobi
         raise DataError(f"inputs must be (N, {net.widths[0]}), got {x.shape}")
     x = net.input_coords(x, frames)
     abars, zs, acts = cnet.trace(x)
-    N = x.shape[0]
     D = [None] * (L + 1)
     D[L] = cnet.activations[L - 1].jacobian(zs[L - 1])  # output is a_L = φ_L(z_L)
     for i in range(L - 1, 0, -1):
         W_next = cnet.Wbars[i][:, :-1]  # linear part of layer i+1
         D[i] = (D[i + 1] @ W_next) @ cnet.activations[i - 1].jacobian(zs[i - 1])
-    blocks = [None] * (L + 1)
-    for i in range(1, L + 1):
-        ab = abars[i - 1]
-        blocks[i] = np.einsum("nj,nlk->nljk", ab, D[i]).reshape(N, D[i].shape[1], -1)
     out = acts[L]
     B = np.asarray(out_change.B, dtype=float)
     c = np.asarray(out_change.c, dtype=float).reshape(-1)
     out_ref = np.linalg.solve(B, (out - c).T).T
-    return NetworkJacobians(frames, False, abars, D, blocks, out, out_ref, out_change)
+    return NetworkJacobians(frames, False, abars, D, out, out_ref, out_change)
 
 
 def _network_jacobians_sym(net, cnet, inputs, frames, out_change):
@@ -138,7 +143,7 @@ def _network_jacobians_sym(net, cnet, inputs, frames, out_change):
         raise DataError("at least one input is needed")
     B = _to_sym(out_change.B)
     c = _to_sym(out_change.c).reshape(B.rows, 1)
-    abars_all, D_all, blocks_all, outs, outs_ref = [], [], [], [], []
+    abars_all, D_all, outs, outs_ref = [], [], [], []
     for x in xs:
         abars, zs, acts = cnet.trace(net.input_coords(x, frames))
         D = [None] * (L + 1)
@@ -146,15 +151,11 @@ def _network_jacobians_sym(net, cnet, inputs, frames, out_change):
         for i in range(L - 1, 0, -1):
             W_next = _to_sym(cnet.Wbars[i])[:, :-1]
             D[i] = sp.ImmutableMatrix(D[i + 1] * W_next * cnet.activations[i - 1].jacobian(zs[i - 1]))
-        blocks = [None] + [
-            sp.ImmutableMatrix(sp.kronecker_product(abars[i - 1].T, D[i])) for i in range(1, L + 1)
-        ]
         abars_all.append(abars)
         D_all.append(D)
-        blocks_all.append(blocks)
         outs.append(acts[L])
         outs_ref.append(sp.ImmutableMatrix(B.inv() * (acts[L] - c)))
-    return NetworkJacobians(frames, True, abars_all, D_all, blocks_all, outs, outs_ref, out_change)
+    return NetworkJacobians(frames, True, abars_all, D_all, outs, outs_ref, out_change)
 
 
 def _output_metric_matrices(jac: NetworkJacobians, output_metric: OutputMetric):
@@ -170,17 +171,19 @@ def _output_metric_matrices(jac: NetworkJacobians, output_metric: OutputMetric):
     return Binv.T[None] @ G @ Binv[None]
 
 
-def _full_jacobian(jac: NetworkJacobians, n: int | None = None):
-    L = len(jac.blocks) - 1 if not jac.symbolic else len(jac.blocks[0]) - 1
+def _full_jacobian(jac: NetworkJacobians):
+    """``J = [∂Ψ/∂vec W̄_1, …, ∂Ψ/∂vec W̄_L]`` per example (numeric ``(N, n_L, P)``)."""
+    L = len(jac.D[0] if jac.symbolic else jac.D) - 1
+    per_layer = [jac.blocks(i) for i in range(1, L + 1)]
     if jac.symbolic:
         out = []
-        for blocks in jac.blocks:
-            J = blocks[1]
-            for b in blocks[2:]:
-                J = J.row_join(b)
+        for n in range(len(jac.abars)):
+            J = per_layer[0][n]
+            for b in per_layer[1:]:
+                J = J.row_join(b[n])
             out.append(sp.ImmutableMatrix(J))
         return out
-    return np.concatenate([jac.blocks[i] for i in range(1, L + 1)], axis=2)
+    return np.concatenate(per_layer, axis=2)
 
 
 def _mean_sym(mats):
