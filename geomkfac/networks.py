@@ -315,10 +315,14 @@ class AbstractMLP:
             return inputs
         ch = self.A[0].reference_frame.change_to(f0)
         if is_symbolic(inputs) or ch.field.symbolic:
-            from geomkfac.activations_sym import as_exact_sym as _to_sym
-
-            x = _to_sym(inputs)
-            return sp.ImmutableMatrix(_to_sym(ch.B) * x + _to_sym(ch.c))
+            x = _to_sym(inputs)  # one symbolic example: a column (a row is accepted too)
+            if x.cols != 1:
+                if x.rows != 1:
+                    raise DimensionError(
+                        "symbolic inputs are one example at a time: give an n_0 × 1 column"
+                    )
+                x = x.T
+            return sp.ImmutableMatrix(_to_sym(ch.B) * x + _to_sym(ch.c).reshape(x.rows, 1))
         x = np.asarray(inputs, dtype=float)
         return x @ np.asarray(ch.B, dtype=float).T + np.asarray(ch.c, dtype=float).reshape(-1)
 
