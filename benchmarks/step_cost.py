@@ -5,7 +5,8 @@ The network is the 784-1000-500-250-30-250-500-1000-784 tanh autoencoder of Mart
 random binary data (``X`` with independent fair-coin pixels, targets ``Y = X``, loss
 ``"bernoulli"``, i.e. sigmoid cross-entropy). Everything runs in one process:
 
-1. a NumPy float32 GEMM (``n × n @ n × n``, ``n = 2000``) — the machine's reachable rate;
+1. a NumPy float32 GEMM (``n × n @ n × n``, ``n = 2000``) — the machine's reachable rate,
+   timed once per round of step 2, median over the rounds;
 2. SGD steps (``geomkfac.nn.optim.SGD``, momentum 0.9) and K-FAC steps
    (``geomkfac.nn.optim.KFAC``, Monte Carlo Fisher with one sample, factored Tikhonov damping
    with the π correction, EMA of the factors, direct damped inverses) timed in alternation:
@@ -132,16 +133,6 @@ def _median_time(fn, repeats, warmup=1):
     return statistics.median(ts), ts
 
 
-def gemm_rate(n, repeats, dtype=np.float32):
-    """Median GFLOP/s of ``n × n @ n × n`` in ``dtype``."""
-    rng = np.random.default_rng(0)
-    A = rng.standard_normal((n, n)).astype(dtype)
-    B = rng.standard_normal((n, n)).astype(dtype)
-    C = np.empty((n, n), dtype=dtype)
-    t, _ = _median_time(lambda: np.matmul(A, B, out=C), repeats)
-    return 2.0 * n ** 3 / t / 1e9, t
-
-
 def make_problem(sizes, N, seed=0):
     rng = np.random.default_rng(seed)
     X = (rng.random((N, sizes[0])) < 0.5).astype(np.float32)
@@ -155,11 +146,12 @@ def _kind(k, factor_period, inverse_period):
     return "factors" if f else "inverses" if i else "precondition only"
 
 
-def time_interleaved(sizes, X, Y, repeats, seed=0, sgd_steps=3):
+def time_interleaved(sizes, X, Y, repeats, seed=0, sgd_steps=3, gemm_n=2000):
     """SGD and the K-FAC settings timed in alternation, round by round.
 
-    Each of ``repeats`` rounds (after one warm-up round) times ``sgd_steps`` SGD steps (their
-    median is the round's SGD step) and one whole period (``lcm`` of the two update periods,
+    Each of ``repeats`` rounds (after one warm-up round) times one float32 GEMM of size
+    ``gemm_n``, ``sgd_steps`` SGD steps (their median is the round's SGD step) and one whole
+    period (``lcm`` of the two update periods,
     aligned to the step counter) of each K-FAC setting (its mean step). Alternating makes the
     K-FAC/SGD ratio of each round a paired measurement, robust to load that drifts during the
     run; the reported figures are medians over the rounds.
@@ -170,10 +162,18 @@ def time_interleaved(sizes, X, Y, repeats, seed=0, sgd_steps=3):
     for name, (fp, ip) in SETTINGS.items():
         kfacs[name] = KFAC(net0.copy(), "bernoulli", lr=1e-3, damping=1e-1, fisher="mc",
                            ema_decay=0.95, factor_update_period=fp, inverse_update_period=ip)
-    res = {"sgd": {"rounds_s": []}}
+    res = {"sgd": {"rounds_s": []}, "gemm": []}
     for name in SETTINGS:
         res[name] = {"rounds_s": [], "ratios": [], "steps": []}
+    rng = np.random.default_rng(0)
+    GA = rng.standard_normal((gemm_n, gemm_n)).astype(np.float32)
+    GB = rng.standard_normal((gemm_n, gemm_n)).astype(np.float32)
+    GC = np.empty_like(GA)
     for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        np.matmul(GA, GB, out=GC)
+        if r > 0:
+            res["gemm"].append(2.0 * gemm_n ** 3 / (time.perf_counter() - t0) / 1e9)
         ts = []
         for _ in range(sgd_steps):
             t0 = time.perf_counter()
@@ -195,7 +195,8 @@ def time_interleaved(sizes, X, Y, repeats, seed=0, sgd_steps=3):
                 res[name]["ratios"].append(mean / t_sgd)
                 res[name]["steps"].extend((k, t) for k, t in enumerate(steps))
     out = {"sgd": {"step_s": statistics.median(res["sgd"]["rounds_s"]),
-                   "rounds_s": res["sgd"]["rounds_s"]}}
+                   "rounds_s": res["sgd"]["rounds_s"]},
+           "gemm_gflops_per_s": statistics.median(res["gemm"]), "gemm_rounds": res["gemm"]}
     for name, (fp, ip) in SETTINGS.items():
         by_kind = {}
         for k, t in res[name]["steps"]:
@@ -281,9 +282,9 @@ def run(quick=False, repeats=None, batch=None, gemm_n=None, seed=0):
     gemm_n = gemm_n or (256 if quick else 2000)
     X, Y = make_problem(sizes, N, seed)
     machine = blas_info()  # inside a threadpool_limits block this shows the limit
-    gemm_gflops, gemm_s = gemm_rate(gemm_n, repeats)
     rows = []
-    timing = time_interleaved(sizes, X, Y, repeats, seed)
+    timing = time_interleaved(sizes, X, Y, repeats, seed, gemm_n=gemm_n)
+    gemm_gflops = timing["gemm_gflops_per_s"]
     sgd = timing["sgd"]
     sgd_flops = flops_sgd_step(sizes, N)
     rows.append({"method": "sgd", "setting": "-", "factor_period": None, "inverse_period": None,
@@ -306,7 +307,7 @@ def run(quick=False, repeats=None, batch=None, gemm_n=None, seed=0):
              "precondition": flops_precondition(sizes)}
     return {"sizes": sizes, "batch": N, "dtype": "float32", "loss": "bernoulli",
             "fisher": "mc (1 sample)", "repeats": repeats, "gemm_n": gemm_n,
-            "gemm_gflops_per_s": gemm_gflops, "gemm_s": gemm_s, "machine": machine,
+            "gemm_gflops_per_s": gemm_gflops, "gemm_rounds": timing["gemm_rounds"], "machine": machine,
             "rows": rows, "profile_s": profile, "flops": flops}
 
 

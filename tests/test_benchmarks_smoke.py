@@ -1,0 +1,80 @@
+"""Smoke runs of the benchmark scripts' ``--quick`` modes, in-process (no timing assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def step_cost():
+    return _load("step_cost")
+
+
+@pytest.fixture(scope="module")
+def time_to_target():
+    return _load("time_to_target")
+
+
+def test_step_cost_quick(step_cost, tmp_path, capsys):
+    out = tmp_path / "sc.json"
+    res = step_cost.main(["--quick", "--repeats", "2", "--json", str(out)])
+    text = capsys.readouterr().out
+    rows = [(r["method"], r["setting"]) for r in res["rows"]]
+    assert rows == [("sgd", "-"), ("kfac", "plain"), ("kfac", "amortized")]
+    for r in res["rows"]:
+        assert r["step_s"] > 0 and r["gflops_per_s"] > 0 and math.isfinite(r["ratio_to_sgd"])
+    assert res["gemm_gflops_per_s"] > 0
+    # the printed table has one line per row, and the JSON file holds the same rows
+    for method, setting in rows:
+        assert any(line.split()[:2] == [method, setting] for line in text.splitlines())
+    saved = json.loads(out.read_text())
+    assert [(r["method"], r["setting"]) for r in saved["rows"]] == rows
+    assert all(v > 0 for v in saved["profile_s"].values())
+
+
+def test_step_cost_flop_formulas(step_cost):
+    # one layer 2 -> 3, batch 4 (d = in + 1 = 3), counted by hand from the docstring formulas
+    sizes, N = [2, 3], 4
+    assert step_cost.flops_forward(sizes, N) == 2 * 4 * 3 * 3
+    assert step_cost.flops_backward(sizes, N) == 2 * 4 * 3 * 3  # no layer below: no Dz W
+    assert step_cost.flops_factors(sizes, N) == 2 * 4 * 9 + 2 * 4 * 9
+    assert step_cost.flops_inverses(sizes) == 2 * 27 + 2 * 27
+    assert step_cost.flops_precondition(sizes) == 2 * 9 * 3 + 2 * 3 * 9
+    # a second layer 3 -> 5 adds a backward pass to the layer below (2 N out in)
+    assert step_cost.flops_backward([2, 3, 5], N) - step_cost.flops_backward([2, 3], N) == (
+        2 * N * 5 * 4 + 2 * N * 5 * 3)
+
+
+def test_time_to_target_quick(time_to_target, tmp_path, capsys):
+    out = tmp_path / "ttt.json"
+    res = time_to_target.main(["--quick", "--quiet", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert set(res["runs"]) == {"sgd_momentum", "adam", "kfac"}
+    assert all(len(rs) == 2 for rs in res["runs"].values())
+    # the target comes from the SGD-momentum sweep: its best run reaches it by construction
+    assert res["best"]["sgd_momentum"] is not None
+    best_sgd = res["runs"]["sgd_momentum"][res["best"]["sgd_momentum"]]
+    assert best_sgd["reached"][1] > 0 and best_sgd["reached"][0] >= 1
+    assert best_sgd["reached"][2] <= res["target"]
+    for rs in res["runs"].values():
+        for r in rs:
+            seconds = [t for _, t, _ in r["trace"]]
+            assert seconds == sorted(seconds) and seconds[-1] > 0
+    lines = text.splitlines()
+    for method in ("sgd_momentum", "adam", "kfac"):
+        assert sum(line.startswith(method) for line in lines) == 2
+    assert json.loads(out.read_text())["target"] == pytest.approx(res["target"])
