@@ -127,6 +127,14 @@ def test_symbolic_frames_exact():
     x = sp.Matrix([[R(1, 2), -1]])
     diff = net.forward(w, x, kappa)[0] - net.forward(w, x)[0]
     assert sp.cancel(diff) == 0
+    # an input change too: inputs are given in the reference frame of A_0 and mapped
+    kappa0 = net.reference_frames().derive(
+        {0: LayerChange(Omega=sp.Matrix([[2, a], [0, 1]]), gamma=sp.Matrix([1, 0])), **ch}
+    )
+    assert sp.cancel(net.forward(w, x, kappa0)[0] - net.forward(w, x)[0]) == 0
+    # negative control: feeding the reference coordinates to the κ-network differs
+    wrong = net.coordinates(w, kappa0).forward(x)[0] - net.forward(w, x)[0]
+    assert sp.cancel(wrong) != 0
 
 
 def test_frame_choice_errors():
