@@ -10,7 +10,7 @@ Procedure (all in one process, so every wall-clock figure is measured on the sam
 state as far as the machine allows):
 
 1. **SGD-momentum sweep** (momentum 0.9, batch 100) over a few learning rates, each for a
-   fixed budget of updates;
+   fixed budget of 20,000 updates (about 1,100 epochs);
 2. **the target**: the lowest full-training-set loss reached by the best SGD-momentum run
    within its budget, plus a margin of 0.5% of it (so that the target is reached a little
    before the budget ends rather than at the last evaluation) — unless ``--target`` is given;
@@ -22,7 +22,9 @@ The training loss is evaluated on all 1,797 images after update ``u`` for
 resolved to 1%); evaluation time is **not** counted in the seconds, which are the wall-clock
 time spent in the optimizer's ``step`` calls plus fetching the mini-batches. Each method's
 figure is the best of its sweep (fewest seconds among its runs that reached the target); the
-ratios are SGD-momentum's over K-FAC's.
+ratios are SGD-momentum's over K-FAC's. Because the ratios depend on the target, they are
+also reported for looser targets (the best SGD-momentum loss within 5%, 10%, 25%, 50% of its
+budget), read off the same recorded runs.
 
 Run ``python benchmarks/time_to_target.py --json time_to_target.json`` (``--quick`` for a smoke
 test with tiny budgets).
@@ -51,28 +53,37 @@ LOSS = "bernoulli"
 PUBLISHED = {"seconds_ratio": 3.8, "updates_ratio": 14.7}
 TARGETS = {"seconds_ratio": 4.0, "updates_ratio": 15.0}
 
-#: the learning-rate sweeps: method -> (optimizer name, batch size, fixed hyper, sweep list)
-KFAC_COMMON = {"fisher": "mc", "ema_decay": 0.95, "factor_update_period": 1,
-               "inverse_update_period": 5}
+#: K-FAC settings shared by its sweep: Monte Carlo Fisher (one sample), EMA of the factors,
+#: factors every 2 updates and inverses every 10 (amortized; faster per second than 1/5 at
+#: the same progress per update on this problem), factored damping 1e-2 with the π
+#: correction, heavy-ball momentum 0.5, lr 1 with KL clipping (the swept step-size control)
+KFAC_COMMON = {"fisher": "mc", "ema_decay": 0.95, "factor_update_period": 2,
+               "inverse_update_period": 10, "damping": 1e-2}
 
 
 def sweeps(quick=False):
-    """The runs of the benchmark: ``{method: [(optimizer, batch, hyper), ...]}``."""
+    """The runs of the benchmark: ``{method: [(optimizer, batch, hyper), ...]}``.
+
+    SGD-momentum and Adam sweep the learning rate at batch 100. K-FAC (batch 500) sweeps its
+    step-size control: with KL clipping on (``lr=1``), the clip ``kl_clip`` bounds
+    ``lr² Σ⟨P, ∇h⟩`` and so sets the step length; one more run uses Martens & Grosse's
+    rule (learning rate and momentum from the quadratic model, Levenberg–Marquardt damping).
+    """
     if quick:
         return {
             "sgd_momentum": [("sgd", 100, {"lr": lr, "momentum": 0.9}) for lr in (0.01, 0.03)],
             "adam": [("adam", 100, {"lr": lr}) for lr in (3e-3, 1e-2)],
-            "kfac": [("kfac", 500, dict(KFAC_COMMON, lr=lr, damping=1e-2)) for lr in (0.3, 1.0)],
+            "kfac": [("kfac", 500, dict(KFAC_COMMON, lr=1.0, momentum=0.5, kl_clip=c))
+                     for c in (0.03, 0.1)],
         }
-    kfac = []
-    for lr in (0.3, 0.5, 1.0):
-        kfac.append(("kfac", 1000, dict(KFAC_COMMON, lr=lr, damping=1e-2, momentum=0.5)))
-    kfac.append(("kfac", 1000, dict(KFAC_COMMON, adaptive_lr=True, adapt_damping=True,
-                                     damping=1e-1, lm_period=5)))
+    kfac = [("kfac", 500, dict(KFAC_COMMON, lr=1.0, momentum=0.5, kl_clip=c))
+            for c in (0.03, 0.1, 0.3)]
+    kfac.append(("kfac", 500, dict(KFAC_COMMON, damping=1e-1, adaptive_lr=True,
+                                   adapt_damping=True, lm_period=5)))
     return {
         "sgd_momentum": [("sgd", 100, {"lr": lr, "momentum": 0.9})
-                         for lr in (0.003, 0.01, 0.03, 0.1)],
-        "adam": [("adam", 100, {"lr": lr}) for lr in (1e-3, 3e-3, 1e-2, 3e-2)],
+                         for lr in (0.01, 0.03, 0.05, 0.1)],
+        "adam": [("adam", 100, {"lr": lr}) for lr in (1e-3, 3e-3, 1e-2)],
         "kfac": kfac,
     }
 
@@ -126,12 +137,33 @@ def first_reach(trace, target):
     return None
 
 
+def ratios_by_target(runs, sgd_updates, margin, fractions=(0.05, 0.1, 0.25, 0.5, 1.0)):
+    """The same comparison at looser targets: for each fraction ``q`` of the SGD budget, the
+    target is the best SGD-momentum loss within ``q · budget`` updates (+ ``margin``), and
+    each method's best run is read off the recorded traces (runs that stopped at the main
+    target passed every looser one)."""
+    out = []
+    for q in fractions:
+        cap = max(1, int(q * sgd_updates))
+        best_sgd = min(v for r in runs["sgd_momentum"] for u, _, v in r["trace"] if u <= cap)
+        target = best_sgd * (1 + margin)
+        row = {"sgd_budget_fraction": q, "target": target}
+        for method, rs in runs.items():
+            hits = [h for h in (first_reach(r["trace"], target) for r in rs) if h is not None]
+            row[method] = min(hits, key=lambda h: h[1]) if hits else None
+        if row["sgd_momentum"] and row["kfac"]:
+            row["seconds_ratio"] = row["sgd_momentum"][1] / row["kfac"][1]
+            row["updates_ratio"] = row["sgd_momentum"][0] / row["kfac"][0]
+        out.append(row)
+    return out
+
+
 def run(quick=False, target=None, margin=0.005, seed=0, sgd_updates=None, other_updates=None,
         max_seconds=None, log=print):
     data = load_digits()
-    sgd_updates = sgd_updates or (40 if quick else 4000)
-    other_updates = other_updates or (40 if quick else 4000)
-    max_seconds = max_seconds or (20.0 if quick else 300.0)
+    sgd_updates = sgd_updates or (25 if quick else 20000)
+    other_updates = other_updates or (25 if quick else 20000)
+    max_seconds = max_seconds or (20.0 if quick else 120.0)
     plan = sweeps(quick)
     runs = {m: [] for m in plan}
     for opt_name, batch, hyper in plan["sgd_momentum"]:
@@ -171,7 +203,9 @@ def run(quick=False, target=None, margin=0.005, seed=0, sgd_updates=None, other_
     if best["adam"] is not None and k is not None:
         summary["adam_seconds_ratio"] = best["adam"]["reached"][1] / k["reached"][1]
         summary["adam_updates_ratio"] = best["adam"]["reached"][0] / k["reached"][0]
+    summary["by_target"] = ratios_by_target(runs, sgd_updates, margin)
     return {"sizes": SIZES, "loss": LOSS, "dtype": "float64", "target": target,
+            "num_examples": int(data.X.shape[0]), "kfac_common": KFAC_COMMON,
             "target_rule": how, "budgets": {"sgd_updates": sgd_updates,
                                             "other_updates": other_updates,
                                             "max_seconds": max_seconds},
@@ -192,8 +226,8 @@ def _machine():
 
 
 def _hyper_str(h):
-    skip = set(KFAC_COMMON)
-    return " ".join(f"{k}={v}" for k, v in h.items() if k not in skip)
+    return " ".join(f"{k}={v}" for k, v in h.items()
+                    if k not in KFAC_COMMON or KFAC_COMMON[k] != v)
 
 
 def format_table(res):
@@ -207,7 +241,7 @@ def format_table(res):
             reached = r["reached"]
             upd = f"{reached[0]}" if reached else "-"
             sec = f"{reached[1]:.2f}" if reached else "-"
-            ep = f"{reached[0] * r['batch'] / 1797:.1f}" if reached else "-"
+            ep = f"{reached[0] * r['batch'] / res['num_examples']:.1f}" if reached else "-"
             note = "best" if res["best"][method] == i else ""
             if r["diverged"]:
                 note = (note + " diverged").strip()
@@ -229,6 +263,18 @@ def format_table(res):
     if "adam_seconds_ratio" in s:
         lines.append(f"Adam / K-FAC: seconds {s['adam_seconds_ratio']:.2f}x, "
                      f"updates {s['adam_updates_ratio']:.1f}x")
+    lines += ["", "looser targets (best SGD-momentum loss within a fraction of its budget):",
+              f"{'SGD budget':>10}{'target':>9}{'SGD-m s':>9}{'SGD-m upd':>10}{'Adam s':>8}"
+              f"{'K-FAC s':>9}{'K-FAC upd':>10}{'s ratio':>9}{'upd ratio':>10}"]
+    for row in s.get("by_target", []):
+        def cell(m, i, fmt):
+            return "-" if row[m] is None else format(row[m][i], fmt)
+        sr = f"{row['seconds_ratio']:.2f}" if "seconds_ratio" in row else "-"
+        ur = f"{row['updates_ratio']:.1f}" if "updates_ratio" in row else "-"
+        lines.append(f"{100 * row['sgd_budget_fraction']:>9.0f}%{row['target']:>9.4f}"
+                     f"{cell('sgd_momentum', 1, '.2f'):>9}{cell('sgd_momentum', 0, 'd'):>10}"
+                     f"{cell('adam', 1, '.2f'):>8}{cell('kfac', 1, '.2f'):>9}"
+                     f"{cell('kfac', 0, 'd'):>10}{sr:>9}{ur:>10}")
     return "\n".join(lines)
 
 
@@ -239,11 +285,11 @@ def main(argv=None):
                    help="fixed target training loss (default: from the SGD-momentum sweep)")
     p.add_argument("--margin", type=float, default=0.005,
                    help="relative margin above the best SGD-momentum loss (default 0.005)")
-    p.add_argument("--sgd-updates", type=int, default=None, help="SGD budget (default 4000)")
+    p.add_argument("--sgd-updates", type=int, default=None, help="SGD budget (default 20000)")
     p.add_argument("--other-updates", type=int, default=None,
-                   help="Adam / K-FAC budget in updates (default 4000)")
+                   help="Adam / K-FAC budget in updates (default 20000)")
     p.add_argument("--max-seconds", type=float, default=None,
-                   help="wall-clock budget of one run (default 300)")
+                   help="wall-clock budget of one run (default 120)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
