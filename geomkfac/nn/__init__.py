@@ -29,6 +29,7 @@ from geomkfac.nn.curvature import (
 )
 from geomkfac.nn.losses import get_loss
 from geomkfac.nn.model import MLP, Dense, reparameterize
+from geomkfac.nn.bridge import to_coordinate_mlp, to_mlp
 
 __all__ = [
     "MLP",
@@ -47,6 +48,8 @@ __all__ = [
     "per_example_grads",
     "jacobian",
     "reparameterize",
+    "to_mlp",
+    "to_coordinate_mlp",
 ]
 
 try:  # the optimizers live in their own subpackage

@@ -10,7 +10,7 @@ coincide.
   int labels ``(N,)`` in ``0..C-1``; ``F_out = diag(p) − p pᵀ`` with ``p = softmax(f)`` (rank C−1).
 - ``mse`` (alias ``squared_error``): ``ℓ = ½‖f − y‖²`` (Gaussian, unit variance); targets are
   floats ``(N, C)``; ``F_out = I``.
-- ``bernoulli`` (alias ``sigmoid_ce``): ``ℓ = Σ_c softplus(f_c) − y_c f_c`` on logits; targets
+- ``bernoulli`` (aliases ``sigmoid_ce``, ``bce``): ``ℓ = Σ_c softplus(f_c) − y_c f_c`` on logits; targets
   are floats in ``[0, 1]``, ``(N, C)``; ``F_out = diag(p(1−p))`` with ``p = σ(f)``.
 
 Methods (``f`` is the network output, ``(N, C)``): ``value`` (mean), ``per_example``
@@ -296,6 +296,7 @@ LOSSES = {
     "squared_error": SquaredError,
     "bernoulli": Bernoulli,
     "sigmoid_ce": Bernoulli,
+    "bce": Bernoulli,
 }
 
 
@@ -309,10 +310,12 @@ def get_loss(name) -> Loss:
 
     >>> get_loss("cross_entropy").name
     'softmax_ce'
+    >>> get_loss("bce").name
+    'bernoulli'
     >>> get_loss("hinge")
     Traceback (most recent call last):
     ...
-    geomkfac.errors.ConfigurationError: unknown loss 'hinge'; choose one of: softmax_ce, ce, cross_entropy, mse, squared_error, bernoulli, sigmoid_ce
+    geomkfac.errors.ConfigurationError: unknown loss 'hinge'; choose one of: softmax_ce, ce, cross_entropy, mse, squared_error, bernoulli, sigmoid_ce, bce
     """
     if isinstance(name, Loss):
         return name

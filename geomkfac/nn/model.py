@@ -26,6 +26,7 @@ import numpy as np
 
 from geomkfac.errors import ConfigurationError, DimensionError
 from geomkfac.nn.activations import Activation, ConjugatedActivation, get_activation
+from geomkfac.reparam import LayerChange, transform_weights
 
 __all__ = ["Dense", "MLP", "Cache", "INITS", "reparameterize", "check_inputs"]
 
@@ -405,8 +406,9 @@ def reparameterize(model: MLP, Omegas, gammas, Phis, taus) -> MLP:
     ``a‡ = Ω_i a + γ_i``; on every pre-activation space ``Z_i`` (``i = 1..L``) the old ones
     are ``z = Φ_i z‡ + τ_i``. The returned network has weights solving Eqn. D.2,
 
-    ``W‡_i = Φ_i⁻¹ W_i Ω_{i-1}⁻¹``,  ``b‡_i = Φ_i⁻¹ (b_i − τ_i) − W‡_i γ_{i-1}``,
+    ``W‡_i = Φ_i⁻¹ W_i Ω_{i-1}⁻¹``,  ``b‡_i = Φ_i⁻¹ (b_i − τ_i) − W‡_i γ_{i-1}``
 
+    (computed by :func:`geomkfac.reparam.transform_weights`, the one implementation of D.2),
     and conjugated activations ``φ‡_i(z‡) = Ω_i φ_i(Φ_i z‡ + τ_i) + γ_i`` (Eqn. D.3), so
     ``net‡(Ω_0 x + γ_0) = Ω_L net(x) + γ_L``. Pass ``None`` entries for identity / zero;
     ``Omegas[L] = None, gammas[L] = None`` keeps the output basis.
@@ -448,12 +450,9 @@ def reparameterize(model: MLP, Omegas, gammas, Phis, taus) -> MLP:
     ta = [vec(taus[i], sizes[i + 1]) for i in range(L)]
     layers = []
     for i, l in enumerate(model.layers):
-        W = l.W.astype(np.float64)
-        b = l.b.astype(np.float64)
-        # W‡ = Φ⁻¹ W Ω⁻¹ via two solves
-        Wt = np.linalg.solve(Ph[i], W)
-        Wt = np.linalg.solve(Om[i].T, Wt.T).T
-        bt = np.linalg.solve(Ph[i], b - ta[i]) - Wt @ ga[i]
+        # Eqn. D.2 by the theory layer's one implementation (homogeneous coordinates)
+        Wbar = transform_weights(l.Wbar.astype(np.float64), LayerChange(Omega=Om[i], gamma=ga[i]),
+                                 LayerChange(Phi=Ph[i], tau=ta[i]))
         act = ConjugatedActivation(l.activation, Om[i + 1], ga[i + 1], Ph[i], ta[i])
-        layers.append(Dense(Wt.astype(model.dtype), bt.astype(model.dtype), act))
+        layers.append(Dense(Wbar[:, :-1].astype(model.dtype), Wbar[:, -1].astype(model.dtype), act))
     return MLP.from_layers(layers)
