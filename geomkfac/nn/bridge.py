@@ -159,7 +159,7 @@ def to_coordinate_mlp(mlp: MLP) -> CoordinateMLP:
     >>> to_coordinate_mlp(MLP([3, 4, 2], "relu", seed=0))
     Traceback (most recent call last):
     ...
-    geomkfac.errors.ConfigurationError: layer 1: activation relu (ReLU) has no counterpart in geomkfac.activations_sym; the shared ones are identity, sigmoid, tanh, softplus and their conjugations (Eqn. D.3)
+    geomkfac.errors.ConfigurationError: layer 1: activation 'relu' (ReLU) has no counterpart in geomkfac.activations_sym; the shared ones are identity, sigmoid, tanh, softplus and their conjugations (Eqn. D.3)
     """
     if not isinstance(mlp, MLP):
         raise ConfigurationError(
