@@ -46,7 +46,7 @@ import numpy as np
 import scipy.linalg
 import sympy
 
-from geomkfac.errors import DimensionError, FieldMismatchError
+from geomkfac.errors import DimensionError, FieldMismatchError, GeomKFACError
 
 __all__ = [
     "Field",
@@ -60,8 +60,14 @@ __all__ = [
 ]
 
 
-class SingularMatrixError(np.linalg.LinAlgError):
-    """Internal signal that a matrix could not be inverted (translated by callers)."""
+class SingularMatrixError(GeomKFACError, np.linalg.LinAlgError):
+    """A field was asked to invert or solve with a singular matrix.
+
+    The geometric objects translate it into the specific error of their context
+    (:class:`~geomkfac.errors.SingularFrameChangeError`,
+    :class:`~geomkfac.errors.DegenerateMetricError`); called directly, ``Field.inv`` and
+    ``Field.solve`` raise it: check the matrix's rank, or regularize it.
+    """
 
 
 def is_sympy(obj: Any) -> bool:

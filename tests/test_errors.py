@@ -96,3 +96,16 @@ def test_all_are_geomkfac_errors(AZ):
         Point(A.reference_frame, [1.0])
     with pytest.raises(ValueError):  # also a built-in exception for generic handlers
         A.reference_frame.derive(np.zeros((2, 2)))
+
+
+def test_field_inversion_of_a_singular_matrix_is_a_geomkfac_error():
+    import numpy as np
+
+    from geomkfac.errors import GeomKFACError
+    from geomkfac.fields import NUMERIC, SingularMatrixError
+
+    with pytest.raises(SingularMatrixError) as info:
+        NUMERIC.inv(np.zeros((2, 2)))
+    assert isinstance(info.value, GeomKFACError)
+    assert isinstance(info.value, np.linalg.LinAlgError)
+    NUMERIC.inv(np.eye(2))  # control: an invertible matrix raises nothing
