@@ -11,7 +11,8 @@ Method: numeric (float64, several seeds).  A 3-4-4-2 tanh MLP.
 * A second FrameChoice κ (random dense affine changes of ``A_0``, ``A_1``, ``A_2`` and every
   ``Z_i``; the output space kept): the pipeline's metric computed in κ against
   ``kron(A‡, G‡)`` of the coordinate network in κ (weights by D.2, conjugated activations
-  by D.3) from the backpropagation of the proofs' shared support code.
+  by D.3), read as a :class:`geomkfac.nn.MLP` (:func:`geomkfac.nn.to_mlp`) and given to
+  ``geomkfac.nn.kfac_factors(..., fisher="exact")``.
 
 Negative control: the exact layer block of the Fisher ``E[ā āᵀ ⊗ D_iᵀ G D_i]`` (the diagonal
 block of the expected pullback, Eqn. 3.2) is *not* ``E[ā āᵀ] ⊗ E[G]``: the independence of
@@ -22,10 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 from _pipeline import nn_model, problem, random_frames, rel
-from _support import kfac_factors as support_factors
 
 from geomkfac import kfac as K
-from geomkfac.nn import get_loss
+from geomkfac.nn import get_loss, to_mlp
 from geomkfac.nn import kfac_factors as nn_factors
 
 ID = "Prop 3.5"
@@ -55,11 +55,12 @@ def _seed(seed, N):
         worst[f"reference frames, {om}: pipeline vs geomkfac.nn"] = d
     kappa = random_frames(net, rng, output=False)
     cnet = net.coordinates(w, kappa)
-    As, Gs = support_factors(cnet, net.input_coords(X, kappa))
+    facs = nn_factors(to_mlp(cnet), net.input_coords(X, kappa), None, get_loss("mse"),
+                      fisher="exact")
     d = 0.0
-    for i in range(1, net.L + 1):
+    for i, (A, G) in enumerate(facs, start=1):
         M = K.independence_metric(net, w, X, "gaussian", i, frames=kappa).matrix(kappa.weight_frame(i))
-        d = max(d, rel(M, np.kron(As[i - 1], Gs[i - 1])))
+        d = max(d, rel(M, np.kron(A, G)))
     worst["frames κ, gaussian: pipeline vs coordinate network in κ"] = d
     F = np.asarray(K.expected_pullback(net, w, X, "gaussian").matrix(), dtype=float)
     offs = np.concatenate([[0], np.cumsum(net.layer_sizes)])

@@ -14,15 +14,19 @@ Numeric part.  A 2-3-3-2 tanh MLP with Gaussian output (unit variance; nondegene
 output Fisher) and the same network after random non-diagonal affine changes of the input
 and of every hidden activation and pre-activation space (Eqns. D.2/D.3) are trained side by
 side for 50 steps (fast: 10) of undamped K-FAC with exact inverses; the largest
-``|f(x) − f‡(x‡)|`` over all steps stays at round-off.
+``|f(x) − f‡(x‡)|`` over all steps stays at round-off.  The networks are built by
+:func:`geomkfac.reparam.reparameterize`, read as :class:`geomkfac.nn.MLP` through
+:func:`geomkfac.nn.to_mlp` and trained by the shipped optimizers
+(``get_optimizer("kfac", …, damping=0, damping_mode="exact", eig_floor=None, ema_decay=0,
+factor_update_period=1, inverse_update_period=1, kl_clip=None, fisher="exact")`` with the
+loss ``mse``; "sgd" and "adam" for the controls).
 
 A permutation of the *units* of the hidden layers (an affine change: ``Ω = Φ⁻¹ = P``) is
 covered too: K-FAC on the permuted network stays equal (round-off).
 
 Cross-check with the abstract pipeline: one undamped K-FAC step of ``geomkfac.kfac``
 (``kfac_metric`` + ``loss_differential`` + ``natural_gradient_update``, the coordinate-free
-metric's ``sharp``) equals the coordinate step ``G⁻¹ DW̄ A⁻¹`` of the shared support code to
-1e-10 (relative), in the reference frames and read back from the frames κ.
+metric's ``sharp``) equals one step of the shipped K-FAC optimizer to 1e-10 (relative), in the reference frames and read back from the frames κ.
 
 Negative controls (all must fail):
 
@@ -43,17 +47,12 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
-from _support import (
-    kfac_direction,
-    kfac_factors,
-    loss_and_grads,
-    random_problem,
-    step,
-    train_pair,
-)
 
 from geomkfac import kfac as K
 from geomkfac.networks import AbstractMLP
+from geomkfac.nn import get_loss, kfac_factors, loss_and_grad, to_mlp
+from geomkfac.nn.optim import get_optimizer
+from geomkfac.nn.optim.kronecker import precondition_exact, safe_eigh
 from geomkfac.reparam import CoordinateMLP, permutation, random_affine, reparameterize
 
 ID = "Thm 2.1"
@@ -121,12 +120,56 @@ def _entrywise_identity(n_in, n_out, rule="kfac"):
     return [sp.expand(e) for e in residual]
 
 
+#: the shipped K-FAC as the exact, undamped K-FAC step of Theorem 2.1: exact output Fisher,
+#: factors and inverses of the current step only, no damping, floor, clipping or momentum
+KFAC_EXACT = dict(damping=0.0, damping_mode="exact", eig_floor=None, ema_decay=0.0,
+                  factor_update_period=1, inverse_update_period=1, kl_clip=None,
+                  fisher="exact", momentum=0)
+LOSS = "mse"  # ½‖f − y‖², Gaussian output with unit variance
+
+
+def _optimizer(rule, model, lr):
+    """The shipped optimizer ``rule`` ("kfac", "sgd", "adam") for ``model`` and the loss."""
+    hyper = KFAC_EXACT if rule == "kfac" else {}
+    return get_optimizer(rule, model, LOSS, lr=lr, **hyper)
+
+
+def random_problem(rng, widths, activations, N):
+    """A random coordinate MLP, inputs and regression targets from a perturbed teacher."""
+    Ws = [rng.normal(size=(o, i + 1)) / np.sqrt(i + 1) for i, o in zip(widths[:-1], widths[1:])]
+    net = CoordinateMLP(Ws, list(activations))
+    X = rng.normal(size=(N, widths[0]))
+    teacher = CoordinateMLP([W + 0.5 * rng.normal(size=W.shape) for W in Ws], list(activations))
+    Y = teacher.forward(X) + 0.05 * rng.normal(size=(N, widths[-1]))
+    return net, X, Y
+
+
+def train_pair(net, net_t, X, X_t, Y, rule, steps, lr):
+    """Train ``net`` (inputs ``X``) and ``net_t`` (inputs ``X_t``), both read as
+    :class:`geomkfac.nn.MLP`, side by side with the shipped optimizer ``rule``.
+
+    Returns the largest ``max |f(X) − f‡(X‡)|`` over all steps (step 0 included) and the
+    final loss of the first network.
+    """
+    a, b = to_mlp(net), to_mlp(net_t)
+    opt_a, opt_b = _optimizer(rule, a, lr), _optimizer(rule, b, lr)
+    worst = float(np.max(np.abs(a.forward(X) - b.forward(X_t))))
+    for _ in range(steps):
+        opt_a.step(X, Y)
+        opt_b.step(X_t, Y)
+        worst = max(worst, float(np.max(np.abs(a.forward(X) - b.forward(X_t)))))
+    return worst, float(get_loss(LOSS).value(a.forward(X), Y))
+
+
 def _pipeline_cross_check(net, X, Y, changes, lr=0.1):
-    """One K-FAC step by ``geomkfac.kfac`` vs the coordinate step; relative difference."""
+    """One step of ``geomkfac.kfac`` (coordinate-free K-FAC metric, read in the reference
+    frames and in κ) vs one step of the shipped K-FAC optimizer; relative difference."""
     acts = [a.name for a in net.activations]
     anet = AbstractMLP(net.widths, acts, name="thm21")
     w = anet.weights_from(net.Wbars)
-    expected = step(net, kfac_direction(net, X, Y), lr).Wbars
+    model = to_mlp(net)
+    _optimizer("kfac", model, lr).step(X, Y)
+    expected = model.get_Wbars()
     scale = max(float(np.max(np.abs(W))) for W in expected)
     worst = 0.0
     for frames in (anet.reference_frames(), anet.reference_frames().derive(changes)):
@@ -138,24 +181,38 @@ def _pipeline_cross_check(net, X, Y, changes, lr=0.1):
     return worst
 
 
+def _kfac_direction(D, A, G):
+    """``G⁻¹ D A⁻¹`` by the shipped factored linear algebra (undamped)."""
+    return precondition_exact(D, safe_eigh(A, None), safe_eigh(G, None), 0.0)
+
+
 def _permuted_entries_step(net, X, Y, rng, lr=0.1):
-    """One K-FAC step in coordinates where the entries of W̄_1 are permuted, mapped back."""
-    _, grads, tr = loss_and_grads(net, X, Y)
-    As, Gs = kfac_factors(net, X, tr)
-    shape = net.Wbars[0].shape
-    P = rng.permutation(net.Wbars[0].size)
-    dirs = [np.linalg.solve(G, np.linalg.solve(A, D.T).T) for A, G, D in zip(As, Gs, grads)]
+    """One shipped K-FAC step vs K-FAC in coordinates where the entries of W̄_1 are permuted
+    (factors from ``geomkfac.nn.kfac_factors``), mapped back; largest output difference."""
+    model = to_mlp(net)
+    loss = get_loss(LOSS)
+    As, Gs = zip(*kfac_factors(model, X, None, loss, fisher="exact"))
+    grads = model.split_flat(loss_and_grad(model, X, Y, loss)[1])
+    shape = grads[0].shape
+    P = rng.permutation(grads[0].size)
     Dp = grads[0].reshape(-1, order="F")[P].reshape(shape, order="F")
-    Vp = np.linalg.solve(Gs[0], np.linalg.solve(As[0], Dp.T).T).reshape(-1, order="F")
+    Vp = _kfac_direction(Dp, As[0], Gs[0]).reshape(-1, order="F")
     v = np.empty_like(Vp)
     v[P] = Vp
-    permuted = [v.reshape(shape, order="F")] + dirs[1:]
-    a, b = step(net, dirs, lr), step(net, permuted, lr)
-    return float(np.max(np.abs(a.forward(X) - b.forward(X))))
+    permuted = [v.reshape(shape, order="F")] + [_kfac_direction(D, A, G) for D, A, G in
+                                                 zip(grads[1:], As[1:], Gs[1:])]
+    other = model.copy()
+    other.set_Wbars([W - lr * D for W, D in zip(model.get_Wbars(), permuted)])
+    _optimizer("kfac", model, lr).step(X, Y)
+    return float(np.max(np.abs(model.forward(X) - other.forward(X))))
 
 
 def _nonlinear_run(net, X, Y, steps=10, lr=1e-2, c=0.1):
-    """K-FAC in W̄ vs K-FAC pulled back to U with W̄ = r(U) = U + c U³ (entrywise)."""
+    """K-FAC in W̄ vs K-FAC pulled back to U with W̄ = r(U) = U + c U³ (entrywise).
+
+    The pulled-back step is ``U ← U − lr J_r⁻¹ ΔW̄`` with ``ΔW̄`` the shipped K-FAC step at
+    ``W̄ = r(U)``: one optimizer step from ``r(U)`` lands at ``r(U) − lr ΔW̄``.
+    """
     def r(U):
         return U + c * U ** 3
 
@@ -168,13 +225,15 @@ def _nonlinear_run(net, X, Y, steps=10, lr=1e-2, c=0.1):
         for _ in range(50):
             U = U - (r(U) - W) / dr(U)
         Us.append(U)
-    a, worst = net, 0.0
+    a, b = to_mlp(net), to_mlp(net)
+    opt_a, opt_b = _optimizer("kfac", a, lr), _optimizer("kfac", b, lr)
+    worst = 0.0
     for _ in range(steps):
-        b = CoordinateMLP([r(U) for U in Us], net.activations)
-        d_b = kfac_direction(b, X, Y)
-        Us = [U - lr * D / dr(U) for U, D in zip(Us, d_b)]     # J_r⁻¹ ΔW̄
-        a = step(a, kfac_direction(a, X, Y), lr)
-        b = CoordinateMLP([r(U) for U in Us], net.activations)
+        b.set_Wbars([r(U) for U in Us])
+        opt_b.step(X, Y)
+        Us = [U - (r(U) - W) / dr(U) for U, W in zip(Us, b.get_Wbars())]   # J_r⁻¹ (lr ΔW̄)
+        b.set_Wbars([r(U) for U in Us])
+        opt_a.step(X, Y)
         worst = max(worst, float(np.max(np.abs(a.forward(X) - b.forward(X)))))
     return worst
 
@@ -190,12 +249,12 @@ def _numeric(seeds, steps):
                    2: random_affine(3, rng)}
         net_t = reparameterize(net, changes)
         X_t = changes[0].apply_activations(X)
-        k, loss, _ = train_pair(net, net_t, X, X_t, Y, "kfac", steps, lr=0.1)
-        s, _, _ = train_pair(net, net_t, X, X_t, Y, "sgd", steps, lr=0.1)
-        a, _, _ = train_pair(net, net_t, X, X_t, Y, "adam", steps, lr=1e-2)
+        k, loss = train_pair(net, net_t, X, X_t, Y, "kfac", steps, lr=0.1)
+        s, _ = train_pair(net, net_t, X, X_t, Y, "sgd", steps, lr=0.1)
+        a, _ = train_pair(net, net_t, X, X_t, Y, "adam", steps, lr=1e-2)
         kfac_worst, sgd_min, adam_min = max(kfac_worst, k), min(sgd_min, s), min(adam_min, a)
         perm = {i: permutation(rng.permutation(3)) for i in (1, 2)}
-        u, _, _ = train_pair(net, reparameterize(net, perm), X, X, Y, "kfac", steps, lr=0.1)
+        u, _ = train_pair(net, reparameterize(net, perm), X, X, Y, "kfac", steps, lr=0.1)
         pipe = _pipeline_cross_check(net, X, Y, changes)
         pe = _permuted_entries_step(net, X, Y, rng)
         nl = _nonlinear_run(net, X, Y)

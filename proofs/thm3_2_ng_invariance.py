@@ -16,8 +16,10 @@ reference frames and, from scratch, in a second FrameChoice κ (random dense aff
 of ``A_0``, every ``Z_i``, ``A_1``, ``A_2``); ``natural_gradient_update`` in each; the two new
 Points are compared (coordinates in the reference frame).
 
-Negative controls (all must fail): SGD (``sgd_update``: the Euclidean metric of a frame) and
-one step of Adam read in the two frames give different points; and Tikhonov damping
+Negative controls (all must fail): SGD (``sgd_update``: the Euclidean metric of a frame) read
+in the two frames, and one step of the shipped Adam (``geomkfac.nn.optim``, loss ``mse``) on
+the network read in the reference frames and in a random κ' that keeps the output
+coordinates, give different points; and Tikhonov damping
 ``λ I`` added in the reference frame versus in κ gives a discrepancy that grows with λ
 (measured at λ = 1e-8 … 1e-4, relative to the step; must increase and be ≫ round-off).
 """
@@ -27,10 +29,10 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 from _pipeline import flat_weights, problem, random_frames
-from _support import Adam
 
 from geomkfac import kfac as K
-from geomkfac.spaces import Point
+from geomkfac.nn import to_mlp
+from geomkfac.nn.optim import get_optimizer
 
 ID = "Thm 3.2"
 STATEMENT = ("ω ← ω − ε g⁻¹dh with a coordinate-free nondegenerate metric (Fisher, GN, K-FAC, "
@@ -72,11 +74,12 @@ def _symbolic():
     return expr, expr_zero, nonzero, sum(e != 0 for e in sgd_res)
 
 
-def _adam_point(w, dh, frame):
-    x = np.asarray(w.coords(frame), dtype=float).reshape(-1)
-    d = np.asarray(dh.coords(frame), dtype=float).reshape(-1)
-    step = Adam(lr=LR).direction([d])[0]
-    return Point(frame, x - LR * step)
+def _adam_point(net, w, X, Y, frames):
+    """One step of the shipped Adam (loss ``mse``: the Gaussian ``dh``) on the network read
+    in ``frames`` as a :class:`geomkfac.nn.MLP`; the new weights' reference coordinates."""
+    model = to_mlp(net.coordinates(w, frames))
+    get_optimizer("adam", model, "mse", lr=LR).step(net.input_coords(X, frames), Y)
+    return flat_weights(net, net.weights_from(model.get_Wbars(), frames))
 
 
 def _seed(seed):
@@ -117,9 +120,11 @@ def _seed(seed):
     sgd = np.max(np.abs(flat_weights(net, K.sgd_update(w, dh, LR))
                         - flat_weights(net, K.sgd_update(w, dh, LR, frame=Fk))))
     sgd_step = np.max(np.abs(flat_weights(net, K.sgd_update(w, dh, LR)) - w0))
-    adam = np.max(np.abs(flat_weights(net, _adam_point(w, dh, ref.weight_space_frame))
-                         - flat_weights(net, _adam_point(w, dh, Fk))))
-    adam_step = np.max(np.abs(flat_weights(net, _adam_point(w, dh, ref.weight_space_frame)) - w0))
+    # Adam reads the loss in the network's output coordinates: a frame that keeps A_L
+    kappa_out = random_frames(net, rng, output=False)
+    adam_ref = _adam_point(net, w, X, Y, ref)
+    adam = np.max(np.abs(adam_ref - _adam_point(net, w, X, Y, kappa_out)))
+    adam_step = np.max(np.abs(adam_ref - w0))
     damp = []
     for lam in LAMBDAS:
         a = flat_weights(net, K.natural_gradient_update(g, w, dh, LR, damping=lam))
