@@ -515,3 +515,17 @@ def test_ggn_vector_products_vectorized_with_conjugated_activations():
     out = ggn_vector_products(net2, cache, f, get_loss("bernoulli"), parts)
     got = np.stack([np.concatenate([o[k].reshape(-1, order="F") for o in out]) for k in range(2)])
     np.testing.assert_allclose(got, V @ F.T, rtol=1e-9, atol=1e-11)  # round-off through Φ, Ω
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_factor_inverse_by_cholesky_matches_lu_and_falls_back_when_indefinite(dtype):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((7, 20))
+    M = (X @ X.T / 20).astype(dtype)
+    inv = kronecker._inv(M)
+    assert inv.dtype == dtype and np.array_equal(inv, inv.T)  # mirrored triangle
+    # float32 round-off times cond(M) (~10 here) bounds the gap to the LU inverse
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(inv, np.linalg.inv(M), rtol=tol, atol=tol)
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]], dtype=dtype)  # Cholesky fails here
+    np.testing.assert_allclose(kronecker._inv(indefinite) @ indefinite, np.eye(2), atol=tol)
