@@ -42,6 +42,24 @@ def test_proof_holds_and_its_negative_control_fails(path):
     assert math.isfinite(result.discrepancy) and math.isfinite(result.negative_discrepancy)
 
 
+_OWN_MECHANICS = ("def backprop", "class Adam", "def kfac_factors", "def kfac_direction",
+                  ".jacobian(zs[")
+
+
+def _own_mechanics(text):
+    return [m for m in _OWN_MECHANICS if m in text]
+
+
+def test_proofs_train_with_the_shipped_backend_not_their_own():
+    """One network description, two readings: the proof scripts take backpropagation, K-FAC
+    factors and optimizers from geomkfac.nn, they do not re-implement them; control: the
+    check flags a script that does."""
+    for path in PROOFS + [PROOFS[0].parent / "_pipeline.py"]:
+        assert _own_mechanics(path.read_text(encoding="utf-8")) == [], path.name
+    assert "get_optimizer" in (PROOFS[0].parent / "thm2_1_kfac_invariance.py").read_text("utf-8")
+    assert _own_mechanics("def backprop(net, trace, d_out):\n    ...") == ["def backprop"]
+
+
 # ------------------------------------------------------------------ runner on fake proofs
 
 _GOOD = '''
