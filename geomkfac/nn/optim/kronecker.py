@@ -124,7 +124,7 @@ def safe_inverse(M, shift=0.0, name="factor"):
     >>> import numpy as np
     >>> inv, retried = safe_inverse(np.diag([2.0, 4.0]), shift=2.0)
     >>> inv.diagonal().tolist(), retried
-    ([0.25, 0.16666666666666666], False)
+    ([0.25, 0.1666...], False)
     """
     M = np.asarray(M)
     dtype = M.dtype
