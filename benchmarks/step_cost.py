@@ -32,8 +32,8 @@ homogeneous input ``ā``); ``N`` is the batch size:
   (``Dz_i W_i`` to the layer below)
 - factors (per factor update): ``Σ_i 2 N d_i² + 2 N out_i²`` (``āᵀā`` and ``Dzᵀ Dz``) plus one
   extra backward pass of the sampled output gradients ``Σ_{i>1} 2 N out_i in_i``
-- inverses (per inverse update): ``Σ_i 2 d_i³ + 2 out_i³`` (LU factorization ``⅔ n³`` plus
-  inversion from it ``4⁄3 n³``, i.e. ``2 n³`` per factor)
+- inverses (per inverse update): ``Σ_i d_i³ + out_i³`` (Cholesky ``potrf`` ``⅓ n³`` plus
+  ``potri`` ``⅔ n³``, i.e. ``n³`` per symmetric positive-definite factor)
 - preconditioning:    ``Σ_i 2 out_i² d_i + 2 out_i d_i²`` (``G⁻¹ (DW̄ A⁻¹)``)
 
 SGD counts forward + backward; a K-FAC step of a period counts forward + backward +
@@ -103,8 +103,8 @@ def flops_factors(sizes, N, mc_samples=1):
 
 
 def flops_inverses(sizes):
-    """``Σ_i 2 (in_i+1)³ + 2 out_i³`` (LU + inversion, ``2 n³`` per factor)."""
-    return sum(2 * (i + 1) ** 3 + 2 * o ** 3 for i, o in _dims(sizes))
+    """``Σ_i (in_i+1)³ + out_i³`` (Cholesky + inversion from it, ``n³`` per factor)."""
+    return sum((i + 1) ** 3 + o ** 3 for i, o in _dims(sizes))
 
 
 def flops_precondition(sizes):

@@ -52,7 +52,7 @@ def test_step_cost_flop_formulas(step_cost):
     assert step_cost.flops_forward(sizes, N) == 2 * 4 * 3 * 3
     assert step_cost.flops_backward(sizes, N) == 2 * 4 * 3 * 3  # no layer below: no Dz W
     assert step_cost.flops_factors(sizes, N) == 2 * 4 * 9 + 2 * 4 * 9
-    assert step_cost.flops_inverses(sizes) == 2 * 27 + 2 * 27
+    assert step_cost.flops_inverses(sizes) == 27 + 27  # Cholesky: n³ per factor
     assert step_cost.flops_precondition(sizes) == 2 * 9 * 3 + 2 * 3 * 9
     # a second layer 3 -> 5 adds a backward pass to the layer below (2 N out in)
     assert step_cost.flops_backward([2, 3, 5], N) - step_cost.flops_backward([2, 3], N) == (
