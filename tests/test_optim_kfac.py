@@ -518,7 +518,8 @@ def test_ggn_vector_products_vectorized_with_conjugated_activations():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_factor_inverse_by_cholesky_matches_lu_and_falls_back_when_indefinite(dtype):
+def test_factor_inverse_by_cholesky_matches_lu_and_falls_back_when_indefinite(dtype, monkeypatch):
+    monkeypatch.setattr(kronecker, "CHOLESKY_MIN_SIZE", 1)  # take the Cholesky path at n = 7
     rng = np.random.default_rng(5)
     X = rng.standard_normal((7, 20))
     M = (X @ X.T / 20).astype(dtype)
