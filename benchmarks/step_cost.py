@@ -61,7 +61,12 @@ import numpy as np
 from geomkfac.nn import MLP, get_loss
 from geomkfac.nn.curvature import kfac_factors_from_cache
 from geomkfac.nn.optim import KFAC, SGD
-from geomkfac.nn.optim.kronecker import pi_correction, precondition_factored, safe_inverse
+from geomkfac.nn.optim.kronecker import (
+    pi_correction,
+    precondition_factored,
+    safe_inverse,
+    use_cholesky,
+)
 
 FULL_SIZES = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 QUICK_SIZES = [64, 48, 24, 8, 24, 48, 64]
@@ -241,9 +246,11 @@ def profile_components(sizes, X, Y, repeats, seed=0):
 
     def inverses():
         res = []
+        chol = use_cholesky([m for pair in fac for m in pair])  # as the optimizer decides
         for a, g in fac:
             pi = pi_correction(a, g)
-            res.append((safe_inverse(a, pi * 0.3)[0], safe_inverse(g, 0.3 / pi)[0]))
+            res.append((safe_inverse(a, pi * 0.3, cholesky=chol)[0],
+                        safe_inverse(g, 0.3 / pi, cholesky=chol)[0]))
         return res
 
     out["inverses (all layers)"] = _median_time(inverses, max(3, repeats // 2))[0]

@@ -405,10 +405,10 @@ def test_safe_eigh_floor_and_float64_retry(monkeypatch):
 def test_float32_training_retries_in_float64(monkeypatch, method, seam):
     real = getattr(kronecker, seam)
 
-    def fail32(S):
+    def fail32(S, *args):
         if S.dtype == np.float32:
             raise np.linalg.LinAlgError("SBEVD failed to converge")
-        return real(S)
+        return real(S, *args)
 
     rng = np.random.default_rng(1)
     X = rng.standard_normal((32, 4)).astype(np.float32)
@@ -518,15 +518,15 @@ def test_ggn_vector_products_vectorized_with_conjugated_activations():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_factor_inverse_by_cholesky_matches_lu_and_falls_back_when_indefinite(dtype, monkeypatch):
-    monkeypatch.setattr(kronecker, "CHOLESKY_MIN_SIZE", 1)  # take the Cholesky path at n = 7
+def test_factor_inverse_by_cholesky_matches_lu_and_falls_back_when_indefinite(dtype):
     rng = np.random.default_rng(5)
     X = rng.standard_normal((7, 20))
     M = (X @ X.T / 20).astype(dtype)
-    inv = kronecker._inv(M)
+    inv = kronecker._inv(M, cholesky=True)
     assert inv.dtype == dtype and np.array_equal(inv, inv.T)  # mirrored triangle
     # float32 round-off times cond(M) (~10 here) bounds the gap to the LU inverse
     tol = 1e-4 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(inv, np.linalg.inv(M), rtol=tol, atol=tol)
     indefinite = np.array([[1.0, 2.0], [2.0, 1.0]], dtype=dtype)  # Cholesky fails here
-    np.testing.assert_allclose(kronecker._inv(indefinite) @ indefinite, np.eye(2), atol=tol)
+    np.testing.assert_allclose(kronecker._inv(indefinite, cholesky=True) @ indefinite, np.eye(2),
+                               atol=tol)

@@ -21,6 +21,7 @@ from geomkfac.nn.optim.kronecker import (
     precondition_factored,
     safe_eigh,
     safe_inverse,
+    use_cholesky,
 )
 from geomkfac.nn.optim.quadratic import (
     levenberg_marquardt,
@@ -287,9 +288,10 @@ class KFAC(Optimizer):
             else:
                 r = np.sqrt(self.damping + float(h["weight_decay"]))
                 invs = []
+                chol = use_cholesky(A + G)
                 for i, (a, g, pi) in enumerate(zip(A, G, pis)):
-                    Ai, ra = safe_inverse(a, pi * r, f"factor A of layer {i}")
-                    Gi, rg = safe_inverse(g, r / pi, f"factor G of layer {i}")
+                    Ai, ra = safe_inverse(a, pi * r, f"factor A of layer {i}", chol)
+                    Gi, rg = safe_inverse(g, r / pi, f"factor G of layer {i}", chol)
                     invs.append((Ai, Gi))
                     retried += ra + rg
 

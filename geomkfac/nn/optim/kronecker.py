@@ -33,6 +33,7 @@ __all__ = [
     "check_nondegenerate",
     "damped_inverse",
     "safe_inverse",
+    "use_cholesky",
 ]
 
 
@@ -101,21 +102,34 @@ def safe_eigh(M, eig_floor=0.0, name="factor") -> Eig:
     return Eig(e, Q, retried, floored)
 
 
-#: factors at least this large are inverted by Cholesky through SciPy's LAPACK; smaller ones
-#: by NumPy's LU. Measured on the benchmarks' 2-core machine: Cholesky is 1.7–3.6× faster for
-#: n ≈ 1000, but for n ≲ 130 it gains nothing, and alternating between SciPy's and NumPy's
-#: BLAS thread pools made the digits autoencoder's K-FAC step 3× slower (6.4 → 19.8 ms).
+#: a network whose largest factor has at least this size inverts all its factors by
+#: Cholesky through SciPy's LAPACK, smaller networks by NumPy's LU. Measured on the
+#: benchmarks' 2-core machine: Cholesky is 1.7–3.6× faster for n ≈ 1000 but gains nothing for
+#: n ≲ 130, and switching between SciPy's and NumPy's BLAS thread pools is expensive (the
+#: digits autoencoder's K-FAC step went from 6.4 to 19.8 ms with Cholesky; mixing the two
+#: methods within one inverse update of the deep autoencoder doubled its cost). So the
+#: choice is made once per network, not per factor (see :func:`use_cholesky`).
 CHOLESKY_MIN_SIZE = 256
 
 
-def _inv(M):
-    """Inverse of a symmetric positive-definite factor: by Cholesky (``potrf`` + ``potri``,
-    ``n³`` FLOPs against LU's ``2n³``) when ``len(M) >= CHOLESKY_MIN_SIZE``, by
-    ``np.linalg.inv`` otherwise and whenever the Cholesky factorization fails (a matrix
-    that is not positive definite within round-off). A seam so tests can make the float32
-    attempt fail.
+def use_cholesky(factors) -> bool:
+    """Whether to invert these factors by Cholesky: their largest size is at least
+    :data:`CHOLESKY_MIN_SIZE`.
+
+    >>> import numpy as np
+    >>> use_cholesky([np.eye(65), np.eye(129)]), use_cholesky([np.eye(30), np.eye(1001)])
+    (False, True)
     """
-    if len(M) < CHOLESKY_MIN_SIZE:
+    return max((len(F) for F in factors), default=0) >= CHOLESKY_MIN_SIZE
+
+
+def _inv(M, cholesky=False):
+    """Inverse of a symmetric positive-definite factor: by Cholesky (``potrf`` + ``potri``,
+    ``n³`` FLOPs against LU's ``2n³``) when ``cholesky``, else by ``np.linalg.inv``, which
+    is also the fallback when the Cholesky factorization fails (a matrix that is not
+    positive definite within round-off). A seam so tests can make the float32 attempt fail.
+    """
+    if not cholesky:
         return np.linalg.inv(M)
     potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (M,))
     c, info = potrf(M, lower=False, overwrite_a=False, clean=False)
@@ -127,7 +141,7 @@ def _inv(M):
     return np.linalg.inv(M)
 
 
-def safe_inverse(M, shift=0.0, name="factor"):
+def safe_inverse(M, shift=0.0, name="factor", cholesky=False):
     """``(M + shift·I)⁻¹`` of a symmetric factor (symmetrized), with a float64 retry when the
     inversion fails or is not finite in ``M``'s dtype. Returns ``(inverse, retried)``.
 
@@ -144,7 +158,7 @@ def safe_inverse(M, shift=0.0, name="factor"):
     for k, dt in enumerate(attempts):
         try:
             with np.errstate(all="ignore"):
-                inv = _inv(S.astype(dt, copy=False))
+                inv = _inv(S.astype(dt, copy=False), cholesky)
         except np.linalg.LinAlgError:
             continue
         if np.all(np.isfinite(inv)):
