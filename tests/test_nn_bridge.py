@@ -95,7 +95,11 @@ def test_round_trip_keeps_weights_and_activations(args):
 def test_linear_alias_maps_to_identity():
     rng = np.random.default_rng(0)
     net = random_net(rng, (3, 2), ["linear"])
-    assert isinstance(to_mlp(net).layers[0].activation, F.Identity)
+    model = to_mlp(net)
+    assert type(model.layers[0].activation) is F.Identity
+    X = rng.normal(size=(5, 3))
+    np.testing.assert_allclose(model.forward(X), X @ net.Wbars[0][:, :-1].T + net.Wbars[0][:, -1],
+                               rtol=0, atol=TOL)
 
 
 def test_wrong_activation_mapping_is_detected_by_the_function_check():

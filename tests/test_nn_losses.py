@@ -135,7 +135,8 @@ def test_softmax_fisher_is_singular_along_ones():
 @pytest.mark.parametrize("name", LOSSES)
 def test_sampling_matches_predictive_distribution(name):
     """Mean (and for mse the variance) of sampled targets. Tolerance: 6 standard errors of a
-    mean of M = 20000 draws (per-draw variance ≤ 1), i.e. 6/√M ≈ 0.042."""
+    mean of M = 20000 draws (per-draw variance ≤ 1), i.e. 6/√M ≈ 0.042; for the sample
+    variance of unit Gaussians the standard error is √(2/M), so 6·√(2/M) ≈ 0.06."""
     loss = get_loss(name)
     f = np.array([[0.3, -1.0, 2.0], [1.0, 0.0, -0.5]])
     rng = np.random.default_rng(4)
@@ -151,7 +152,7 @@ def test_sampling_matches_predictive_distribution(name):
         assert set(np.unique(draws)) <= {0.0, 1.0}
     else:
         np.testing.assert_allclose(np.mean(draws, axis=0), f, atol=tol)
-        np.testing.assert_allclose(np.var(draws, axis=0), 1.0, atol=10 * tol)
+        np.testing.assert_allclose(np.var(draws, axis=0), 1.0, atol=6 * np.sqrt(2 / M))
     loss.check_targets(draws[0], 3, 2)  # samples are valid targets
 
 
