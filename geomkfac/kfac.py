@@ -36,7 +36,7 @@ import sympy as sp
 
 from geomkfac.activations_sym import is_symbolic
 from geomkfac.errors import ConfigurationError, DataError, SpaceMismatchError
-from geomkfac.fields import NUMERIC, SYMBOLIC, field_of
+from geomkfac.fields import field_of
 from geomkfac.metrics import (
     AdditiveMetric,
     KroneckerMetric,

@@ -34,13 +34,13 @@ array([[1., 1.]])
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import sympy
 
 from geomkfac.errors import DimensionError, FieldMismatchError, SpaceMismatchError
-from geomkfac.fields import NUMERIC, SYMBOLIC, Field, field_of
+from geomkfac.fields import Field, field_of
 from geomkfac.spaces import AffineSpace, Frame, FrameChange, Point, Vector
 
 __all__ = ["Map", "AffineMap", "AffineMaps", "SmoothMap", "ComposedMap"]

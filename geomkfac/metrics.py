@@ -40,7 +40,7 @@ array([[ 2., -2.],
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import sympy
@@ -54,7 +54,7 @@ from geomkfac.errors import (
 )
 from geomkfac.fields import NUMERIC, SYMBOLIC, Field, SingularMatrixError, common_field, field_of
 from geomkfac.maps import AffineMaps, Map
-from geomkfac.spaces import AffineSpace, Covector, Frame, FrameChange, Point, ProductSpace, Vector
+from geomkfac.spaces import AffineSpace, Covector, Frame, Point, ProductSpace, Vector
 
 __all__ = [
     "Metric",

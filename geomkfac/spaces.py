@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import sympy
@@ -55,7 +55,7 @@ from geomkfac.errors import (
     SingularFrameChangeError,
     SpaceMismatchError,
 )
-from geomkfac.fields import NUMERIC, SYMBOLIC, Field, SingularMatrixError, field_of
+from geomkfac.fields import NUMERIC, Field, SingularMatrixError, field_of
 
 __all__ = [
     "AffineSpace",

@@ -1,7 +1,6 @@
 """The same constructions in exact arithmetic (Rationals, symbols) and in floats agree."""
 
 import numpy as np
-import pytest
 import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st

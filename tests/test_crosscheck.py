@@ -60,7 +60,6 @@ from geomkfac.networks import AbstractMLP
 from geomkfac.nn import (
     MLP,
     empirical_fisher,
-    get_loss,
     ggn,
     kfac_factors,
     kfac_matrix,

@@ -23,8 +23,7 @@ from geomkfac.kfac import (
 )
 from geomkfac.metrics import Metric
 from geomkfac.networks import AbstractMLP, LayerChange, random_affine
-from geomkfac.output_metrics import BregmanMetric, CategoricalFisher, loss_for
-from geomkfac.reparam import homogeneous
+from geomkfac.output_metrics import BregmanMetric, CategoricalFisher
 
 
 def setup(seed=0, widths=(3, 4, 2), acts=("tanh", "identity"), N=12):

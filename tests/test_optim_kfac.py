@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geomkfac.errors import DegenerateMetricError, NonFiniteError
+from geomkfac.errors import DegenerateMetricError
 from geomkfac.nn import (
     MLP,
     ConjugatedActivation,

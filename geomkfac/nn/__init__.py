@@ -30,6 +30,7 @@ from geomkfac.nn.curvature import (
 from geomkfac.nn.losses import get_loss
 from geomkfac.nn.model import MLP, Dense, reparameterize
 from geomkfac.nn.bridge import to_coordinate_mlp, to_mlp
+from geomkfac.nn.optim import get_optimizer
 
 __all__ = [
     "MLP",
@@ -50,11 +51,5 @@ __all__ = [
     "reparameterize",
     "to_mlp",
     "to_coordinate_mlp",
+    "get_optimizer",
 ]
-
-try:  # the optimizers live in their own subpackage
-    from geomkfac.nn.optim import get_optimizer  # noqa: F401
-except ImportError:  # pragma: no cover - until geomkfac.nn.optim is installed
-    pass
-else:
-    __all__.append("get_optimizer")

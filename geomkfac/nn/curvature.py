@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DimensionError
-from geomkfac.nn.losses import Loss, get_loss
+from geomkfac.nn.losses import get_loss
 from geomkfac.nn.model import MLP, Cache
 
 __all__ = [
