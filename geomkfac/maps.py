@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 import sympy
 
-from geomkfac.errors import DimensionError, FieldMismatchError, SpaceMismatchError
+from geomkfac.errors import ConfigurationError, DimensionError, FieldMismatchError, SpaceMismatchError
 from geomkfac.fields import Field, field_of
 from geomkfac.spaces import AffineSpace, Frame, FrameChange, Point, Vector
 
@@ -115,7 +115,7 @@ class Map:
         if vector.space is not self.domain:
             raise SpaceMismatchError(f"map {self!r} has domain {self.domain.name}, got a vector of {vector.space.name}")
         if at is None:
-            raise TypeError(f"{type(self).__name__}.pushforward needs the base point: pass at=Point")
+            raise ConfigurationError(f"{type(self).__name__}.pushforward needs the base point: pass at=Point")
         J = self.jacobian(at)
         v = vector.coords(self.domain_frame)
         field = field_of(J, v)
@@ -471,7 +471,9 @@ class SmoothMap(Map):
     def __init__(self, domain_frame: Frame, codomain_frame: Frame, f: Callable, jacobian: Callable | None = None):
         super().__init__(domain_frame, codomain_frame)
         if not callable(f):
-            raise TypeError("SmoothMap needs a callable f (or use SmoothMap.from_sympy for expressions)")
+            raise ConfigurationError(
+                "SmoothMap needs a callable f (or use SmoothMap.from_sympy for expressions)"
+            )
         self._f = f
         self._jac = jacobian
         self.exprs = None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sympy
 
-from geomkfac.errors import DimensionError, SpaceMismatchError
+from geomkfac.errors import ConfigurationError, DimensionError, SpaceMismatchError
 from geomkfac.maps import AffineMap, AffineMaps, ComposedMap, SmoothMap
 from geomkfac.spaces import AffineSpace, Point, Vector
 
@@ -172,3 +172,8 @@ def test_map_errors():
         f(Point(Z.reference_frame, [0.0]))
     with pytest.raises(DimensionError, match="needs 2 symbols"):
         SmoothMap.from_sympy(A.reference_frame, Z.reference_frame, [sympy.Symbol("x")], [sympy.Symbol("x")])
+    with pytest.raises(ConfigurationError, match="needs a callable f"):
+        SmoothMap(A.reference_frame, Z.reference_frame, [1.0])
+    s = SmoothMap(A.reference_frame, Z.reference_frame, lambda v: v[:1])
+    with pytest.raises(ConfigurationError, match="pass at=Point"):
+        s.pushforward(Vector(A.reference_frame, [1.0, 0.0]))
