@@ -410,11 +410,7 @@ class AffineMaps(AffineSpace):
         field = field_of(x)
         M = field.unvec(x, self.shape)
         fA, fZ = frame.induced_by
-        if field.symbolic:
-            W, b = M[:, :-1], M[:, -1]
-        else:
-            W, b = M[:, :-1], M[:, -1]
-        return AffineMap(fA, fZ, W, b)
+        return AffineMap(fA, fZ, M[:, :-1], M[:, -1])
 
     def evaluation_map(self, a: Point, frame_A: Frame | None = None, frame_Z: Frame | None = None) -> AffineMap:
         """``ψ_a : Aff(A, Z) → Z, ω ↦ ω(a)``: linear in ``vec([W b])`` with matrix ``āᵀ ⊗ I``.
