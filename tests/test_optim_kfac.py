@@ -338,9 +338,23 @@ def _singular_input_problem():
 def test_eig_floor_makes_a_singular_factor_usable():
     net, X, Y = _singular_input_problem()
     opt = get_optimizer("kfac", net, "mse", lr=0.1, **exact_kfac(eig_floor=1e-4))
+    th0 = net.get_flat()
+    _, g = loss_and_grad(net, X, Y, "mse")
+    fac = kfac_factors(net, X, Y, "mse", fisher="exact")
     info = opt.step(X, Y)
     assert info.extras["eig_floored"] >= 1
-    assert np.all(np.isfinite(net.get_flat()))
+    # the step is the undamped K-FAC step with every factor eigenvalue raised to the floor
+    ref, o = [], 0
+    for A, G in fac:
+        eA, QA = np.linalg.eigh(A)
+        eG, QG = np.linalg.eigh(G)
+        eA, eG = np.maximum(eA, 1e-4), np.maximum(eG, 1e-4)
+        n_in, n_out = len(A), len(G)
+        V = g[o:o + n_in * n_out].reshape(n_out, n_in, order="F")
+        o += n_in * n_out
+        ref.append((QG @ ((QG.T @ V @ QA) / np.outer(eG, eA)) @ QA.T).reshape(-1, order="F"))
+    # float64 solves with eigenvalues floored at 1e-4: round-off ~1e-12 relative
+    np.testing.assert_allclose(th0 - net.get_flat(), 0.1 * np.concatenate(ref), rtol=1e-8, atol=1e-12)
 
 
 def test_without_floor_a_singular_factor_is_reported_and_nothing_changes():
