@@ -198,6 +198,8 @@ def test_idx_malformed(tmp_path, content, message):
 def test_idx_missing_and_mismatched(tmp_path):
     with pytest.raises(DataError, match=r"missing\.idx: no such IDX file"):
         load_idx(tmp_path / "missing.idx")
+    with pytest.raises(DataError, match="cannot read the IDX file"):
+        load_idx(tmp_path)  # a directory, not a file
     save_idx(tmp_path / "i", np.zeros((3, 2, 2), np.uint8))
     save_idx(tmp_path / "l", np.zeros(4, np.uint8))
     with pytest.raises(DataError, match="4 labels but .* has 3 images"):

@@ -260,8 +260,11 @@ def load_npz(path, task: str = "autoencoder", dtype=np.float64) -> Dataset:
 def _read_maybe_gzip(path: str) -> bytes:
     if not os.path.exists(path):
         raise DataError(f"{path}: no such IDX file")
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the IDX file ({exc}); pass the path of a file") from None
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
