@@ -288,8 +288,10 @@ def test_bad_input():
     fac = kfac_factors(net, X, Y, "ce")
     with pytest.raises(ConfigurationError):
         kfac_solve(fac, np.zeros(net.num_params), -1.0)
-    with pytest.raises(DimensionError):
-        kfac_solve(fac, np.zeros(net.num_params + 2), 1.0)
+    for bad in (np.zeros(net.num_params + 2), np.zeros(net.num_params - 2),
+                np.zeros((net.num_params, 2))):
+        with pytest.raises(DimensionError, match="the factors cover"):
+            kfac_solve(fac, bad, 1.0)
 
 
 def test_kfac_solve_matches_dense_solves():

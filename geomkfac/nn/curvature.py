@@ -348,6 +348,12 @@ def kfac_solve(factors, grad, damping: float = 0.0, factored: bool = False) -> n
     lam = float(damping)
     if lam < 0:
         raise ConfigurationError(f"damping must be >= 0, got {damping}")
+    P = sum(A.shape[0] * G.shape[0] for A, G in factors)
+    if grad.shape != (P,):
+        raise DimensionError(
+            f"the factors cover {P} parameters but grad has shape {grad.shape}; pass a flat "
+            "vector in θ order (e.g. the gradient from loss_and_grad)"
+        )
     for A, G in factors:
         n_in, n_out = A.shape[0], G.shape[0]
         V = grad[o : o + n_in * n_out].reshape(n_out, n_in, order="F")
@@ -361,6 +367,4 @@ def kfac_solve(factors, grad, damping: float = 0.0, factored: bool = False) -> n
             beta, QG = np.linalg.eigh(G)
             X = QG @ ((QG.T @ V @ QA) / (beta[:, None] * alpha[None, :] + lam)) @ QA.T
         out.append(X.reshape(-1, order="F"))
-    if o != grad.shape[0]:
-        raise DimensionError(f"the factors cover {o} parameters but grad has {grad.shape[0]}")
     return np.concatenate(out)
