@@ -288,6 +288,10 @@ def test_bad_input():
     fac = kfac_factors(net, X, Y, "ce")
     with pytest.raises(ConfigurationError):
         kfac_solve(fac, np.zeros(net.num_params), -1.0)
+    for fn in (lambda: loss_and_grad(net, X[:0], Y[:0], "ce"), lambda: ggn(net, X[:0], None, "ce"),
+               lambda: kfac_factors(net, X[:0], None, "ce")):
+        with pytest.raises(DataError, match="empty batch"):
+            fn()
     for bad in (np.zeros(net.num_params + 2), np.zeros(net.num_params - 2),
                 np.zeros((net.num_params, 2))):
         with pytest.raises(DimensionError, match="the factors cover"):

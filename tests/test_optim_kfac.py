@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geomkfac.errors import DegenerateMetricError
+from geomkfac.errors import DegenerateMetricError, DimensionError
 from geomkfac.nn import (
     MLP,
     ConjugatedActivation,
@@ -514,6 +514,13 @@ def test_ggn_vector_product_matches_dense_ggn(loss):
     v = np.random.default_rng(0).standard_normal(net.num_params)
     np.testing.assert_allclose(ggn_vector_product(net, X, loss, v), ggn(net, X, Y, loss) @ v,
                                rtol=1e-10, atol=1e-12)  # same sums, different order
+
+
+def test_ggn_vector_product_rejects_a_vector_of_the_wrong_shape():
+    net, X, _ = small_net(loss="mse", seed=10)
+    for bad in (np.zeros(net.num_params - 1), np.zeros((net.num_params, 1))):
+        with pytest.raises(DimensionError):
+            ggn_vector_product(net, X, "mse", bad)
 
 
 def test_ggn_vector_products_vectorized_with_conjugated_activations():

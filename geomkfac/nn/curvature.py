@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomkfac.errors import ConfigurationError, DimensionError
+from geomkfac.errors import ConfigurationError, DataError, DimensionError
 from geomkfac.nn.losses import get_loss
 from geomkfac.nn.model import MLP, Cache
 
@@ -83,9 +83,17 @@ def _fisher_type(fisher: str) -> str:
     return _FISHER_ALIASES[key]
 
 
+def _forward(model: MLP, X):
+    """``model.forward_cache(X)`` for the averaging functions: an empty batch has no mean."""
+    f, cache = model.forward_cache(X)
+    if f.shape[0] == 0:
+        raise DataError("got an empty batch (N = 0): the mean over examples is undefined")
+    return f, cache
+
+
 def _prepare(model: MLP, X, Y, loss, need_targets=True):
     loss = get_loss(loss)
-    f, cache = model.forward_cache(X)
+    f, cache = _forward(model, X)
     if need_targets:
         Y = loss.check_targets(Y, f.shape[1], f.shape[0])
     return loss, f, cache, Y
@@ -245,7 +253,7 @@ def kfac_factors(model: MLP, X, Y, loss, fisher: str = "exact", mc_samples: int 
     """
     loss = get_loss(loss)
     fisher = _fisher_type(fisher)
-    f, cache = model.forward_cache(X)
+    f, cache = _forward(model, X)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     return kfac_factors_from_cache(model, cache, f, Y, loss, fisher, rng, mc_samples)
 
@@ -295,7 +303,7 @@ def ggn(model: MLP, X, Y, loss) -> np.ndarray:
     columns ``s_k`` of the output Fisher's square root; small nets only.
     """
     loss = get_loss(loss)
-    f, cache = model.forward_cache(X)
+    f, cache = _forward(model, X)
     N = f.shape[0]
     K = loss.fisher_rank_bound(f)
     Dz = model.backward(cache, loss.fisher_sqrt_columns(f, 0, K))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from geomkfac.errors import DimensionError
+
 __all__ = ["activation_jvp", "output_hvp", "ggn_vector_products", "ggn_vector_product"]
 
 
@@ -122,9 +124,11 @@ def ggn_vector_product(model, X, loss, v):
     True
     """
     from geomkfac.nn.losses import get_loss
-    from geomkfac.nn.optim.base import flatten, unflatten
+    from geomkfac.nn.optim.base import flatten
 
     loss = get_loss(loss)
+    v = np.asarray(v)
+    if v.ndim != 1:
+        raise DimensionError(f"v must be a flat vector in θ order, got shape {v.shape}")
     f, cache = model.forward_cache(np.asarray(X, dtype=model.dtype))
-    shapes = [W.shape for W in model.get_Wbars()]
-    return flatten(ggn_vector_products(model, cache, f, loss, unflatten(np.asarray(v), shapes)))
+    return flatten(ggn_vector_products(model, cache, f, loss, model.split_flat(v)))
