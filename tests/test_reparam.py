@@ -91,8 +91,10 @@ def test_random_affine_changes_preserve_function(seed, widths, act_idx):
         bad[-1][:, -1] += bad[-1][:, :-1] @ ch[k - 1].gamma  # undo the γ term: b‡ = Φ⁻¹(b − τ)
         net_bad = CoordinateMLP(bad, net2.activations[:k])
         net_k = CoordinateMLP(net.Wbars[:k], net.activations[:k])
-        # random γ ~ N(0, 1): the dropped term moves layer k's activations by O(1)
-        assert outputs_match(net_k, net_bad, ch, x) > 1e-3, f"layer {k}"
+        # random γ ~ N(0, 1): the dropped term moves layer k's activations by O(|W γ|), which
+        # for 1-wide layers is a product of a few normals and can be ~1e-4; the correct network
+        # agrees to TOL = 1e-8, so requiring 100·TOL separates the two without chance failures
+        assert outputs_match(net_k, net_bad, ch, x) > 100 * TOL, f"layer {k}"
 
 
 @settings(max_examples=30, deadline=None)
