@@ -512,14 +512,7 @@ class SecondMoment(_SymmetricTensor):
         if N == 0:
             raise DimensionError("a second moment needs at least one point")
         n = frame.space.dim
-        if weights is None:
-            w = [sympy.Rational(1, N)] * N
-        else:
-            w = [SYMBOLIC.scalar(x) for x in weights]
-            if len(w) != N:
-                raise DimensionError(f"{N} points but {len(w)} weights")
-            tot = sum(w)
-            w = [x / tot for x in w]
+        w = _symbolic_weights(weights, N, "points")
         M = SYMBOLIC.zeros((n + 1, n + 1))
         for wi, x in zip(w, rows):
             xb = SYMBOLIC.concat([x, SYMBOLIC.ones(1)])
@@ -554,6 +547,17 @@ class SecondMoment(_SymmetricTensor):
         return SecondMoment(self._frame, field.asmatrix(M) * (s if not field.symbolic else field.scalar(s)), check=False)
 
     __rmul__ = __mul__
+
+
+def _symbolic_weights(weights, N: int, what: str) -> list:
+    """Exact weights of a mean over ``N`` items: ``1/N`` each, or ``weights`` normalized."""
+    if weights is None:
+        return [sympy.Rational(1, N)] * N
+    w = [SYMBOLIC.scalar(x) for x in weights]
+    if len(w) != N:
+        raise DimensionError(f"{N} {what} but {len(w)} weights")
+    tot = sum(w)
+    return [x / tot for x in w]
 
 
 def _weights(weights, N: int) -> np.ndarray:
@@ -802,14 +806,7 @@ def expectation(metrics: Sequence[Metric], weights=None) -> Metric:
     field = field_of(*mats, weights)
     if field.symbolic:
         N = len(mats)
-        if weights is None:
-            w = [sympy.Rational(1, N)] * N
-        else:
-            w = [SYMBOLIC.scalar(x) for x in weights]
-            if len(w) != N:
-                raise DimensionError(f"{N} metrics but {len(w)} weights")
-            tot = sum(w)
-            w = [x / tot for x in w]
+        w = _symbolic_weights(weights, N, "metrics")
         out = SYMBOLIC.zeros((space.dim, space.dim))
         for wi, M in zip(w, mats):
             out = out + wi * SYMBOLIC.asmatrix(M)
