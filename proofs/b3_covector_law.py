@@ -7,8 +7,9 @@ change ``y = L x + l`` derived from κ (so the changes ι → λ are chained thr
 
 The covector is the differential of a polynomial ``h(x) = x₀² x₁ + 3 x₀ − x₁³`` at the point
 ``p = (3/2, −2)``.  Its coordinates in κ are obtained *without the covector law*:
-``h`` is written as a function of the κ coordinates, ``h(B⁻¹(y − c))``, and differentiated
-in ``y`` by sympy at ``y = B p + c``.  Checked exactly (differences simplified to zero):
+``h`` is written as a function of the κ coordinates, ``h(B⁻¹(y − c))`` (as
+``h(p + B⁻¹(y − y₀))``, ``y₀ = B p + c``, the same function), and differentiated in ``y`` by
+sympy at ``y = y₀``.  Checked exactly (differences simplified to zero):
 
 (i) the core's ``Covector(ι, ∇h(p)).coords(κ)`` equals that gradient (the law ``B⁻ᵀ``);
 (ii) the core's ``ω(v)`` for ``ω`` given in κ and a vector ``v`` given in λ (free
@@ -60,11 +61,15 @@ def check(fast: bool = False) -> dict:
     p = sp.Matrix([sp.Rational(3, 2), -2])
     grad_iota = sp.Matrix([h.diff(xi) for xi in x]).subs(dict(zip(x, p)))
 
-    # h in κ coordinates, differentiated there (no covector law used)
+    # h in κ coordinates, differentiated there (no covector law used).  x = B⁻¹(y − c) is
+    # written as p + B⁻¹(y − y₀) with y₀ = B p + c (the same affine function of y), so that
+    # at y = y₀ the argument is p without simplification.
     y = sp.Matrix(sp.symbols(f"y0:{n}"))
-    h_kappa = h.subs(dict(zip(x, B.inv() * (y - c))), simultaneous=True)
-    at_kappa = dict(zip(y, B * p + c))
-    grad_kappa = sp.Matrix([h_kappa.diff(yi) for yi in y]).subs(at_kappa, simultaneous=True)
+    Binv = B.adjugate() / B.det()
+    y0 = B * p + c
+    h_kappa = h.subs(dict(zip(x, p + Binv * (y - y0))), simultaneous=True)
+    grad_kappa = sp.Matrix([h_kappa.diff(yi) for yi in y]).subs(dict(zip(y, y0)),
+                                                                  simultaneous=True)
 
     omega = Covector(iota, grad_iota)
     d1 = _nonzero(sp.Matrix(omega.coords(kappa)) - grad_kappa)
@@ -72,16 +77,16 @@ def check(fast: bool = False) -> dict:
     # (ii) ω given in κ, v given in λ: pairing vs directional derivative
     omega_k = Covector(kappa, grad_kappa)
     v_lam = sp.Matrix(sp.symbols(f"v0:{n}"))
-    v_iota = B.inv() * L.inv() * v_lam          # by hand: λ = L κ + l, κ = B ι + c
+    v_iota = Binv * L.inv() * v_lam             # by hand: λ = L κ + l, κ = B ι + c
     t = sp.Symbol("t")
     dirderiv = h.subs(dict(zip(x, p + t * v_iota)), simultaneous=True).diff(t).subs(t, 0)
     d2 = int(not _zero(omega_k(Vector(lam, v_lam)) - dirderiv))
 
     # (iii) λ coordinates: gradient of h written in λ coordinates
     z = sp.Matrix(sp.symbols(f"z0:{n}"))
-    h_lam = h.subs(dict(zip(x, B.inv() * (L.inv() * (z - ell) - c))), simultaneous=True)
-    at_lam = dict(zip(z, L * (B * p + c) + ell))
-    grad_lam = sp.Matrix([h_lam.diff(zi) for zi in z]).subs(at_lam, simultaneous=True)
+    z0 = L * y0 + ell                            # λ coordinates of p
+    h_lam = h.subs(dict(zip(x, p + Binv * L.inv() * (z - z0))), simultaneous=True)
+    grad_lam = sp.Matrix([h_lam.diff(zi) for zi in z]).subs(dict(zip(z, z0)), simultaneous=True)
     d3 = _nonzero(sp.Matrix(omega_k.coords(lam)) - grad_lam)
 
     # negative control: the gradient transformed like a vector

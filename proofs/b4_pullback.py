@@ -67,8 +67,11 @@ class _Hand:
 
 
 def _hessian(expr, syms, at):
-    H = sp.hessian(sp.expand(expr), syms)
-    return H.subs(dict(zip(syms, at)), simultaneous=True)
+    """Hessian of a polynomial at a rational point (sympy Poly arithmetic, exact)."""
+    P = sp.Poly(sp.expand(expr), *syms)
+    pt = list(at)
+    return sp.Matrix(len(syms), len(syms),
+                     lambda i, j: P.diff(syms[i]).diff(syms[j]).eval(dict(zip(syms, pt))))
 
 
 def check(fast: bool = False) -> dict:
