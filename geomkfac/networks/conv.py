@@ -345,6 +345,25 @@ class AbstractCNN:
         """
         rec = self._param_layer(l, "conv")
         fA = frame_A or self.A[rec.a_in].reference_frame
+        S, b = self._patch_parts(l, fA, padding)
+        geom = rec.geom
+        return AffineMap(power_frame(fA, geom.T_in), power_frame(power_frame(fA, geom.K), geom.T), S, b)
+
+    def location_patch_maps(self, l: int, frame_A: Frame | None = None, padding: str = "point") -> list:
+        """The factors of :meth:`patch_map`: for every location ``t`` the affine map
+        ``A^|T_in| → A^|Δ|`` that cuts out the patch at ``t`` (padding as there)."""
+        rec = self._param_layer(l, "conv")
+        fA = frame_A or self.A[rec.a_in].reference_frame
+        S, b = self._patch_parts(l, fA, padding)
+        geom, J = rec.geom, fA.space.dim
+        n = geom.K * J
+        fin, fP = power_frame(fA, geom.T_in), power_frame(fA, geom.K)
+        return [AffineMap(fin, fP, S[t * n:(t + 1) * n, :], b[t * n:(t + 1) * n, :] if isinstance(b, sp.MatrixBase)
+                          else b[t * n:(t + 1) * n]) for t in range(geom.T)]
+
+    def _patch_parts(self, l, fA, padding):
+        """``(S, b)`` of the patch map in the power frames of ``fA`` (see :meth:`patch_map`)."""
+        rec = self.params[l]
         geom, J = rec.geom, self.A[rec.a_in].dim
         if padding == "point":
             pad = self.padding_point(rec.a_in).coords(fA)
@@ -353,20 +372,17 @@ class AbstractCNN:
         else:
             raise ConfigurationError(f"padding must be 'point' or 'zeros', got {padding!r}")
         field = field_of(pad)
-        S = np.zeros((geom.T * geom.K * J, geom.T_in * J))
-        inside = geom.source.reshape(-1) >= 0
-        rows = np.flatnonzero(inside)
-        for r in rows:
-            s = geom.source.reshape(-1)[r]
-            S[r * J:(r + 1) * J, s * J:(s + 1) * J] = np.eye(J)
-        mask = (~inside).astype(float)
+        src = geom.source.reshape(-1)
+        inside = src >= 0
+        S = np.zeros((src.size, J, geom.T_in, J))
+        r = np.flatnonzero(inside)
+        S[r, :, src[r], :] = np.eye(J)
+        S = S.reshape(src.size * J, geom.T_in * J)
+        mask = (~inside).astype(int)
         if field.symbolic:
             padv = sp.ImmutableMatrix(pad)
-            b = sp.ImmutableMatrix(sp.Matrix.vstack(*[padv * int(m) for m in mask]))
-            S = sp.ImmutableMatrix(S.astype(int))
-        else:
-            b = np.kron(mask, np.asarray(pad, dtype=float))
-        return AffineMap(power_frame(fA, geom.T_in), power_frame(power_frame(fA, geom.K), geom.T), S, b)
+            return sp.ImmutableMatrix(S.astype(int)), sp.ImmutableMatrix(sp.Matrix.vstack(*[padv * int(m) for m in mask]))
+        return S, np.kron(mask, np.asarray(pad, dtype=float))
 
     def pool_map(self, n: int, frame_A: Frame | None = None) -> AffineMap:
         """Average pooling (layer record ``n``) as an affine map ``A^|T| → A^|T'|``, matrix
@@ -466,8 +482,9 @@ class AbstractCNN:
     def maps(self, weights: Point, frames: "CNNFrames | None" = None, padding: str = "point") -> list:
         """The network read in ``frames`` as core maps: a list of ``(kind, Map, layer)``.
 
-        ``kind`` is ``patch`` (the patch map, conv), ``weights`` (``I_|T| ⊗ W̄`` for a conv,
-        the affine map ``ω`` for a dense layer), ``act`` (the activation at every location),
+        ``kind`` is ``patches`` (a conv layer's per-location patch maps, a list, not part of
+        the chain), ``weights`` (for a conv: ``(I_|T| ⊗ W) ∘`` patch map, ``A^|T_in| → Z^|T|``;
+        for a dense layer the affine map ``ω``), ``act`` (the activation at every location),
         ``avgpool`` (affine) or ``maxpool`` (coordinatewise max in these frames, smooth
         almost everywhere).  Every map is built from coordinates in ``frames``.
         """
@@ -478,13 +495,17 @@ class AbstractCNN:
             if rec.kind == "conv":
                 l, g = rec.param, rec.geom
                 fA, fZ, fP = F.A[rec.a_in], F.Z[l], F.patch_frame(l)
-                out.append(("patch", self.patch_map(l, fA, padding), l))
+                out.append(("patches", self.location_patch_maps(l, fA, padding), l))
+                S, pb = self._patch_parts(l, fA, padding)
                 om = self.weight_spaces[l].map_of(omegas[l])
                 Wl, bl = om.linear(fP, fZ), om.offset(fP, fZ)
-                field = field_of(Wl, bl)
+                field = field_of(Wl, bl, pb)
                 Wt = field.kron(field.eye(g.T), field.asmatrix(Wl))
                 bt = field.concat([field.asvector(bl)] * g.T)
-                out.append(("weights", AffineMap(power_frame(fP, g.T), power_frame(fZ, g.T), Wt, bt), l))
+                # the conv layer on the grid: (I_T ⊗ W) ∘ patch map, i.e. Z = W A^exp + b 1ᵀ
+                Wg = field.matmul(Wt, field.asmatrix(S))
+                bg = field.matmul(Wt, field.asvector(pb)) + bt
+                out.append(("weights", AffineMap(power_frame(fA, g.T_in), power_frame(fZ, g.T), Wg, bg), l))
                 out.append(("act", _grid_activation(power_frame(fZ, g.T), power_frame(F.A[rec.a_out], g.T),
                                                     F.activation(l), g.T), l))
             elif rec.kind == "dense":
@@ -727,6 +748,23 @@ class _Memo(Map):
         return self._j[k]
 
 
+class _MemoField:
+    """A metric field evaluated once per point: every location of a sample has the same
+    network output ``ϕ_{ξ,t}(ζ_t) = f(ξ)``, so ``g(f(ξ))`` is computed once per sample."""
+
+    def __init__(self, field):
+        self.field = field
+        self._cache = {}
+        self.is_constant = getattr(field, "is_constant", False)
+
+    def at(self, point: Point):
+        x = point.coords(point.space.reference_frame)
+        key = (point.space, _Memo._key(x))
+        if key not in self._cache:
+            self._cache[key] = self.field.at(point)
+        return self._cache[key]
+
+
 def _chain(maps: Sequence[Map]) -> Map:
     out = maps[0]
     for m in maps[1:]:
@@ -756,25 +794,39 @@ class LayerSamples:
     zeta_all: list
 
 
-def layer_samples(net: AbstractCNN, weights: Point, inputs, layer: int, frames=None, padding="point") -> LayerSamples:
+def _embeddings(T: int, I: int) -> list:
+    """``E_t`` (``T·I × I``): the linear part of ``ι_t : Z → Z^T``, ``z ↦`` the others fixed, ``z`` at ``t``."""
+    out = []
+    for t in range(T):
+        E = np.zeros((T * I, I))
+        E[t * I:(t + 1) * I, :] = np.eye(I)
+        out.append(E)
+    return out
+
+
+def layer_samples(net: AbstractCNN, weights: Point, inputs, layer: int, frames=None, padding="point",
+                  maps: list | None = None) -> LayerSamples:
     """Run the network, read in ``frames``, as core maps on each sample (Points), and
     collect the pipeline's pieces for ``layer`` (see :class:`LayerSamples`).
 
     ``inputs``: images ``(N, C, H, W)`` in the reference frame, or a list of Points of
-    ``A[0]^|T|`` (e.g. from :meth:`AbstractCNN.input_points`).
+    ``A[0]^|T|`` (e.g. from :meth:`AbstractCNN.input_points`).  ``maps``: the output of
+    :meth:`AbstractCNN.maps` for these weights and frames, if already built.
     """
     F = net._frames(frames)
-    steps = net.maps(weights, F, padding)
+    steps = maps if maps is not None else net.maps(weights, F, padding)
     pts = inputs if isinstance(inputs, list) else net.input_points(net.input_coords(inputs, F), F)
     k = next(i for i, (kind, _, l) in enumerate(steps) if kind == "weights" and l == layer)
-    before = [m for _, m, _ in steps[:k]]
+    before = [m for kind, m, _ in steps[:k] if kind != "patches"]
+    patch_maps = steps[k - 1][1] if steps[k - 1][0] == "patches" else None
     Wmap = steps[k][1]
-    rest_all = _Memo(_chain([m for _, m, _ in steps[k + 1:]]))
+    rest_all = _Memo(_chain([m for kind, m, _ in steps[k + 1:] if kind != "patches"]))
     rec = net._param_layer(layer)
     T = rec.T
     fZ = F.Z[layer]
     alphas, zetas, rests, outputs, zeta_all = [], [], [], [], []
     fin = F.layer_input_frame(layer)
+    Es = None
     for p in pts:
         x = p
         for m in before:
@@ -787,20 +839,20 @@ def layer_samples(net: AbstractCNN, weights: Point, inputs, layer: int, frames=N
             zetas.append([za])
             rests.append([rest_all])
             continue
-        xs = x.space.split(x.coords(Wmap.domain_frame))
         zc = za.coords(Wmap.codomain_frame)
         field = field_of(zc)
         zs = za.space.split(zc)
         I = fZ.space.dim
+        if Es is None:
+            Es = _embeddings(T, I)
+            if field.symbolic:
+                Es = [sp.ImmutableMatrix(e.astype(int)) for e in Es]
         al, ze, re = [], [], []
         for t in range(T):
-            al.append(Point(fin, xs[t]))
+            al.append(patch_maps[t](x))
             ze.append(Point(fZ, zs[t]))
-            E = np.zeros((T * I, I))
-            E[t * I:(t + 1) * I, :] = np.eye(I)
             off = field.concat([zs[s] if s != t else field.zeros(I) for s in range(T)])
-            iota = AffineMap(fZ, Wmap.codomain_frame, E if not field.symbolic else sp.ImmutableMatrix(E.astype(int)), off)
-            re.append(ComposedMap(rest_all, iota))
+            re.append(ComposedMap(rest_all, AffineMap(fZ, Wmap.codomain_frame, Es[t], off)))
         alphas.append(al)
         zetas.append(ze)
         rests.append(re)
@@ -832,7 +884,7 @@ def layer_kfac_metric(net, weights, inputs, output_metric, layer, frames=None, p
         E = expectation([Pullback(g, r, at=z) for g, r, z in zip(gs, rests, zetas)])
         m = KroneckerMetric(A, E)
         return m if S.T == 1 else m * S.T
-    return independence_metric(alphas, rests, zetas, output_metric, scale=S.T)
+    return independence_metric(alphas, rests, zetas, _MemoField(output_metric), scale=S.T)
 
 
 def _stacked_evaluation(net, S: LayerSamples, xi: int, frames) -> AffineMap:
@@ -879,17 +931,19 @@ def _output_covector(loss, y: Point, target) -> Covector:
     return Covector(Y.reference_frame, loss.grad(np.asarray(z, float), np.asarray(target, float)))
 
 
-def loss_differential(net, weights, inputs, targets, loss, frames=None, padding="point") -> Covector:
+def loss_differential(net, weights, inputs, targets, loss, frames=None, padding="point",
+                      samples: Sequence[LayerSamples] | None = None) -> Covector:
     """``dh = E_ξ[dℓ_ξ]`` on ``W``: per layer ``Σ_t ψ_{α_t}* ϕ_{ξ,t}* dℓ_ξ`` (``DW̄ = Σ_t Dz āᵀ``),
     averaged over samples; a Covector in ``frames``' weight-space frame.
 
     ``loss`` is a :class:`~geomkfac.output_metrics.Loss` acting on output coordinates in the
-    reference frame of ``Y``; ``targets`` one row per sample.
+    reference frame of ``Y``; ``targets`` one row per sample.  ``samples``: the layers'
+    :class:`LayerSamples` if already computed.
     """
     F = net._frames(frames)
     parts = []
     for l in range(net.L):
-        S = layer_samples(net, weights, inputs, l, F, padding)
+        S = samples[l] if samples is not None else layer_samples(net, weights, inputs, l, F, padding)
         per = []
         for xi in range(len(S.alphas)):
             dl = _output_covector(loss, S.outputs[xi], targets[xi])
@@ -910,10 +964,14 @@ def kfac_step(net, weights, inputs, targets, output_metric, loss, lr, frames=Non
     """One step ``ω ← ω − ε g_KFAC⁻¹ dh`` computed in ``frames`` (``rule="sgd"``: ``ω ← ω − ε dh``
     with the covector's coordinates read as a vector in ``frames``, coordinate-dependent)."""
     F = net._frames(frames)
-    dh = loss_differential(net, weights, inputs, targets, loss, F, padding)
+    maps = net.maps(weights, F, padding)
+    samples = [layer_samples(net, weights, inputs, l, F, padding, maps) for l in range(net.L)]
+    dh = loss_differential(net, weights, inputs, targets, loss, F, padding, samples)
     Fw = F.weight_space_frame
     if rule == "kfac":
-        v = kfac_metric(net, weights, inputs, output_metric, F, padding).sharp(dh).coords(Fw)
+        g = AdditiveMetric([layer_kfac_metric(net, weights, inputs, output_metric, l, F, padding, S)
+                            for l, S in enumerate(samples)], net.weight_space)
+        v = g.sharp(dh).coords(Fw)
     elif rule == "sgd":
         v = dh.coords(Fw)
     else:
