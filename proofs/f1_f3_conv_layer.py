@@ -12,8 +12,9 @@ conv 2→2 2×2 pad 0 tanh → flatten → dense 18→2, squared error (Gaussian
   output channels, input channels and offsets (``proofs/_conv.py``), the weights converted to
   the reference files' layout ``(I, J, k, k)`` by :func:`~geomkfac.networks.conv.to_oracle_weights`.
 * Gradient: the pipeline's ``dh`` (:func:`~geomkfac.networks.conv.loss_differential`: per
-  location ``Dz_t = ϕ_{ξ,t}* dℓ``, then ``Σ_t ψ_{α_t}* Dz_t``, i.e. ``Σ_t Dz_t ā_tᵀ``; mean
-  over samples) against central finite differences of the mean loss of the direct forward.
+  location ``Dz_t = ϕ_{ξ,t}* dℓ``, then ``Σ_t ψ_{α_t}* Dz_t``, i.e. ``Σ_t Dz_t ā_tᵀ``; and the
+  same through the stacked evaluation map ``ψ^(:)``; mean over samples) against central
+  finite differences of the mean loss of the direct forward.
 
 Negative control, the same comparisons: the weights read in the *other* patch order (the
 offset-major ``W̄`` taken as channel-major) give a different convolution and a gradient that
@@ -115,11 +116,13 @@ def _seed(seed, N):
         P = np.asarray(pm(p).coords(fP), float).reshape(net.layers[0].T, -1)
         d_patch = max(d_patch, rel(P[:, q[:-1]], abar[n, :, :-1]))
     # (ii) gradient: pipeline Σ_t Dz ā ᵀ vs finite differences
-    dh = loss_differential(net, w, X, Y, SquaredError())
-    parts = net.weight_space.split(dh.coords())
-    DW = [np.asarray(p, float).reshape(net.weight_spaces[l].shape, order="F") for l, p in enumerate(parts)]
     g_fd = _fd_grad(Ws, bs, X, Y)
-    d_grad = rel(_to_theta(net, DW), g_fd)
+    d_grad = 0.0
+    for by_location in (True, False):
+        dh = loss_differential(net, w, X, Y, SquaredError(), by_location=by_location)
+        parts = net.weight_space.split(dh.coords())
+        DW = [np.asarray(p, float).reshape(net.weight_spaces[l].shape, order="F") for l, p in enumerate(parts)]
+        d_grad = max(d_grad, rel(_to_theta(net, DW), g_fd))
     # controls: the other patch order
     Wwrong = []
     for l, Wb in enumerate(Wbars):

@@ -128,7 +128,7 @@ def _seed(seed, steps, ctrl_steps):
 def check(fast: bool = False) -> dict:
     seeds = range(1) if fast else range(2)
     steps = 3 if fast else 4
-    ctrl_steps = 2
+    ctrl_steps = 1
     worst, ctrl, per = 0.0, {}, {}
     for seed in seeds:
         d_w, d_f, moved, c = _seed(seed, steps, ctrl_steps)

@@ -932,9 +932,14 @@ def _output_covector(loss, y: Point, target) -> Covector:
 
 
 def loss_differential(net, weights, inputs, targets, loss, frames=None, padding="point",
-                      samples: Sequence[LayerSamples] | None = None) -> Covector:
-    """``dh = E_ξ[dℓ_ξ]`` on ``W``: per layer ``Σ_t ψ_{α_t}* ϕ_{ξ,t}* dℓ_ξ`` (``DW̄ = Σ_t Dz āᵀ``),
-    averaged over samples; a Covector in ``frames``' weight-space frame.
+                      samples: Sequence[LayerSamples] | None = None, by_location: bool = False) -> Covector:
+    """``dh = E_ξ[dℓ_ξ]`` on ``W`` with ``DW̄_l = Σ_t Dz_t ā_tᵀ`` (F.1–F.3), averaged over samples;
+    a Covector in ``frames``' weight-space frame.
+
+    Per sample and layer: with ``by_location``, ``Σ_t ψ_{α_t}* (ϕ_{ξ,t}* dℓ_ξ)`` (one restricted
+    pullback and one evaluation map per location); otherwise ``(ψ^(:))* (ϕ^(:)* dℓ_ξ)``, the
+    pullback along the rest of the network at all locations at once and the stacked
+    evaluation map (the same covector: ``ψ^(:)`` stacks the ``ψ_{α_t}``).
 
     ``loss`` is a :class:`~geomkfac.output_metrics.Loss` acting on output coordinates in the
     reference frame of ``Y``; ``targets`` one row per sample.  ``samples``: the layers'
@@ -947,12 +952,18 @@ def loss_differential(net, weights, inputs, targets, loss, frames=None, padding=
         per = []
         for xi in range(len(S.alphas)):
             dl = _output_covector(loss, S.outputs[xi], targets[xi])
-            tot = None
-            for a, z, r in zip(S.alphas[xi], S.zetas[xi], S.rests[xi]):
-                Dz = r.pullback_covector(dl, at=z)
-                psi = net.weight_spaces[l].evaluation_map(a, F.layer_input_frame(l), F.Z[l])
-                c = psi.pullback_covector(Dz, at=S.omega)
-                tot = c if tot is None else tot + c
+            if by_location:
+                tot = None
+                for a, z, r in zip(S.alphas[xi], S.zetas[xi], S.rests[xi]):
+                    Dz = r.pullback_covector(dl, at=z)
+                    psi = net.weight_spaces[l].evaluation_map(a, F.layer_input_frame(l), F.Z[l])
+                    c = psi.pullback_covector(Dz, at=S.omega)
+                    tot = c if tot is None else tot + c
+            else:
+                Dz_all = S.rest_all.pullback_covector(dl, at=S.zeta_all[xi])
+                psi = _stacked_evaluation(net, S, xi, F) if S.T > 1 else net.weight_spaces[l].evaluation_map(
+                    S.alphas[xi][0], F.layer_input_frame(l), F.Z[l])
+                tot = psi.pullback_covector(Dz_all, at=S.omega)
             per.append(tot)
         parts.append(mean_covector(per).coords(F.weight_frame(l)))
     field = field_of(*parts)
