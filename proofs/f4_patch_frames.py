@@ -15,7 +15,7 @@ Method: symbolic+numeric.  ``J = 2`` channels, a 2×2 kernel (``|Δ| = 4``), ``I
   frame, ``z = Φ z‡ + τ`` on ``Z``) and read in the reference frames by the core
   (:meth:`~geomkfac.maps.AffineMap.homogeneous`, law D.2 on ``Aff(A^|Δ|, Z)``) minus
   ``[Φ]_H [W̄‡; 0 1] [[I ⊗ Ω, 1 ⊗ γ], [0, 1]]`` is zero (rational functions cancelled).
-* (iii) numeric: the patch map ``A^|T_in| → (A^|Δ|)^|T|`` of a 3×3 input with padding 1 (built
+* (iii) numeric: the patch map ``A^|T_in| → (A^|Δ|)^|T|`` of a 2×2 input with padding 1 (built
   in the reference frames with the padding point), read by the core in the κ power frames,
   equals the patch map built directly in κ with padding coordinates ``γ``; its linear part
   is the same selection matrix.
@@ -98,10 +98,10 @@ def check(fast: bool = False) -> dict:
 
     # (iii) the patch map in κ: padding γ (numeric)
     rng = np.random.default_rng(0)
-    net = AbstractCNN((J, 3, 3), [{"type": "conv", "out": I, "k": 2, "pad": 1}], name="f4")
+    net = AbstractCNN((J, 2, 2), [{"type": "conv", "out": I, "k": 2, "pad": 1}], name="f4")
     On, gn = rng.normal(size=(J, J)) + 2 * np.eye(J), rng.normal(size=J)
     kn = net.A[0].reference_frame.derive(On, gn, name="κ")
-    T_in, T = 9, net.layers[0].T
+    T_in, T = 4, net.layers[0].T
     fin, fout = power_frame(kn, T_in), power_frame(power_frame(kn, K), T)
     ref_map = net.patch_map(0)
     M_law = np.asarray(ref_map.matrix(fin, fout), float)
