@@ -302,6 +302,18 @@ class AbstractCNN:
     def _flat_space(self, a_idx, grid):
         return self.A[a_idx] if grid is None else ProductSpace((self.A[a_idx],) * _grid_T(grid))
 
+    @classmethod
+    def from_oracle(cls, in_shape, arch, Ws, bs, name: str = "cnn"):
+        """``(net, weights)`` from the reference files' layout: ``arch`` as there (a list of
+        dicts or its JSON string), ``Ws[l]`` ``(I, J, k, k)`` or ``(e, d)`` (channel-major
+        flatten), ``bs[l]``; the weights as a Point (reference frames)."""
+        if isinstance(arch, str):
+            import json
+
+            arch = json.loads(arch)
+        net = cls(in_shape, arch, name=name)
+        return net, net.weights_from(from_oracle_weights(net, Ws, bs))
+
     @property
     def L(self) -> int:
         """Number of parametrized layers."""
@@ -458,8 +470,14 @@ class AbstractCNN:
         return x @ np.asarray(ch.B, float).T + np.asarray(ch.c, float)
 
     def coordinates(self, weights: Point, frames: "CNNFrames | None" = None, padding: str = "point") -> "CoordinateCNN":
-        """The coordinate network in ``frames`` (weights by F.4, activations by D.3, padding γ)."""
+        """The coordinate network in ``frames`` (weights by F.4, activations by D.3, padding γ).
+
+        ``padding="zeros"`` pads with the coordinates 0 instead of the padding point's (the
+        negative control of Thm 4.1: a different network wherever κ moves the padding point).
+        """
         F = self._frames(frames)
+        if padding not in ("point", "zeros"):
+            raise ConfigurationError(f"padding must be 'point' or 'zeros', got {padding!r}")
         Ws = [np.asarray(W, dtype=float) for W in self.layer_weights(weights, F)]
         ops = []
         for n, rec in enumerate(self.layers):
@@ -873,6 +891,19 @@ def layer_kfac_metric(net, weights, inputs, output_metric, layer, frames=None, p
     :mod:`geomkfac.output_metrics`), or a list with one metric (field) per sample — e.g.
     ``Metric.outer(dℓ_ξ)`` for the empirical Fisher.  In the frame of ``W_l`` induced by the
     frames its matrix is ``|T| kron(E_T[ā āᵀ], E_T[Dz Dzᵀ])`` (Eqn. 4.4 / F.5).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from geomkfac.output_metrics import GaussianFisher
+    >>> net = AbstractCNN((1, 3, 3), [{"type": "conv", "out": 1, "k": 2, "pad": 0, "act": "tanh"},
+    ...                               {"type": "flatten"}, {"type": "dense", "out": 1}])
+    >>> rng = np.random.default_rng(0)
+    >>> w, X = net.random_weights(rng), rng.normal(size=(4, 1, 3, 3))
+    >>> g = layer_kfac_metric(net, w, X, GaussianFisher(), 0)
+    >>> A, G = g.factors()                       # E_T[ā āᵀ] and |T|·E_T[Dz Dzᵀ]
+    >>> A.shape, G.shape, bool(np.allclose(g.matrix(), np.kron(A, G)))
+    ((5, 5), (1, 1), True)
     """
     S = samples or layer_samples(net, weights, inputs, layer, frames, padding)
     alphas, zetas, rests = _flat(S.alphas), _flat(S.zetas), _flat(S.rests)
@@ -1061,6 +1092,16 @@ def oracle_kfac_factors(net: AbstractCNN, weights: Point, X, output_metric, fram
     ``A_l = E_T[ā āᵀ]`` (patch order channel-major, flatten channel-major, 1 last),
     ``G_l = E_T[(ϕ_{ξ,t})* g]`` (both ``1/(N·T_l)`` sums), and the K-FAC block is
     ``T_l · kron(A_l, G_l)``.  ``output_metric`` as for :func:`layer_kfac_metric`.
+
+    >>> import numpy as np
+    >>> from geomkfac.output_metrics import CategoricalFisher
+    >>> arch = [{"type": "conv", "in": 1, "out": 2, "k": 3, "pad": 1, "act": "tanh"},
+    ...         {"type": "flatten"}, {"type": "dense", "in": 32, "out": 3, "act": "identity"}]
+    >>> rng = np.random.default_rng(0)
+    >>> Ws = [0.3 * rng.normal(size=(2, 1, 3, 3)), 0.3 * rng.normal(size=(3, 32))]
+    >>> net, w = AbstractCNN.from_oracle((1, 4, 4), arch, Ws, [np.zeros(2), np.zeros(3)])
+    >>> [(A.shape, G.shape, T) for A, G, T in oracle_kfac_factors(net, w, rng.normal(size=(3, 1, 4, 4)), CategoricalFisher())]
+    [((10, 10), (2, 2), 16), ((33, 33), (3, 3), 1)]
     """
     out = []
     for l in range(net.L):
