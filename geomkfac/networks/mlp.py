@@ -427,7 +427,9 @@ class MLPSample:
             rest = rest @ (omegas[i + 1] @ phis[i])
             rests[i] = rest
         self.rests = tuple(rests)
-        self.network_map = NetworkMap(net, Point(net.A[0].reference_frame, x), frames)
+        self.network_map = NetworkMap(net, alphas[0], frames)
+        # the network map is linearized at these weights most of the time: reuse this sample
+        self.network_map._last = (weights.coords(frames.weight_space_frame), self)
 
     @property
     def output(self) -> Point:
