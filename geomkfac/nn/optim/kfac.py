@@ -202,25 +202,30 @@ class KFAC(Optimizer):
 
     # ------------------------------------------------------------------ statistics
     def _new_factors(self, cache, f, Y, Dz):
-        """Fresh ``[(A_i, G_i)]`` and, for EKFAC, the backpropagated samples."""
+        """Fresh ``[(T_i A_i, G_i)]`` and, for EKFAC, the backpropagated samples.
+
+        A layer with ``T`` locations / steps has the block ``T · A ⊗ G`` (Eqns. 4.4, 4.7);
+        the scale is carried by the first factor, ``T·A = (1/N) Σ_{n,t} ā āᵀ``, so that
+        damping, π, the inverses and EKFAC treat every layer alike (π and the factored
+        damping are those of ``(T A) ⊗ G``)."""
         h = self.hyper
+        N = f.shape[0]
         if h["ekfac"]:
             Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
-            N = f.shape[0]
             fac = []
-            for ab, D in zip(cache.abar, Dzs):
+            for ab, D, T in zip(cache.abar, Dzs, cache.T):
                 D2 = D.reshape(-1, D.shape[-1])
-                fac.append(((ab.T @ ab) / N, w * (D2.T @ D2)))
+                fac.append(((ab.T @ ab) / N, (w / T) * (D2.T @ D2)))
             return fac, (Dzs, w)
         if h["fisher"] == "empirical":  # reuse the gradient pass's Dz
-            N = f.shape[0]
-            return [((ab.T @ ab) / N, (D.T @ D) / N) for ab, D in zip(cache.abar, Dz)], None
+            return [((ab.T @ ab) / N, (D.T @ D) / (N * T))
+                    for ab, D, T in zip(cache.abar, Dz, cache.T)], None
         from geomkfac.nn.curvature import kfac_factors_from_cache
 
         fac = kfac_factors_from_cache(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
-        return fac, None
+        return [(blk.T * A, G) for blk, (A, G) in zip(fac, fac)], None
 
     def _eigs(self, A, G):
         floor = self.hyper["eig_floor"]
