@@ -64,6 +64,11 @@ class Cache:
         return [1] * len(self.abar)
 
     @property
+    def temporal(self) -> list:
+        """No layer of an MLP acts over time steps."""
+        return [False] * len(self.abar)
+
+    @property
     def width(self) -> int:
         """The largest width of a layer (bounds stacked backward passes)."""
         return max(ab.shape[1] for ab in self.abar + self.z)

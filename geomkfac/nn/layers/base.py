@@ -21,6 +21,9 @@ A **parametrized** layer computes, at each of its ``T`` locations / steps ``t``,
 - ``ctx.abar``: the rows ``ā_{n,t}``, shape ``(N·T, d+1)``, example-major (row ``n·T + t``),
   homogeneous 1 last;
 - ``ctx.T``: the scale ``|T|``;
+- ``ctx.temporal`` (optional, default false): whether the ``T`` rows of an example are the
+  steps of a time series (recurrent layers and layers applied at every step), which the
+  temporally correlated K-FAC options use;
 - ``backward`` returns ``Dz`` as rows ``(..., N·T, out)`` in the same order.
 
 Its parameters are ``W̄ = [W.reshape(out, -1)  b]`` (``Wbar``, ``set_Wbar``), and θ is the

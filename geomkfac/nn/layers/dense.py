@@ -94,7 +94,8 @@ class Dense(ParamLayer):
         z = abar[:, :-1] @ self.W.T
         z += self.b
         a = self.activation.forward(z)
-        ctx = Context(abar=abar, z=z, a=a, T=T, N=N, steps=steps)
+        # over the steps of a sequence the rows form a time series (temporal K-FAC)
+        ctx = Context(abar=abar, z=z, a=a, T=T, N=N, steps=steps, temporal=len(steps) == 1 and T > 1)
         return a.reshape((N,) + steps + (self.out_dim,)), ctx
 
     def backward(self, ctx, gy, need_input=True):

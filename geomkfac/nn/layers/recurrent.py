@@ -107,7 +107,7 @@ class RNN(ParamLayer):
             abar[:, t, :H] = h
             z[:, t] += h @ Wh.T
             h = a[:, t] = self.activation.forward(z[:, t])
-        ctx = Context(abar=abar.reshape(N * T, -1), z=z, a=a, T=T, N=N, d=d)
+        ctx = Context(abar=abar.reshape(N * T, -1), z=z, a=a, T=T, N=N, d=d, temporal=T > 1)
         return a, ctx
 
     def backward(self, ctx, gy, need_input=True):

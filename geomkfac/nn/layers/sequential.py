@@ -45,10 +45,13 @@ class SequentialCache:
         Number of examples.
     width : int
         The largest per-example size of any activation (bounds stacked backward passes).
+    temporal : list of bool
+        Per parametrized layer, whether its ``T`` rows per example are time steps.
     """
 
-    def __init__(self, ctxs, abar, T, N, width):
+    def __init__(self, ctxs, abar, T, N, width, temporal=None):
         self.ctxs, self.abar, self.T, self.N, self.width = ctxs, abar, T, N, width
+        self.temporal = [False] * len(abar) if temporal is None else temporal
 
 
 class Sequential:
@@ -208,7 +211,9 @@ class Sequential:
         abar = [c.abar for l, c in zip(self.layers, ctxs) if l.has_params]
         T = [c.T for l, c in zip(self.layers, ctxs) if l.has_params]
         width = max([width] + [ab.shape[1] * t for ab, t in zip(abar, T)])
-        return x, SequentialCache(ctxs, abar, T, N, width)
+        temporal = [bool(getattr(c, "temporal", False))
+                    for l, c in zip(self.layers, ctxs) if l.has_params]
+        return x, SequentialCache(ctxs, abar, T, N, width, temporal)
 
     def backward(self, cache: SequentialCache, dF) -> list:
         """Backpropagate per-example output gradients ``dF`` (``(..., N, *out_shape)``, no
