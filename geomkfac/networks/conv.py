@@ -74,14 +74,7 @@ from geomkfac.activations_sym import Activation, ConjugatedActivation, get_activ
 from geomkfac.errors import ConfigurationError, DataError, DimensionError, SpaceMismatchError
 from geomkfac.fields import field_of
 from geomkfac.maps import AffineMap, AffineMaps, ComposedMap, Map, SmoothMap
-from geomkfac.metrics import (
-    AdditiveMetric,
-    KroneckerMetric,
-    Metric,
-    Pullback,
-    expectation,
-    second_moment,
-)
+from geomkfac.metrics import AdditiveMetric, KroneckerMetric, Metric
 from geomkfac.pipeline import (
     activation_map,
     expected_pullback,
@@ -910,12 +903,10 @@ def layer_kfac_metric(net, weights, inputs, output_metric, layer, frames=None, p
     if isinstance(output_metric, (list, tuple)):
         if len(output_metric) != len(S.alphas):
             raise DimensionError(f"{len(S.alphas)} samples but {len(output_metric)} per-sample output metrics")
-        gs = [g for g in output_metric for _ in range(S.T)]
-        A = second_moment(alphas)
-        E = expectation([Pullback(g, r, at=z) for g, r, z in zip(gs, rests, zetas)])
-        m = KroneckerMetric(A, E)
-        return m if S.T == 1 else m * S.T
-    return independence_metric(alphas, rests, zetas, _MemoField(output_metric), scale=S.T)
+        gs = [g for g in output_metric for _ in range(S.T)]  # sample ξ's metric at each of its locations
+    else:
+        gs = _MemoField(output_metric)
+    return independence_metric(alphas, rests, zetas, gs, scale=S.T)
 
 
 def _stacked_evaluation(net, S: LayerSamples, xi: int, frames) -> AffineMap:
