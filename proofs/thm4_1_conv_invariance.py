@@ -3,11 +3,13 @@ locations compute the same function, and undamped K-FAC (the natural gradient of
 metric of Def. F.2) keeps them equal step after step.
 
 Method: numeric (float64, several seeds), entirely through the abstract pipeline.  A CNN
-2×2×4 → conv 2→2 3×3 pad 1 tanh → 2×2 average pooling → flatten → dense 4→2, Gaussian output
-Fisher (unit variance, nondegenerate), N = 6 samples.  A second frame choice κ: random dense
-affine changes ``a‡ = Ω a + γ`` of the input space and of the conv layer's activation space
-(hence of every patch, of the pooled map and of the flattened input, ``I ⊗ Ω`` with ``γ`` at
-every location), and ``z = Φ z‡ + τ`` of both pre-activation spaces; the output space kept.
+2×2×4 → conv 2→2 3×3 pad 1 tanh → conv 2→2 3×3 pad 1 tanh → 2×2 average pooling → flatten
+→ dense 4→2, Gaussian output Fisher (unit variance, nondegenerate), N = 6 samples.  A second
+frame choice κ: random dense affine changes ``a‡ = Ω a + γ`` of the input space and of both
+conv layers' activation spaces (hence of every patch — the hidden layer's border padded with
+its padding point's κ-coordinates —, of the pooled map and of the flattened input, ``I ⊗ Ω``
+with ``γ`` at every location), and ``z = Φ z‡ + τ`` of every pre-activation space; the output
+space kept.
 
 In each frame :func:`geomkfac.networks.conv.kfac_step` computes everything from coordinates
 in that frame: the network read in κ (weights by F.4, activations by D.3, the zero padding
@@ -22,7 +24,8 @@ Negative controls, the same output comparison (max over the steps):
 * zero padding in κ (padding coordinates 0 instead of γ): a different network;
 * a change that differs between locations (``x‡_t = Ω x_t + γ + δ_t``): the shared weights
   cannot absorb it;
-* SGD (``ω ← ω − ε dh`` with ``dh``'s coordinates read as a vector) in both frames;
+* SGD (``ω ← ω − ε dh`` with ``dh``'s coordinates read as a vector) and Adam (on the
+  coordinates of ``dh``) in both frames;
 * max pooling instead of average pooling (max is not affine: the same coordinate max in κ is
   a different map).
 
@@ -33,8 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomkfac.networks.conv import AbstractCNN, kfac_step
+from geomkfac.networks.conv import AbstractCNN, kfac_step, loss_differential
 from geomkfac.output_metrics import GaussianFisher, SquaredError
+from geomkfac.spaces import Point
 
 ID = "Thm 4.1"
 STATEMENT = ("a CNN under changes of frame shared by all locations computes the same function, "
@@ -54,6 +58,7 @@ LR = 0.2
 
 def _arch(pool):
     return [{"type": "conv", "out": 2, "k": 3, "pad": 1, "act": "tanh"},
+            {"type": "conv", "out": 2, "k": 3, "pad": 1, "act": "tanh"},
             {"type": pool, "k": 2},
             {"type": "flatten"},
             {"type": "dense", "out": 2, "act": "identity"}]
@@ -75,8 +80,8 @@ def _problem(seed, pool="avgpool"):
     X = rng.normal(size=(6, 2, 2, 4))
     Y = rng.normal(size=(6, 2))
     ref = net.reference_frames()
-    kappa = ref.derive(A={0: _change(2, rng), 1: _change(2, rng)},
-                       Z={0: _change(2, rng), 1: _change(2, rng)})
+    kappa = ref.derive(A={0: _change(2, rng), 1: _change(2, rng), 2: _change(2, rng)},
+                       Z={0: _change(2, rng), 1: _change(2, rng), 2: _change(2, rng)})
     return net, w, X, Y, ref, kappa, rng
 
 
@@ -86,6 +91,20 @@ def _run(net, w, X, Y, frames, steps, rule="kfac", padding="point", inputs=None)
     out = [w]
     for _ in range(steps):
         w = kfac_step(net, w, X if inputs is None else inputs, Y, g, loss, LR, frames, padding, rule)
+        out.append(w)
+    return out
+
+
+def _run_adam(net, w, X, Y, frames, steps, lr=0.05, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam on the weights' coordinates in ``frames`` (the pipeline's ``dh`` read there)."""
+    Fw = frames.weight_space_frame
+    m = v = 0.0
+    out = [w]
+    for k in range(1, steps + 1):
+        g = np.asarray(loss_differential(net, w, X, Y, SquaredError(), frames).coords(Fw), float)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        step = (m / (1 - b1 ** k)) / (np.sqrt(v / (1 - b2 ** k)) + eps)
+        w = Point(Fw, np.asarray(w.coords(Fw), float) - lr * step)
         out.append(w)
     return out
 
@@ -117,6 +136,10 @@ def _seed(seed, steps, ctrl_steps):
     s_ref = _outputs(net, _run(net, w, X, Y, ref, ctrl_steps, rule="sgd"), X, ref)
     s_kap = _outputs(net, _run(net, w, X, Y, kappa, ctrl_steps, rule="sgd"), X, kappa)
     c["SGD"] = max(_rel(a, b) for a, b in zip(s_kap, s_ref))
+    # Adam
+    a_ref = _outputs(net, _run_adam(net, w, X, Y, ref, ctrl_steps), X, ref)
+    a_kap = _outputs(net, _run_adam(net, w, X, Y, kappa, ctrl_steps), X, kappa)
+    c["Adam"] = max(_rel(a, b) for a, b in zip(a_kap, a_ref))
     # max pooling
     netm, wm, Xm, Ym, refm, kappam, _ = _problem(seed, "maxpool")
     m_ref = _outputs(netm, _run(netm, wm, Xm, Ym, refm, ctrl_steps), Xm, refm)
@@ -141,12 +164,12 @@ def check(fast: bool = False) -> dict:
     return {
         "holds": bool(worst <= TOL),
         "discrepancy": worst,
-        "negative_control": ("zero padding in κ, a change that differs between locations, SGD, "
+        "negative_control": ("zero padding in κ, a change that differs between locations, SGD, Adam "
                              "and max pooling must each break the equality of the outputs"),
         "negative_discrepancy": float(neg),
         "negative_fails": bool(neg >= CONTROL_MIN),
         "details": {
-            "network": "2×2×4 → conv 2→2 3×3 p1 tanh → avgpool 2 → flatten → dense 2; "
+            "network": "2×2×4 → conv 2→2 3×3 p1 tanh → conv 2→2 3×3 p1 tanh → avgpool 2 → flatten → dense 2; "
                        f"Gaussian output; N=6; {steps} undamped K-FAC steps (lr {LR}) in each of two "
                        f"frames, {len(seeds)} seeds; controls {ctrl_steps} steps",
             "discrepancy": "max over steps of relative |ω_κ − ω_ι| (reference coordinates) and |f‡(x‡) − f(x)|",

@@ -216,27 +216,32 @@ def test_patch_order_permutation_conjugates_offset_major_to_channel_major(J, K, 
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_same_function_in_two_frames_and_its_controls(seed):
-    """Thm 4.1, first half: random conv → avgpool → flatten → dense networks compute the
-    same function in random frames; controls: zero padding in κ, max pooling."""
+    """Thm 4.1, first half: random conv → conv → avgpool → flatten → dense networks compute
+    the same function in random frames (the hidden conv layer padded with its padding point's
+    κ-coordinates); controls: zero padding where only the hidden space's frame moves, max
+    pooling."""
     rng = np.random.default_rng(seed)
-    arch = [{"type": "conv", "out": 2, "k": 3, "pad": 1, "act": "tanh"}, {"type": "avgpool", "k": 2},
+    arch = [{"type": "conv", "out": 2, "k": 3, "pad": 1, "act": "tanh"},
+            {"type": "conv", "out": 2, "k": 3, "pad": 1, "act": "tanh"}, {"type": "avgpool", "k": 2},
             {"type": "flatten"}, {"type": "dense", "out": 2, "act": "sigmoid"}]
     net = AbstractCNN((2, 4, 4), arch, name="s")
     w = net.random_weights(rng)
     X = rng.normal(size=(3, 2, 4, 4))
     ref = net.reference_frames()
-    kap = ref.derive(A={0: random_change(2, rng), 1: random_change(2, rng), 2: random_change(2, rng)},
-                     Z={0: random_change(2, rng), 1: random_change(2, rng)})
-    chY = net.A[2].reference_frame.change_to(kap.A[2])
+    kap = ref.derive(A={s: random_change(2, rng) for s in range(4)},
+                     Z={l: random_change(2, rng) for l in range(3)})
+    chY = net.A[3].reference_frame.change_to(kap.A[3])
     f = net.forward(w, X)
     f_k = net.forward(w, X, kap)
     assert rel(f_k, f @ np.asarray(chY.B).T + np.asarray(chY.c)) <= TOL
-    f_zero = net.forward(w, X, kap, padding="zeros")
-    assert rel(f_zero, f_k) >= CONTROL_MIN
-    arch[1]["type"] = "maxpool"
+    Om, ga = random_change(2, rng)
+    hidden = ref.derive(A={1: (Om, ga + np.sign(ga))})  # |γ| ≥ 1: the padding point moves
+    assert rel(net.forward(w, X, hidden), f) <= TOL
+    assert rel(net.forward(w, X, hidden, padding="zeros"), f) >= CONTROL_MIN
+    arch[2]["type"] = "maxpool"
     netm = AbstractCNN((2, 4, 4), arch, name="m")
     wm = netm.weights_from([np.asarray(M, float) for M in net.layer_weights(w)])
-    kapm = netm.reference_frames().derive(A={0: (np.eye(2), np.zeros(2)), 1: (np.array([[1.0, 0.8], [-0.9, 1.0]]), np.zeros(2))})
+    kapm = netm.reference_frames().derive(A={2: (np.array([[1.0, 0.8], [-0.9, 1.0]]), np.zeros(2))})
     assert rel(netm.forward(wm, X, kapm), netm.forward(wm, X)) >= CONTROL_MIN
 
 
