@@ -23,6 +23,10 @@ Negative control: the hypothesis fails when the second input channel is twice th
 ``E_{ξ,t}[(Ψ_{ξ,t})* g]`` is degenerate and so is ``g_KFAC`` — rank
 ``dim − (|Δ|·J + 1 − rank A)·I`` with ``rank A = |Δ| + 1``, ``is_nondegenerate()`` False, and
 ``sharp`` raising :class:`~geomkfac.errors.DegenerateMetricError`.
+
+The converse is false, and the proof shows it: a conv layer whose later layer reads only two
+border locations has a nondegenerate ``g^0_ind`` while ``E_{ξ,t}[(Ψ^0_{ξ,t})* g]`` is degenerate
+(the patches at a border location carry constant padding coordinates).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 
 from geomkfac.errors import DegenerateMetricError
 from geomkfac.maps import ComposedMap
-from geomkfac.networks.conv import AbstractCNN, kfac_metric, layer_samples, loss_differential
+from geomkfac.networks.conv import AbstractCNN, kfac_metric, layer_kfac_metric, layer_samples, loss_differential
 from geomkfac.output_metrics import GaussianFisher, SquaredError
 from geomkfac.pipeline import expected_pullback
 
@@ -64,11 +68,11 @@ def _change(n, rng):
     return rng.normal(size=(n, n)) * 0.5 + np.eye(n), rng.normal(size=n) * 0.5
 
 
-def _hypothesis_ranks(net, w, X, g):
+def _hypothesis_ranks(net, w, X, g, layers=None):
     """Rank of ``E_{ξ,t}[(ϕ_{ξ,t} ∘ ψ_{α_{ξ,t}})* g]`` on each ``W_l`` (pipeline)."""
     F = net.reference_frames()
     ranks = []
-    for l in range(net.L):
+    for l in (range(net.L) if layers is None else layers):
         S = layer_samples(net, w, X, l)
         maps = [ComposedMap(r, net.weight_spaces[l].evaluation_map(a, F.layer_input_frame(l), F.Z[l]))
                 for ras, aas in zip(S.rests, S.alphas) for r, a in zip(ras, aas)]
@@ -126,6 +130,25 @@ def _seed(seed, N):
     return out
 
 
+def _converse():
+    """The converse is false: a conv layer whose ``g_ind`` is nondegenerate while
+    ``E_{ξ,t}[(Ψ_{ξ,t})* g]`` is degenerate.  The dense layer reads channel 0 only at the corner
+    location (0, 0) and channel 1 only at the corner (1, 3): the restricted pullbacks live on
+    those two border locations, whose patches contain 5 padded offsets (rank ≤ 9 each), while
+    ``E_T[ā āᵀ]`` over all locations and ``E_T[G]`` have full rank."""
+    rng = np.random.default_rng(7)
+    arch = [{"type": "conv", "out": 2, "k": 3, "pad": 1, "act": "tanh"}, {"type": "flatten"},
+            {"type": "dense", "out": 2, "act": "identity"}]
+    net = AbstractCNN((2, 2, 4), arch, name="cnnF3_converse")
+    Wd = np.zeros((2, 17))
+    Wd[0, 0 * 2 + 0], Wd[1, 7 * 2 + 1] = 1.0, 1.0           # flatten index t·C + c
+    w = net.weights_from([rng.normal(size=(2, 19)) / np.sqrt(19), Wd])
+    X = rng.normal(size=(10, 2, 2, 4))
+    g_out = GaussianFisher()
+    g0 = layer_kfac_metric(net, w, X, g_out, 0)
+    return g0.rank(), net.weight_spaces[0].dim, _hypothesis_ranks(net, w, X, g_out, [0])[0]
+
+
 def check(fast: bool = False) -> dict:
     seeds = range(1) if fast else range(2)
     N = 6
@@ -145,6 +168,8 @@ def check(fast: bool = False) -> dict:
             f"ranks of E[(Ψ^l_ξ,t)*g] {r['hyp']} of {r['sizes']}, g_KFAC rank {r['rank']}/{r['dim']} | "
             f"channel 2 = 2·channel 1: ranks {r['d_hyp']}, g_KFAC rank {r['d_rank']} (expected "
             f"{r['d_expected']}), sharp raised {r['d_raised']}")
+    c_rank, c_dim, c_hyp = _converse()
+    ok &= c_rank == c_dim and c_hyp < c_dim
     return {
         "holds": bool(ok),
         "discrepancy": worst,
@@ -159,6 +184,8 @@ def check(fast: bool = False) -> dict:
                                   "flat∘sharp error (relative)",
             "negative discrepancy column": "rank deficiency of g_KFAC when the hypothesis fails",
             "per seed": per,
+            "converse is false (corner locations only)": f"g^0_ind rank {c_rank}/{c_dim} while "
+                                                        f"E_ξ,t[(Ψ^0_ξ,t)*g] has rank {c_hyp}",
         },
     }
 
