@@ -90,6 +90,10 @@ STATEMENT_ORDER: tuple[str, ...] = (
     "Thm 2.1",
     "§2.1",
     "§3 sympy = NumPy",
+    "F.1–F.3",
+    "F.4",
+    "Eqn. 4.4/F.5",
+    "Thm F.3",
     "Thm 4.1",
     "Thm 4.2",
 )
