@@ -87,6 +87,9 @@ STATEMENT_ORDER: tuple[str, ...] = (
     "Thm 2.1",
     "§2.1",
     "Thm 4.1",
+    "G.1/G.2",
+    "Eqn. 4.7/G.3",
+    "Thm G.3",
     "Thm 4.2",
 )
 

@@ -116,15 +116,15 @@ def _oracle():
     case, ref = loaded
     net, w, h0 = oracle_network(case)
     X, Y = case["X"], case["Y"]
+    facs = {f: kfac_factors(net, w, h0, X, Y, "categorical", fisher=f) for f in ("type2", "empirical")}
     d = 0.0
-    for fisher, key in (("type2", "type2"), ("empirical", "empirical")):
-        for i, (A, G, T) in enumerate(kfac_factors(net, w, h0, X, Y, "categorical", fisher=fisher)):
-            d = max(d, rel(A, ref[f"A{i}"]), rel(G, ref[f"G{i}_{key}"]), abs(T - int(ref[f"T{i}"])))
+    for fisher, fl in facs.items():
+        for i, (A, G, T) in enumerate(fl):
+            d = max(d, rel(A, ref[f"A{i}"]), rel(G, ref[f"G{i}_{fisher}"]), abs(T - int(ref[f"T{i}"])))
     out = {"reference case: pipeline factors vs the library's A, G_type2, G_empirical, T": d}
     # closed form from the library's ā and Dz arrays vs the pipeline's empirical metric
-    facs = kfac_factors(net, w, h0, X, Y, "categorical", fisher="empirical")
     e = 0.0
-    for i, (A, G, T) in enumerate(facs):
+    for i, (A, G, T) in enumerate(facs["empirical"]):
         ab, Dz = ref[f"abar{i}"], ref[f"Dz{i}_empirical"]
         n, t = ab.shape[:2]
         closed = int(ref[f"T{i}"]) * np.kron(np.einsum("nti,ntj->ij", ab, ab) / (n * t),
