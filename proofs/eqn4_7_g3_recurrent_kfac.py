@@ -1,7 +1,7 @@
 """Eqns. 4.7/G.3 (Def. G.2): the K-FAC metric of a recurrent layer, built by the abstract
 pipeline, has in the induced frame the matrix ``F̂ = T (E_T[ā_{t−1} ā_{t−1}ᵀ] ⊗ E_T[Dz_t Dz_tᵀ])``.
 
-Pipeline side (:func:`geomkfac.networks.rnn.recurrent_kfac_metric`): per example ξ and step t,
+Pipeline side (:func:`geomkfac.networks.rnn_kfac.recurrent_kfac_metric`): per example ξ and step t,
 ``ψ_{ξ,t}`` evaluation at ``α_{t−1} = (h_{t−1}, x_t)``, ``ϕ_{ξ,t} : Z → Y^T`` the rest of the
 unrolled network (core affine maps and activation smooth maps composed), the pullback of the
 output metric — additive over steps — to ``Z``, expectations over examples and steps,
@@ -46,13 +46,8 @@ from _rnn import (
     rel,
 )
 
-from geomkfac.networks.rnn import (
-    AbstractRNN,
-    kfac_factors,
-    loss_differential,
-    recurrent_kfac_metric,
-    reparameterize_rnn,
-)
+from geomkfac.networks.rnn import AbstractRNN, reparameterize_rnn
+from geomkfac.networks.rnn_kfac import kfac_factors, loss_differential, recurrent_kfac_metric
 
 ID = "Eqn. 4.7/G.3"
 STATEMENT = ("the recurrent K-FAC metric T·E_T[α⊗α] ⊗ E_T[ϕ*g] of the pipeline has the matrix "

@@ -9,7 +9,7 @@ changes of the hidden space ``A`` (Ω, γ), of ``Z`` (Φ, τ), of the inputs and
 The network in κ is built from arrays by the closed form
 (:func:`~geomkfac.networks.rnn.reparameterize_rnn`, the initial state ``Ω h_0 + γ``) and its
 weights are held in κ coordinates.  Both are trained side by side with undamped K-FAC
-``ω ← ω − ε g_KFAC⁻¹ dh`` (:func:`~geomkfac.networks.rnn.kfac_update`: Def. G.2 metric and
+``ω ← ω − ε g_KFAC⁻¹ dh`` (:func:`~geomkfac.networks.rnn_kfac.kfac_update`: Def. G.2 metric and
 ``dh = E_ξ[Σ_t Ψ_{ξ,t}* dℓ]`` built in each network's own frames, ``g.sharp`` solving there), for
 as many steps as fit in about 0.5 s of CPU time (fast: 0.25 s; at least 3).  After every step:
 
@@ -32,8 +32,9 @@ import time
 import numpy as np
 from _rnn import outputs_to_reference, problem, random_changes, rel
 
-from geomkfac.networks.rnn import CoordinateRNN, kfac_update, loss_differential, reparameterize_rnn
-from geomkfac.reparam import LayerChange, random_affine
+from geomkfac.networks.rnn import CoordinateRNN, reparameterize_rnn
+from geomkfac.networks.rnn_kfac import kfac_update, loss_differential
+from geomkfac.reparam import random_affine
 from geomkfac.spaces import Vector
 
 ID = "Thm 4.2"

@@ -4,7 +4,7 @@ expected pullback ``E_{ξ,t}[Ψ_{ξ,t}* g]`` along ``Ψ_{ξ,t} = ϕ_{ξ,t} ∘ �
 
 Method: numeric (float64, several seeds).  Tanh RNNs with the Gaussian output metric (unit
 variance) on ``Y^T``, additive over steps; everything through the abstract pipeline
-(:func:`geomkfac.networks.rnn.kfac_metric`, :func:`geomkfac.pipeline.expected_pullback`):
+(:func:`geomkfac.networks.rnn_kfac.kfac_metric`, :func:`geomkfac.networks.rnn_kfac.expected_pullback`):
 
 * the dense matrix of ``g_KFAC`` on ``Aff(A × X, Z) × Aff(A, Y)`` is symmetric and PSD
   (smallest eigenvalue ≥ −1e-12·scale);
@@ -28,18 +28,9 @@ from __future__ import annotations
 import numpy as np
 from _rnn import problem, random_changes, rel
 
-from geomkfac import pipeline
 from geomkfac.errors import DegenerateMetricError
-from geomkfac.maps import ComposedMap
-from geomkfac.networks.rnn import (
-    StepAdditiveMetric,
-    _examples,
-    kfac_metric,
-    layer_samples,
-    loss_differential,
-    recurrent_kfac_metric,
-)
-from geomkfac.output_metrics import GaussianFisher
+from geomkfac.networks.rnn_kfac import expected_pullback, kfac_metric, loss_differential, recurrent_kfac_metric
+from geomkfac.spaces import Covector
 
 ID = "Thm G.3"
 STATEMENT = ("the recurrent K-FAC metric g_KFAC (Def. G.2) is a metric (symmetric PSD, coordinate-free), "
@@ -57,16 +48,9 @@ ROUND_TOL = 1e-8
 
 
 def expected_pullback_rank(net, w, h0, X, layer):
-    """Rank of ``E_{ξ,t}[Ψ_{ξ,t}* g]`` on one layer's weights, through the pipeline."""
-    frames = net.reference_frames()
-    examples = _examples(net, w, h0, X, frames)
-    alphas, rests, _ = layer_samples(net, examples, layer)
-    space, fA, fZ = (net.W_rec, frames.AX, frames.Z) if layer == 0 else (net.W_out, frames.A, frames.Y)
-    point = net.layer_points(w, frames)[layer]
-    maps = [ComposedMap(r, space.evaluation_map(a, fA, fZ)) for a, r in zip(alphas, rests)]
-    g = StepAdditiveMetric(GaussianFisher(), net.Y, net.T)
-    E = pipeline.expected_pullback(maps, [point] * len(maps), g)
-    return E.rank(), space.dim
+    """Rank of ``E_{ξ,t}[Ψ_{ξ,t}* g]`` on one layer's weights (the pipeline's expected pullback)."""
+    E = expected_pullback(net, w, h0, X, "gaussian", layer)
+    return E.rank(), (net.W_rec if layer == 0 else net.W_out).dim
 
 
 def _seed(seed):
@@ -108,8 +92,6 @@ def _control(seed):
     raised = False
     dh, _ = loss_differential(net, w, h0, X, rng.normal(size=(1, 2, 2)), "gaussian")
     d0 = net.weight_space.split(dh.coords())[0]
-    from geomkfac.spaces import Covector
-
     try:
         g.sharp(Covector(g.frame, d0))
     except DegenerateMetricError:

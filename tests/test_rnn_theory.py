@@ -18,16 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geomkfac.errors import ConfigurationError, DataError, DegenerateMetricError, DimensionError, SpaceMismatchError
-from geomkfac.networks.rnn import (
-    AbstractRNN,
-    CoordinateRNN,
+from geomkfac.networks.rnn import AbstractRNN, CoordinateRNN, reparameterize_rnn
+from geomkfac.networks.rnn_kfac import (
     StepAdditiveMetric,
+    expected_pullback,
     kfac_factors,
     kfac_metric,
     kfac_update,
     loss_differential,
     recurrent_kfac_metric,
-    reparameterize_rnn,
     unroll,
 )
 from geomkfac.output_metrics import BernoulliFisher, GaussianFisher
@@ -268,13 +267,20 @@ def test_kfac_metric_is_one_coordinate_free_psd_object(seed, output):
     assert rel(Mk, M) > 1e-3
 
 
-def test_degenerate_when_the_hypothesis_fails():
+def test_nondegenerate_under_the_hypothesis_degenerate_when_it_fails():
+    net, w, h0, X, rng = small(11, 2, 1, 2, 3, 3)
+    assert expected_pullback(net, w, h0, X, "gaussian", 0).is_nondegenerate()
+    assert recurrent_kfac_metric(net, w, h0, X, "gaussian", 0).is_nondegenerate()
+    # control: one example of two steps, hypothesis and conclusion both fail
     net, w, h0, X, rng = small(11, 3, 2, 2, 2, 1)
+    assert not expected_pullback(net, w, h0, X, "gaussian", 0).is_nondegenerate()
     g = recurrent_kfac_metric(net, w, h0, X, "gaussian", 0)
     assert not g.is_nondegenerate() and g.rank() < net.W_rec.dim
     with pytest.raises(DegenerateMetricError):
         g.sharp(Covector(g.frame, np.ones(net.W_rec.dim)))
-    net, w, h0, X, rng = small(11, 2, 1, 2, 3, 3)
+    # the converse is false: one output, T = 2, N = 2 — E[Ψ*g] degenerate, g_KFAC not
+    net, w, h0, X, rng = small(12, 2, 1, 1, 2, 2)
+    assert expected_pullback(net, w, h0, X, "gaussian", 0).rank() < net.W_rec.dim
     assert recurrent_kfac_metric(net, w, h0, X, "gaussian", 0).is_nondegenerate()
 
 
