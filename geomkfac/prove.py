@@ -95,6 +95,9 @@ STATEMENT_ORDER: tuple[str, ...] = (
     "Eqn. 4.4/F.5",
     "Thm F.3",
     "Thm 4.1",
+    "G.1/G.2",
+    "Eqn. 4.7/G.3",
+    "Thm G.3",
     "Thm 4.2",
 )
 

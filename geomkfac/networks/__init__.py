@@ -4,6 +4,9 @@
 * :mod:`geomkfac.networks.conv` — the abstract convolutional network (Appendix F): patch maps
   with the padding point, weights shared over locations, and its K-FAC metric through the
   pipeline (import it as a module: ``from geomkfac.networks import conv``).
+* :mod:`geomkfac.networks.rnn` — the abstract recurrent network (Appendix G.1), its frames shared
+  across time and its coordinate networks; :mod:`geomkfac.networks.rnn_kfac` — its K-FAC metric
+  (Def. G.2) through the abstract pipeline.  Import them from those modules.
 
 Everything the MLP module exports is importable from here, as before the split.
 """
