@@ -30,6 +30,16 @@ Its parameters are ``W̄ = [W.reshape(out, -1)  b]`` (``Wbar``, ``set_Wbar``), a
 concatenation of the column-stacked ``vec(W̄)`` layer after layer. The per-example gradient
 of a layer is ``Σ_t Dz_{n,t} ā_{n,t}ᵀ`` and the optimizers see only
 ``(ā rows, Dz rows, T)`` per layer, never which kind of layer produced them.
+
+>>> import numpy as np
+>>> from geomkfac.nn.layers import Conv2d
+>>> conv = Conv2d(np.ones((2, 1, 3, 3)), np.zeros(2), padding=1)
+>>> y, ctx = conv.forward(np.ones((4, 1, 5, 5)))
+>>> ctx.abar.shape, ctx.T          # N·T rows of [patch; 1]
+((100, 10), 25)
+>>> gx, Dz = conv.backward(ctx, np.ones((3,) + y.shape))   # 3 stacked directions
+>>> gx.shape, Dz.shape
+((3, 4, 1, 5, 5), (3, 100, 2))
 """
 
 from __future__ import annotations
