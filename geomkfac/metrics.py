@@ -786,9 +786,10 @@ tensor_product = KroneckerMetric
 class Pullback(Metric):
     """The pullback ``φ*g`` of a metric (field) ``g`` on Z along a map ``φ : A → Z`` (B.4).
 
-    ``(φ*g)_p(u, v) = g_{φ(p)}(φ_* u, φ_* v)``: a metric field on the domain, here evaluated at
-    the base point ``at`` (for an affine ``φ`` the Jacobian is constant and ``at`` may be
-    omitted; a constant ``g`` then gives a constant field).  Its matrix in the frame of ``at``
+    ``(φ*g)_p(u, v) = g_{φ(p)}(φ_* u, φ_* v)``: a metric field on the domain, evaluated at the
+    base point ``at``.  Without ``at`` it stays a field — for an affine ``φ`` and a constant
+    ``g`` a constant one, usable at once; otherwise one to evaluate with :meth:`at` (or to pull
+    back further: ``Pullback(Pullback(g, h), f, at=p)`` evaluates ``h*g`` at ``f(p)``).  Its matrix in the frame of ``at``
     (default: ``φ``'s domain frame) is ``Jᵀ G J``, with ``J`` the Jacobian between that frame
     and the frame ``g`` is given in; in other frames the law ``B⁻ᵀ G B⁻¹`` applies as for every
     :class:`Metric`.
@@ -843,14 +844,13 @@ class Pullback(Metric):
             raise SpaceMismatchError(f"the base point of a pullback along a map from {phi.domain.name} "
                                      f"must be a Point of it, got {at!r}")
         constant = isinstance(phi, AffineMap) and getattr(metric, "is_constant", False)
-        if at is None and not isinstance(phi, AffineMap):
-            raise ConfigurationError(
-                f"the pullback along a non-affine map ({type(phi).__name__}) depends on the point: pass at=Point"
-            )
-        if at is None and not constant:
-            raise ConfigurationError("the pulled-back metric is a field here (it depends on φ(p)): pass at=Point")
         self._g, self._phi, self._at = metric, phi, at
         self._constant = constant
+        if at is None and not constant:
+            # a metric field (e.g. h*g for a smooth h): evaluated by .at(point) when needed
+            self._setup(phi.domain_frame, common_field([getattr(metric, "field", NUMERIC)]))
+            self._g_at = None
+            return
         frame = at.frame if at is not None else phi.domain_frame
         g_at = metric.at(phi(at)) if at is not None else metric
         if not isinstance(g_at, Metric) or g_at.space is not phi.codomain:
@@ -865,6 +865,16 @@ class Pullback(Metric):
         M = field.symmetrize(field.matmul(field.transpose(J), field.matmul(G, J)))
         self._setup(frame, field)
         self._matrices[frame] = M
+
+    def matrix(self, frame: Frame | None = None):
+        """The matrix in ``frame`` (default: the frame of the base point); a field that is
+        not evaluated at a point has none: use :meth:`at` first."""
+        if self._g_at is None:
+            raise ConfigurationError(
+                f"the pullback along {type(self._phi).__name__} {self._phi!r} is a metric field: "
+                "evaluate it at a point first (.at(Point)) or pass at=Point"
+            )
+        return super().matrix(frame)
 
     @property
     def is_constant(self) -> bool:
@@ -893,6 +903,8 @@ class Pullback(Metric):
         return Pullback(self._g, self._phi, point)
 
     def __repr__(self) -> str:
+        if self._g_at is None:
+            return f"Pullback(a metric field on {self.space.name} along {self._phi!r})"
         return f"Pullback(on {self.space.name} along {self._phi!r}: {super().__repr__()})"
 
 

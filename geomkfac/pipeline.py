@@ -103,6 +103,15 @@ def _same_length(*seqs):
     return n
 
 
+def _per_sample(output_metric, n: int) -> list:
+    """One metric (field) per sample: a sequence is taken as given, a single one repeated."""
+    if isinstance(output_metric, (list, tuple)):
+        if len(output_metric) != n:
+            raise DimensionError(f"{n} samples but {len(output_metric)} output metrics")
+        return list(output_metric)
+    return [output_metric] * n
+
+
 def expected_pullback(maps: Sequence[Map], points: Sequence[Point], output_metric, weights=None) -> Metric:
     """``E_ξ[Ψ_ξ* g]`` (Eqn. 3.2): the expectation of the pullbacks of the output metric.
 
@@ -113,13 +122,14 @@ def expected_pullback(maps: Sequence[Map], points: Sequence[Point], output_metri
     points : sequence of Point
         The point of ``W`` each pullback is evaluated at (for a network: the weights, in the
         frame the result is wanted in).
-    output_metric : Metric or metric field on ``Y`` (``.at(point)``)
+    output_metric : Metric or metric field on ``Y`` (``.at(point)``), or one per sample
         E.g. an output Fisher metric (:mod:`geomkfac.output_metrics`), evaluated at ``Ψ_ξ(w)``.
     weights : sequence of numbers, optional
         Sample weights (default uniform).
     """
-    _same_length(maps, points)
-    return expectation([Pullback(output_metric, m, at=p) for m, p in zip(maps, points)], weights)
+    n = _same_length(maps, points)
+    gs = _per_sample(output_metric, n)
+    return expectation([Pullback(g, m, at=p) for g, m, p in zip(gs, maps, points)], weights)
 
 
 def independence_metric(alphas: Sequence[Point], rests: Sequence[Map], zetas: Sequence[Point],
@@ -135,7 +145,7 @@ def independence_metric(alphas: Sequence[Point], rests: Sequence[Map], zetas: Se
         ``ϕ_ξ``: the rest of the network per sample.
     zetas : sequence of Point of Z
         The pre-activation per sample, where ``ϕ_ξ`` is linearized.
-    output_metric : Metric or metric field on Y
+    output_metric : Metric or metric field on Y, or one per sample
     scale : number
         ``|T|`` for a layer shared over ``|T|`` locations or steps (Eqn. 4.4, 4.7), else 1.
     frame_A : Frame, optional
@@ -149,9 +159,10 @@ def independence_metric(alphas: Sequence[Point], rests: Sequence[Map], zetas: Se
         Kept factored; in the frame of ``Aff(A, Z)`` induced by frames on A and Z its matrix
         is ``scale · kron(E[ā āᵀ], E[G])``.
     """
-    _same_length(alphas, rests, zetas)
+    n = _same_length(alphas, rests, zetas)
+    gs = _per_sample(output_metric, n)
     S = second_moment(list(alphas), weights, frame=frame_A)
-    E = expectation([Pullback(output_metric, phi, at=z) for phi, z in zip(rests, zetas)], weights)
+    E = expectation([Pullback(g, phi, at=z) for g, phi, z in zip(gs, rests, zetas)], weights)
     g = KroneckerMetric(S, E)
     return g if _is_one(scale) else g * scale
 
