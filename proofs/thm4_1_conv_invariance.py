@@ -11,7 +11,7 @@ its padding point's κ-coordinates —, of the pooled map and of the flattened i
 with ``γ`` at every location), and ``z = Φ z‡ + τ`` of every pre-activation space; the output
 space kept.
 
-In each frame :func:`geomkfac.networks.conv.kfac_step` computes everything from coordinates
+In each frame :func:`geomkfac.networks.conv_kfac.kfac_step` computes everything from coordinates
 in that frame: the network read in κ (weights by F.4, activations by D.3, the zero padding
 with its κ-coordinates γ) as core maps, the patches and pre-activations as Points, the
 restricted pullbacks of the output metric, the K-FAC metric (an AdditiveMetric of
@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomkfac.networks.conv import AbstractCNN, kfac_step, loss_differential
+from geomkfac.networks.conv import AbstractCNN
+from geomkfac.networks.conv_kfac import kfac_step, loss_differential
 from geomkfac.output_metrics import GaussianFisher, SquaredError
 from geomkfac.spaces import Point
 
