@@ -21,8 +21,10 @@ Negative controls (the same output comparison over 2 steps (fast: 1), each must 
 
 * a change that differs between steps: the inputs of steps 2…T get other changes
   ``(Ω_{x,t}, γ_{x,t})`` than step 1's, which the shared weights cannot absorb;
-* SGD (``ω ← ω − ε dh`` read as a vector in each frame's coordinates);
-* Adam (per-coordinate scaling in each frame's coordinates).
+* SGD (``ω ← ω − ε dh`` read as a vector in each frame's coordinates).
+
+(Adam and the ≥ 50-step run belong to the NumPy backend's shipped optimizers, not to this
+script.)
 """
 
 from __future__ import annotations
@@ -70,31 +72,10 @@ def _outputs(net, w, h0, X, frames, ch):
     return outputs_to_reference(cn.forward(Xk), None if ch is None else ch["outputs"])
 
 
-class _Adam:
-    def __init__(self, lr=0.05, b1=0.9, b2=0.999, eps=1e-8):
-        self.lr, self.b1, self.b2, self.eps, self.m, self.v, self.k = lr, b1, b2, eps, 0.0, 0.0, 0
-
-    def step(self, g):
-        self.k += 1
-        self.m = self.b1 * self.m + (1 - self.b1) * g
-        self.v = self.b2 * self.v + (1 - self.b2) * g * g
-        mh, vh = self.m / (1 - self.b1 ** self.k), self.v / (1 - self.b2 ** self.k)
-        return -self.lr * mh / (np.sqrt(vh) + self.eps)
-
-
-def _first_order(rule):
-    adams = {}
-
-    def update(net, w, h0, X, Y, frames):
-        dh, _ = loss_differential(net, w, h0, X, Y, "gaussian", frames=frames)
-        g = np.asarray(dh.coords(), dtype=float)
-        if rule == "sgd":
-            step = -LR * g
-        else:
-            step = adams.setdefault(id(frames), _Adam()).step(g)
-        return w + Vector(dh.frame, step)   # the coordinates of the step in this frame
-
-    return update
+def _sgd(net, w, h0, X, Y, frames):
+    """``ω ← ω − ε dh`` with the differential's coordinates read as a vector in ``frames``."""
+    dh, _ = loss_differential(net, w, h0, X, Y, "gaussian", frames=frames)
+    return w + Vector(dh.frame, -LR * np.asarray(dh.coords(), dtype=float))
 
 
 def _kfac(net, w, h0, X, Y, frames):
@@ -118,7 +99,7 @@ def _run(seed, budget, min_steps, control_steps):
         worst_w = max(worst_w, rel(Wk[0], cl.Wbar_rec), rel(Wk[1], cl.Wbar_out))
     # controls (their drift shows from the first steps on)
     drifts = {}
-    for name, rule in (("SGD", _first_order("sgd")), ("Adam", _first_order("adam"))):
+    for name, rule in (("SGD", _sgd),):
         wa, wb, d = w, w_k, 0.0
         for _ in range(control_steps):
             wa, wb = rule(net, wa, h0, X, Y, ref), rule(net, wb, h0_k, X, Y, kappa)
@@ -156,8 +137,8 @@ def check(fast: bool = False) -> dict:
     return {
         "holds": bool(disc <= KFAC_TOL),
         "discrepancy": disc,
-        "negative_control": ("SGD, Adam, and K-FAC under a change of the inputs' frame that differs "
-                             "between steps keep the two networks equal (must not)"),
+        "negative_control": ("SGD, and K-FAC under a change of the inputs' frame that differs "
+                             "between steps, keep the two networks equal (must not)"),
         "negative_discrepancy": float(ctrl),
         "negative_fails": bool(ctrl >= DRIFT_MIN),
         "details": {
