@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import re
 import sys
 import time
@@ -377,17 +378,38 @@ def run_proof(path: str | Path, fast: bool = False) -> ProofResult:
             details={"error": traceback.format_exc()})
 
 
-def run_proofs(paths: Sequence[Path], fast: bool = False, progress=None) -> list[ProofResult]:
+def _run_one(args) -> ProofResult:
+    path, fast = args
+    return run_proof(path, fast=fast)
+
+
+def run_proofs(paths: Sequence[Path], fast: bool = False, progress=None, jobs: int = 1) -> list[ProofResult]:
     """Run several scripts and return their results in the order of ``STATEMENT_ORDER``.
 
-    ``progress(result)`` is called after each proof, if given.
+    ``progress(result)`` is called after each proof, if given.  With ``jobs > 1`` the scripts
+    run in that many worker processes (each proof is independent and seeds its own random
+    numbers, so the results do not depend on ``jobs``).
     """
+    paths = list(paths)
     results = []
-    for path in paths:
-        result = run_proof(path, fast=fast)
-        if progress is not None:
-            progress(result)
-        results.append(result)
+    if jobs > 1 and len(paths) > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(paths)), mp_context=ctx) as pool:
+            futures = [pool.submit(_run_one, (p, fast)) for p in paths]
+            for fut in cf.as_completed(futures):
+                result = fut.result()
+                if progress is not None:
+                    progress(result)
+                results.append(result)
+    else:
+        for path in paths:
+            result = run_proof(path, fast=fast)
+            if progress is not None:
+                progress(result)
+            results.append(result)
     return sorted(results, key=lambda r: _order_key(r.id))
 
 
@@ -464,7 +486,7 @@ def _summary(results: Sequence[ProofResult]) -> str:
     n_ok = sum(r.passed for r in results)
     total = sum(r.seconds for r in results)
     return (f"{n_ok}/{len(results)} statements hold with their negative controls failing "
-            f"({total:.1f} s)")
+            f"({total:.1f} s of proof time)")
 
 
 def coverage(ids: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -547,8 +569,11 @@ def _command(args: argparse.Namespace) -> int:
     def progress(r: ProofResult) -> None:
         print(f"  {r.id:<10} {r.status:<6} ({r.seconds:.2f} s)", file=sys.stderr, flush=True)
 
-    results = run_proofs(paths, fast=args.fast, progress=None if args.quiet else progress)
+    start = time.perf_counter()
+    results = run_proofs(paths, fast=args.fast, progress=None if args.quiet else progress, jobs=args.jobs)
+    wall = time.perf_counter() - start
     print(format_table(results))
+    print(f"wall-clock time: {wall:.1f} s ({args.jobs} worker process{'es' if args.jobs > 1 else ''})")
     cov = None if args.ids else format_coverage(_peek_id(p) for p in discover(args.dir))
     if cov:
         print(cov)
@@ -560,6 +585,16 @@ def _command(args: argparse.Namespace) -> int:
                                      encoding="utf-8")
         print(f"report written to {args.report}")
     return 0 if all(r.passed for r in results) else 1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -578,5 +613,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dir", metavar="PROOFS_DIR", default=None,
                         help="folder of proof scripts (default: proofs/ of the source checkout)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--jobs", type=_positive_int, default=min(4, os.cpu_count() or 1), metavar="N",
+                        help="run the proofs in N worker processes (default: the number of CPUs, at "
+                             "most 4; 1 runs them one after the other)")
     parser.set_defaults(func=_command)
     return parser
