@@ -378,6 +378,9 @@ def run_proof(path: str | Path, fast: bool = False) -> ProofResult:
             details={"error": traceback.format_exc()})
 
 
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _run_one(args) -> ProofResult:
     path, fast = args
     return run_proof(path, fast=fast)
@@ -396,14 +399,25 @@ def run_proofs(paths: Sequence[Path], fast: bool = False, progress=None, jobs: i
         import concurrent.futures as cf
         import multiprocessing as mp
 
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(paths)), mp_context=ctx) as pool:
-            futures = [pool.submit(_run_one, (p, fast)) for p in paths]
-            for fut in cf.as_completed(futures):
-                result = fut.result()
-                if progress is not None:
-                    progress(result)
-                results.append(result)
+        # fresh interpreters ("spawn": no BLAS thread pool inherited across fork), each with
+        # one BLAS thread: the proofs' matrices are small, and the workers share the CPUs
+        saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
+        os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
+        try:
+            with cf.ProcessPoolExecutor(max_workers=min(jobs, len(paths)),
+                                        mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_run_one, (p, fast)) for p in paths]
+                for fut in cf.as_completed(futures):
+                    result = fut.result()
+                    if progress is not None:
+                        progress(result)
+                    results.append(result)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     else:
         for path in paths:
             result = run_proof(path, fast=fast)
