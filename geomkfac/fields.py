@@ -707,9 +707,10 @@ def _degree_bound(e: sympy.Expr, gens: list) -> int:
     return ev(e)[0]
 
 
-def _exact_eval(e: sympy.Expr, values: dict) -> Fraction:
-    """``e`` at rational ``values`` of its generators, exactly, memoized on sub-expressions."""
-    memo: dict = {}
+def _exact_eval(e: sympy.Expr, values: dict, memo: dict | None = None) -> Fraction:
+    """``e`` at rational ``values`` of its generators, exactly, memoized on sub-expressions
+    (pass one ``memo`` to share them between expressions evaluated at the same point)."""
+    memo = {} if memo is None else memo
 
     def ev(node):
         hit = memo.get(node)
@@ -741,6 +742,39 @@ def _exact_eval(e: sympy.Expr, values: dict) -> Fraction:
 _PIT_BITS = 64
 #: error probability bound of a randomized zero decision: 2**-_PIT_SECURITY
 _PIT_SECURITY = 100
+
+
+def _random_zero_entries(entries: list, seed: int = 0) -> list:
+    """:func:`is_zero_by_random_evaluation` of several expressions at shared points (their
+    common sub-expressions evaluated once per point): one ``True/False/None`` per entry."""
+    import math
+    import random
+
+    gens = sorted(set().union(*[_rational_gens(e) for e in entries]), key=sympy.default_sort_key)
+    D = max([_degree_bound(e, gens) for e in entries] + [1])
+    per_point = _PIT_BITS - math.log2(D)
+    if per_point <= 1:
+        return [None] * len(entries)
+    points = math.ceil(_PIT_SECURITY / per_point)
+    rnd = random.Random(seed)
+    state = [True] * len(entries)
+    counts = [0] * len(entries)
+    for _ in range(4 * points):
+        values = {g: Fraction(rnd.randint(1, 2 ** _PIT_BITS)) for g in gens}
+        memo: dict = {}
+        for k, e in enumerate(entries):
+            if state[k] is not True or counts[k] >= points:
+                continue
+            try:
+                if _exact_eval(e, values, memo) != 0:
+                    state[k] = False
+                else:
+                    counts[k] += 1
+            except ZeroDivisionError:
+                continue
+        if all(st is False or c >= points for st, c in zip(state, counts)):
+            break
+    return [st if st is False or c >= points else None for st, c in zip(state, counts)]
 
 
 def is_zero_by_random_evaluation(e: sympy.Expr, seed: int = 0):
@@ -875,17 +909,19 @@ def _float_is_zero(e: sympy.Expr) -> bool:
     return True
 
 
-def _expr_is_zero(e: sympy.Expr) -> bool:
-    """Exact zero test: numeric prefilter, then the zero test of :class:`zero_test`,
-    then simplification; expressions with Floats: zero up to :data:`FLOAT_RTOL`."""
+def _expr_is_zero(e: sympy.Expr, prefiltered: bool = False) -> bool:
+    """Exact zero test: numeric prefilter (skipped when the caller ran it), then the zero
+    test of :class:`zero_test`, then simplification; expressions with Floats: zero up to
+    :data:`FLOAT_RTOL`."""
     if e == 0:
         return True
     if e.is_Number:
         return abs(float(e)) <= FLOAT_RTOL if e.is_Float else False
-    if _has_float(e):
-        return _float_is_zero(e)
-    if numerically_nonzero(e):
-        return False
+    if not prefiltered:
+        if _has_float(e):
+            return _float_is_zero(e)
+        if numerically_nonzero(e):
+            return False
     if _zero_test[-1] == "random":
         zero = is_zero_by_random_evaluation(e)
     else:
@@ -1080,7 +1116,13 @@ class SymbolicField(Field):
             exact = [e for e in entries if not _has_float(e)]
             if any(e.is_Number for e in exact) or (exact and _any_numerically_nonzero(exact)):
                 return False
-            return all(_expr_is_zero(e) for e in entries)
+            floats = [e for e in entries if not any(e is f for f in exact)]
+            if not all(_float_is_zero(e) for e in floats):
+                return False
+            if _zero_test[-1] == "random" and exact:
+                decided = _random_zero_entries(exact)
+                return all(d or _fallback_is_zero(e) for d, e in zip(decided, exact))
+            return all(_expr_is_zero(e, prefiltered=True) for e in exact)
         return _expr_is_zero(_to_sympy_number(x))
 
     def equal(self, a, b, rtol=None, atol=None) -> bool:
