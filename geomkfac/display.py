@@ -188,7 +188,7 @@ def latex_name(name, sub: bool = False) -> str:
 
 
 def latex_sub(name) -> str:
-    """The LaTeX of a name used inside a subscript (``G_{…}``): as :func:`latex_name`, but
+    r"""The LaTeX of a name used inside a subscript (``G_{…}``): as :func:`latex_name`, but
     its own subscript is written in parentheses and trailing digits inline, so that
     subscripts are never nested.
 

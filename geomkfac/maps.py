@@ -500,9 +500,12 @@ class SmoothMap(Map):
     >>> sq = SmoothMap.from_sympy(A.reference_frame, Z.reference_frame, [x**2], [x])
     >>> sq.jacobian(Point(A.reference_frame, [sympy.Integer(3)]))
     Matrix([[6]])
-    >>> k = A.reference_frame.derive([[2]], name="k")                # x' = 2x
+    >>> k = A.reference_frame.derive(sympy.Matrix([[2]]), name="k")  # x' = 2x, exact
     >>> sq.jacobian(Point(A.reference_frame, [sympy.Integer(3)]), k)
     Matrix([[3]])
+    >>> kf = A.reference_frame.derive([[2]], name="kf")  # a numeric frame: B⁻¹ = 0.5 is a float
+    >>> sq.jacobian(Point(A.reference_frame, [sympy.Integer(3)]), kf)
+    Matrix([[3.0]])
     """
 
     def __init__(self, domain_frame: Frame, codomain_frame: Frame, f: Callable, jacobian: Callable | None = None):
