@@ -14,7 +14,8 @@ each the best of ``--repeats`` runs on fresh copies (no cached coordinates).  Bu
 two updates (the abstract pipeline, not timed) takes about 20 s; ``--quick`` uses a
 1-1-1 network instead.
 
-Usage: ``python benchmarks/symbolic_equality.py [--repeats N] [--quick] [--json FILE]``.
+Usage: ``python benchmarks/symbolic_equality.py [--repeats N] [--quick] [--json FILE]
+[--zero-test random|proof]``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 
 import sympy as sp
 
-from geomkfac.fields import get_zero_test
+from geomkfac.fields import get_zero_test, zero_test
 from geomkfac.kfac import kfac_metric, loss_differential, natural_gradient_update, sgd_update
 from geomkfac.networks import AbstractMLP, LayerChange
 from geomkfac.spaces import Point
@@ -79,7 +80,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="a 1-1-1 network (a second)")
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--zero-test", choices=["random", "proof"], default="random",
+                    help="how exact zeros are decided (geomkfac.fields.zero_test)")
     args = ap.parse_args(argv)
+    with zero_test(args.zero_test):
+        return _run(args)
+
+
+def _run(args) -> dict:
     t0 = time.perf_counter()
     steps, F = build(args.quick)
     build_s = time.perf_counter() - t0
