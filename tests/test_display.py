@@ -232,3 +232,31 @@ def test_derivation_kfac():
     assert lines[7] == "[4]     [0.5]   [1]"
     check_math(d.latex)
     assert r"[\Omega]_{H}" in d.latex and r"\Phi = \begin{pmatrix} 0.5 \end{pmatrix}" in d.latex
+
+
+def test_kfac_metric_of_a_network_displays_and_derives_in_a_frame_choice():
+    from geomkfac.kfac import kfac_metric
+
+    net = AbstractMLP([2, 2, 1], ["tanh", "identity"], name="net")
+    w = net.weights_from([np.array([[1.0, 0.0, 0.5], [0.0, 2.0, 0.0]]), np.array([[1.0, -1.0, 0.0]])])
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    g = kfac_metric(net, w, x, "gaussian")
+    kappa = net.reference_frames().derive({1: centering(np.array([0.5, 0.25]))})
+    blk = g.metrics[1]  # layer 2: A factor on A_1 (centered in κ), G factor on Z_2
+    F = kappa.weight_frame(2)
+    d = derivation(blk, F)
+    A_k, G_k = blk.factors(*F.induced_by)
+    # the shown A factor is [Ω]_H A [Ω]_Hᵀ, recomputed here from the centering (Ω = I, γ = -μ)
+    H = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.25], [0.0, 0.0, 1.0]])
+    A_i = blk.second_moment.matrix()
+    assert np.allclose(H @ A_i @ H.T, A_k)
+    shown = str(d).splitlines()[3:6]  # the rows of A_ι, [Ω]_H, A_κ side by side
+    assert [ln.endswith(row.rstrip()) for ln, row in zip(shown, text_matrix_lines(A_k))] == [True] * 3
+    for t in (d.latex, g.latex(), g.latex(kappa.weight_space_frame), blk.latex(F), net.latex(kappa, w)):
+        check_math(t)
+
+
+def text_matrix_lines(M):
+    from geomkfac.display import text_matrix
+
+    return text_matrix(M)
