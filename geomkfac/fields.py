@@ -18,9 +18,11 @@ the bias, and ``vec(G V A) = (A^T kron G) vec(V)``.
 
 Equality is decided exactly on the symbolic side -- a numeric prefilter at
 pseudo-random points rejects a nonzero difference, then the difference is decided
-as a rational function of its symbols and atoms, and only if still undecided
-simplified (see :func:`numerically_nonzero`, :func:`is_zero_as_rational_function`)
--- and with a stated tolerance on the numeric side (:attr:`NumericField.rtol`,
+as a rational function of its symbols and atoms (by exact evaluation at random
+points, a wrong "zero" with probability below 2**-100, or under ``zero_test("proof")``
+by reduction to 0), and only if still undecided simplified (see
+:func:`numerically_nonzero`, :func:`is_zero_by_random_evaluation`,
+:func:`is_zero_as_rational_function`, :class:`zero_test`) -- and with a stated tolerance on the numeric side (:attr:`NumericField.rtol`,
 :attr:`NumericField.atol`).
 
 Floats given to the SYMBOLIC field stay sympy ``Float`` s unless the float policy is
@@ -442,9 +444,10 @@ _to_sympy_number = to_sympy_number
 #      30-digit mpmath arithmetic at two pseudo-random points of its free symbols; a value
 #      above 1e-20 times the largest intermediate magnitude proves it nonzero;
 #   2. it is zero as a rational function of its symbols and of its non-rational atoms
-#      (tanh(5/6), exp(z), sqrt(2), ... each taken as a new indeterminate): evaluated
-#      bottom-up, memoized on the shared sub-expressions, in the field QQ(gens) where every
-#      step is a reduced fraction.  Zero there is zero for every value of the atoms;
+#      (tanh(5/6), exp(z), sqrt(2), ... each taken as a new indeterminate), decided by
+#      exact evaluation of the DAG at random integer points (default, zero_test("random"))
+#      or by evaluating it in the field QQ(gens) (zero_test("proof")).  Zero there is zero
+#      for every value of the atoms;
 #   3. otherwise (the atoms satisfy a relation, e.g. tanh(2x) and tanh(x)), by ``cancel``,
 #      then ``trigsimp`` / ``simplify`` of the difference.
 
