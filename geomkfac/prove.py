@@ -496,6 +496,97 @@ def format_markdown(results: Sequence[ProofResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_TEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "\\": r"\textbackslash{}"}
+_TEX_UNICODE = {"→": r"$\to$", "←": r"$\leftarrow$", "↔": r"$\leftrightarrow$", "≤": r"$\le$",
+                "≥": r"$\ge$", "≈": r"$\approx$", "≠": r"$\ne$", "×": r"$\times$", "⊗": r"$\otimes$",
+                "∘": r"$\circ$", "·": r"$\cdot$", "♯": r"$\sharp$", "♭": r"$\flat$", "∈": r"$\in$",
+                "ᵀ": r"$^{\top}$", "⁻": r"$^{-}$", "¹": r"$^{1}$", "²": r"$^{2}$", "ᴷ": r"$^{K}$",
+                "‡": r"$^{\ddagger}$", "†": r"$^{\dagger}$", "′": r"$'$", "∞": r"$\infty$",
+                "—": "---", "–": "--", "…": r"\ldots{}", "§": r"\S{}", "|": r"$|$",
+                "ā": r"$\bar{a}$", "̄": "", "∇": r"$\nabla$", "∂": r"$\partial$", "√": r"$\surd$",
+                "±": r"$\pm$", "ε": r"$\varepsilon$"}
+
+
+def latex_escape(text: str) -> str:
+    r"""Plain text as LaTeX text: special characters escaped, Greek letters and common
+    math symbols as math commands, any other non-ASCII character as ``?``.
+
+    >>> latex_escape("G_κ = B⁻ᵀ G B⁻¹ (50%)")
+    'G\\_$\\kappa$ = B$^{-}$$^{\\top}$ G B$^{-}$$^{1}$ (50\\%)'
+    """
+    from geomkfac.display import GREEK
+
+    out = []
+    for ch in str(text):
+        if ch in _TEX_SPECIAL:
+            out.append(_TEX_SPECIAL[ch])
+        elif ch in GREEK:
+            out.append("$" + GREEK[ch] + "$")
+        elif ch in _TEX_UNICODE:
+            out.append(_TEX_UNICODE[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        else:
+            out.append("?")
+    return "".join(out)
+
+
+def _latex_details(details: dict[str, Any]) -> list[str]:
+    lines = [r"\begin{itemize}"]
+    for key, value in details.items():
+        if key == "error":
+            continue
+        if isinstance(value, dict):
+            lines.append(r"\item " + latex_escape(key) + ":")
+            lines += _latex_details(value) if value else []
+        elif isinstance(value, str) and "\n" in value:
+            body = r" \\ ".join(latex_escape(ln) if ln.strip() else r"~" for ln in value.splitlines())
+            lines.append(r"\item " + latex_escape(key) + r": {\small\ttfamily " + body + "}")
+        else:
+            if isinstance(value, float):
+                value = f"{value:.3e}"
+            lines.append(r"\item " + latex_escape(key) + ": " + latex_escape(value))
+    if len(lines) == 1:
+        lines.append(r"\item (no details)")
+    lines.append(r"\end{itemize}")
+    return lines
+
+
+def format_latex(results: Sequence[ProofResult], coverage_line: str | None = None) -> str:
+    r"""A standalone LaTeX document: the table of results (full statements), the summary,
+    the coverage line, and one subsection per statement with what its proof computed.
+
+    Examples
+    --------
+    >>> r = ProofResult("X.1", "κ is one", "symbolic", True, 0.0,
+    ...                 "one equals two", 1.0, True, 0.01, {"matrix": "[1 0]\n[0 1]"})
+    >>> tex = format_latex([r])
+    >>> tex.startswith(r"\documentclass{article}"), r"X.1 & $\kappa$ is one & symbolic & holds" in tex
+    (True, True)
+    """
+    head = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{longtable}",
+            r"\begin{document}", r"\section*{Statements of the paper, each with a negative control}",
+            r"\begin{longtable}{lp{5.5cm}llrlrr}",
+            " & ".join(latex_escape(h) for h in _HEADER) + r" \\ \hline"]
+    body = [" & ".join(latex_escape(c) for c in row) + r" \\" for row in _rows(results, None)]
+    tail = [r"\end{longtable}", "", latex_escape(_summary(results)) + r"\par"]
+    if coverage_line:
+        tail.append(latex_escape(coverage_line) + r"\par")
+    for r in results:
+        tail.append(r"\subsection*{" + latex_escape(r.id) + ": " + latex_escape(r.statement) + "}")
+        tail.append(latex_escape(f"method: {r.method}; statement {r.status}, discrepancy {_fmt(r.discrepancy)}; "
+                                 f"negative control ({r.negative_control}) {r.negative_status}, discrepancy "
+                                 f"{_fmt(r.negative_discrepancy)}; {r.seconds:.2f} s") + r"\par")
+        if r.error is not None:
+            tail.append(r"The proof raised: {\small\ttfamily " + r" \\ ".join(latex_escape(ln) for ln in r.error.splitlines()[-3:]) + "}")
+        else:
+            tail += _latex_details(r.details)
+    tail.append(r"\end{document}")
+    return "\n".join(head + body + tail) + "\n"
+
+
 def _summary(results: Sequence[ProofResult]) -> str:
     n_ok = sum(r.passed for r in results)
     total = sum(r.seconds for r in results)
@@ -598,6 +689,9 @@ def _command(args: argparse.Namespace) -> int:
         Path(args.report).write_text(format_markdown(results) + (f"\n{cov}\n" if cov else ""),
                                      encoding="utf-8")
         print(f"report written to {args.report}")
+    if args.latex:
+        Path(args.latex).write_text(format_latex(results, cov), encoding="utf-8")
+        print(f"LaTeX written to {args.latex}")
     return 0 if all(r.passed for r in results) else 1
 
 
@@ -612,7 +706,7 @@ def _positive_int(text: str) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``geomkfac prove [IDS…] [--fast] [--report FILE.md] [--dir PROOFS_DIR]``."""
+    """Add ``geomkfac prove [IDS…] [--fast] [--report FILE.md] [--latex FILE.tex] [--dir PROOFS_DIR]``."""
     parser = subparsers.add_parser(
         "prove",
         help="check the paper's statements, each with a negative control",
@@ -624,6 +718,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fast", action="store_true",
                         help="fewer seeds and steps (same tolerances)")
     parser.add_argument("--report", metavar="FILE.md", help="also write the table as Markdown")
+    parser.add_argument("--latex", metavar="FILE.tex",
+                        help="also write the table and each statement's details as a LaTeX document")
     parser.add_argument("--dir", metavar="PROOFS_DIR", default=None,
                         help="folder of proof scripts (default: proofs/ of the source checkout)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
