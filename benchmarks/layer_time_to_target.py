@@ -44,6 +44,9 @@ PROBLEMS = {
     "rnn": ("rnn32-last-dense10", "tanh", as_sequences),
 }
 
+#: the clock (see benchmarks/layer_step_cost.py): wall or process CPU time
+CLOCK = [time.perf_counter]
+
 KFAC_COMMON = {"fisher": "mc", "factor_update_period": 1, "inverse_update_period": 5,
                "damping": 1e-2, "kl_clip": 1e-2}
 
@@ -66,13 +69,13 @@ def run_one(name, hyper, model0, data, updates, eval_every, target=None, seed=0)
     it = BatchIterator(data.num_examples, 100, seed)
     seconds, trace = 0.0, []
     for u in range(1, updates + 1):
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         X, Y = it.next_batch(data)
         try:
             opt.step(X, Y)
         except GeomKFACError as exc:
             return {"name": name, "hyper": hyper, "trace": trace, "failed": str(exc)}
-        seconds += time.perf_counter() - t0
+        seconds += CLOCK[0]() - t0
         if u % eval_every == 0 or u == updates:
             val = float(loss.value(model.forward(data.X), data.Y))
             trace.append((u, seconds, val))
@@ -144,10 +147,25 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sgd-updates", type=int)
     p.add_argument("--other-updates", type=int)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    p.add_argument("--threads", type=int, default=None, help="limit the BLAS threads")
     p.add_argument("--json", metavar="FILE")
     a = p.parse_args(argv)
+    CLOCK[0] = time.process_time if a.clock == "cpu" else time.perf_counter
     kinds = ["cnn", "rnn"] if a.which == "both" else [a.which]
-    res = {k: run(k, a.quick, a.sgd_updates, a.other_updates) for k in kinds}
+
+    def go():
+        return {k: run(k, a.quick, a.sgd_updates, a.other_updates) for k in kinds}
+
+    if a.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(a.threads):
+            res = go()
+    else:
+        res = go()
+    for r in res.values():
+        r["clock"], r["threads"] = a.clock, a.threads
     for r in res.values():
         print(format_table(r))
     if a.json:
