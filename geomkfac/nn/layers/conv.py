@@ -176,12 +176,14 @@ class Conv2d(ParamLayer):
         C, H, W = ctx.in_shape
         k, s, p = self.k, self.stride, self.padding
         Ho, Wo = ctx.out_hw
-        D = Dz.reshape(lead + (ctx.N, Ho, Wo, self.out_dim))
         gxp = np.zeros(lead + (ctx.N, H + 2 * p, W + 2 * p, C), dtype=Dz.dtype)
         hs, ws = s * (Ho - 1) + 1, s * (Wo - 1) + 1
+        Wk = np.ascontiguousarray(np.moveaxis(self.W, 0, -1))  # (C, k, k, out)
         for dy in range(k):
             for dx in range(k):
-                gxp[..., dy:dy + hs:s, dx:dx + ws:s, :] += D @ self.W[:, :, dy, dx]
+                # one GEMM over all rows (Dz is (..., N·T, out): not a batch of small ones)
+                term = (Dz @ Wk[:, dy, dx].T).reshape(lead + (ctx.N, Ho, Wo, C))
+                gxp[..., dy:dy + hs:s, dx:dx + ws:s, :] += term
         if p:
             gxp = gxp[..., p:-p, p:-p, :]
         return np.moveaxis(gxp, -1, -3)

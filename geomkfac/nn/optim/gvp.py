@@ -82,7 +82,7 @@ def ggn_vector_products(model, cache, f, loss, V):
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or Sequential
     cache : the cache of ``model.forward_cache(X)`` at the current parameters
     f : ndarray (N, C)
         The network output of that forward pass.

@@ -85,7 +85,7 @@ class KFAC(Optimizer):
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or Sequential
     loss : str or Loss
     lr : float, default 0.1
     momentum : float in [0, 1), default 0
