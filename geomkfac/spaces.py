@@ -52,6 +52,7 @@ import sympy
 
 from geomkfac.errors import (
     DimensionError,
+    NonFiniteError,
     SingularFrameChangeError,
     SpaceMismatchError,
 )
@@ -560,6 +561,11 @@ class Frame:
             raise DimensionError(
                 f"a change of frame on {self.space.name} (dim {n}) needs c of length {n}, got {cv.shape[0]}"
             )
+        if not field.symbolic and not (np.all(np.isfinite(Bm)) and np.all(np.isfinite(cv))):
+            raise NonFiniteError(
+                f"the change of frame{' ' + repr(name) if name else ''} on {self.space.name} has "
+                f"NaN or inf in {'B' if not np.all(np.isfinite(Bm)) else 'c'}; y = B x + c needs finite B and c"
+            )
         Binv = _Binv
         try:
             if Binv is None:
@@ -669,6 +675,11 @@ class _Value:
             )
         field = field_of(coords)
         x = field.asvector(coords)
+        if not field.symbolic and not np.all(np.isfinite(x)):
+            raise NonFiniteError(
+                f"{type(self).__name__} of {frame.space.name} has NaN or inf coordinates "
+                f"{_fmt_coords(x)}; give finite coordinates"
+            )
         if x.shape[0] != frame.space.dim:
             raise DimensionError(
                 f"{type(self).__name__} of {frame.space.name} (dim {frame.space.dim}) needs "
