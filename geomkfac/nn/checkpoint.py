@@ -119,6 +119,12 @@ class Checkpoint:
                 f"{[w.shape for w in self.Wbars]} but the model has {[w.shape for w in current]}; "
                 "resume with the same architecture"
             )
+        dtypes = sorted({str(w.dtype) for w in self.Wbars})
+        if dtypes != [str(np.dtype(model.dtype))]:
+            raise CheckpointError(
+                f"{where}checkpoint weights are {', '.join(dtypes)} but the model is "
+                f"{np.dtype(model.dtype)}; resume with the same dtype"
+            )
         if optimizer is not None and self.optimizer_state is None:
             raise CheckpointError(f"{where}checkpoint holds no optimizer state")
         if iterator is not None and self.iterator_state is None:
@@ -130,7 +136,7 @@ class Checkpoint:
                 iterator.load_state_dict(self.iterator_state)
         except GeomKFACError as exc:  # the same kind of error, naming the file
             raise type(exc)(f"{where}{exc}") from None
-        model.set_Wbars([w.astype(model.dtype, copy=True) for w in self.Wbars])
+        model.set_Wbars([w.copy() for w in self.Wbars])
         return self.step
 
 

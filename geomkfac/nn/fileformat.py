@@ -13,7 +13,7 @@ truncated zip (``zipfile.BadZipFile``, ``EOFError``), a bad deflate stream
 ...     np.lib.format.read_array(io.BytesIO(b"\\x93NUMPY\\x01\\x00\\x02\\x00{["), allow_pickle=False)
 ... except PARSE_ERRORS as exc:
 ...     print("caught", type(exc).__name__)
-caught ValueError
+caught TokenError
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def _list_groups(state) -> dict:
     return {k[:-2]: v for k, v in state.items() if k.endswith(".n")}
 
 
-def _check_state(d, own: dict, shapes, name: str) -> None:
+def _check_state(d, own: dict, shapes, name: str, dtype) -> None:
     """Raise :class:`CheckpointError` unless ``d`` has the structure of ``own`` (see
     :meth:`Optimizer.load_state_dict`)."""
     if not isinstance(d, dict):
@@ -226,6 +226,8 @@ def _check_state(d, own: dict, shapes, name: str) -> None:
                         f"{len(shapes)} layers; resume with the same architecture"
                     )
             if ref is None:
+                if v.dtype != dtype:
+                    raise CheckpointError(f"{where}: {k} has dtype {v.dtype}, expected the model's {dtype}")
                 _check_layer_entry(where, k, v, shapes)
             if v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
                 raise CheckpointError(f"{where}: {k} holds NaN or inf")
@@ -423,16 +425,16 @@ class Optimizer:
         the same kind (int, float, bool, str, array), dtype and shape; integers such as the
         step counter non-negative and floats finite. Per-layer lists (``<key>.n`` with
         entries ``<key>.0 …``) may be present or absent (``n = -1``) on either side; an
-        entry this optimizer does not hold yet must match the layer's parameter shape
-        where it is rectangular and use only that layer's widths where it is square or
-        1-D, so the state of another architecture is refused.
+        entry this optimizer does not hold yet must have the model's dtype, match the
+        layer's parameter shape where it is rectangular and use only that layer's widths
+        where it is square or 1-D, so the state of another architecture is refused.
 
         Raises
         ------
         CheckpointError
             ``d`` is not a state of this optimizer for this model (nothing is modified).
         """
-        _check_state(d, self.state_dict(), self._shapes, self.name)
+        _check_state(d, self.state_dict(), self._shapes, self.name, self.dtype)
         d = dict(d)
         try:
             self.step_count = int(d["step"])
