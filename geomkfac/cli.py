@@ -21,8 +21,16 @@ SUBCOMMANDS = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit code 2), pointing to --help;
+    the subcommands' parsers inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="geomkfac",
         description="The differential geometry of natural gradient and K-FAC, executable.",
     )
