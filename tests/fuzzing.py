@@ -666,3 +666,189 @@ TARGETS = {
     "checkpoints": (CHECKPOINTS, _run_checkpoint),
     "command_line": (COMMAND_LINES, _run_command_line),
 }
+
+
+# --------------------------------------------------------------------------- kill and resume
+
+#: a small, quick training command: K-FAC on the digits autoencoder, frequent checkpoints
+TRAIN_ARGV = ["train", "--arch", "64-16-64", "--optimizer", "kfac", "--batch-size", "64",
+              "--checkpoint-every", "3", "--no-progress", "--format", "jsonl"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(argv, timeout=300, kill_after_lines=None, metrics=None):
+    """Run ``python -m geomkfac.cli *argv`` in a subprocess (from the repository root).
+
+    With ``kill_after_lines``, SIGKILL it as soon as ``metrics`` has that many complete
+    lines. Returns ``(returncode, stderr)``.
+    """
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "geomkfac.cli", *argv], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if kill_after_lines is not None:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with open(metrics, "rb") as fh:
+                    if fh.read().count(b"\n") >= kill_after_lines:
+                        proc.send_signal(signal.SIGKILL)
+                        break
+            except OSError:
+                pass
+            time.sleep(0.002)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err
+
+
+def final_state(out: str):
+    """The weights, optimizer state and metrics (without timings) a run left in ``out``."""
+    ck = ckmod.load_checkpoint(os.path.join(out, "checkpoint-kfac.npz"))
+    recs = read_metrics(os.path.join(out, "metrics-kfac.jsonl"))
+    return ck.step, ck.Wbars, ck.optimizer_state, [{k: v for k, v in r.items() if k != "seconds"}
+                                                   for r in recs]
+
+
+def same_final_state(a, b) -> bool:
+    return (a[0] == b[0] and len(a[1]) == len(b[1])
+            and all(x.tobytes() == y.tobytes() for x, y in zip(a[1], b[1]))
+            and _same_state(a[2], b[2]) and a[3] == b[3])
+
+
+def kill_and_resume_trial(reference, out: str, steps: int, kill_after: int) -> str:
+    """SIGKILL a run after ``kill_after`` metrics lines, resume it, compare with the
+    uninterrupted ``reference`` (from :func:`final_state`): ``"exact"``, ``"different"``
+    or ``"failed: …"``."""
+    argv = TRAIN_ARGV + ["--steps", str(steps), "--out", out]
+    code, err = run_cli(argv, kill_after_lines=kill_after,
+                        metrics=os.path.join(out, "metrics-kfac.jsonl"))
+    code, err = run_cli(argv + ["--resume"])
+    if code != 0:
+        return f"failed: exit {code}: {err.strip()[-200:]}"
+    return "exact" if same_final_state(final_state(out), reference) else "different"
+
+
+#: damage done to a checkpoint before ``--resume``: name -> (raw bytes, path) -> raw bytes
+CORRUPTIONS = {
+    "truncate-half": lambda raw: raw[: len(raw) // 2],
+    "truncate-tail": lambda raw: raw[:-7],
+    "empty": lambda raw: b"",
+    "garbage": lambda raw: b"not a checkpoint at all",
+    "zeros": lambda raw: bytes(len(raw)),
+    "append": lambda raw: raw + b"\x00" * 10,
+}
+for _frac in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95):
+    CORRUPTIONS[f"flip-at-{_frac}"] = (lambda f: lambda raw: mutate(raw, ("flip", [(f, 0x10)])))(_frac)
+
+
+def _edit_member(member, transform, fix_checksum):
+    def edit(path):
+        members = _zip_members(path)
+        members[member] = transform(members[member])
+        if fix_checksum:
+            members["__checksum__.npy"] = json_member(ckmod._digest(members))
+        _zip_write(path, members)
+    return edit
+
+
+def _zip_members(path):
+    with zipfile.ZipFile(path) as z:
+        return {i.filename: z.read(i) for i in z.infolist()}
+
+
+def _zip_write(path, members):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
+
+
+def _npy_edit(f):
+    def transform(raw):
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, f(np.lib.format.read_array(io.BytesIO(raw))))
+        return buf.getvalue()
+    return transform
+
+
+def _one_ulp(a):
+    a = a.copy()
+    a.reshape(-1)[0] = np.nextafter(a.reshape(-1)[0], np.inf)
+    return a
+
+
+def _meta_edit(**changes):
+    return lambda raw: json_member(json.dumps({**json.loads(str(np.lib.format.read_array(io.BytesIO(raw)))),
+                                               **changes}))
+
+
+#: edits of one member, valid zip: name -> edit(path); "+sum" ones recompute the checksum
+MEMBER_EDITS = {
+    "weight-one-ulp": _edit_member("model/Wbar_0.npy", _npy_edit(_one_ulp), False),
+    "weight-float32": _edit_member("model/Wbar_0.npy", _npy_edit(lambda a: a.astype(np.float32)), False),
+    "weight-one-ulp+sum": None,  # filled below: a consistent, well-formed edit (undetectable in principle)
+    "weight-nan+sum": _edit_member("model/Wbar_0.npy", _npy_edit(lambda a: a * np.nan), True),
+    "weight-float32+sum": _edit_member("model/Wbar_0.npy", _npy_edit(lambda a: a.astype(np.float32)), True),
+    "weight-shape+sum": _edit_member("model/Wbar_0.npy", _npy_edit(lambda a: a[:, :-1]), True),
+    "meta-step+1": _edit_member("__meta__.npy", _meta_edit(step=1), False),
+    "meta-step-1+sum": _edit_member("__meta__.npy", _meta_edit(step=-1), True),
+    "meta-step+sum": _edit_member("__meta__.npy", _meta_edit(step=1), True),
+    "meta-list+sum": _edit_member("__meta__.npy", lambda raw: json_member("[]"), True),
+    "meta-version+sum": _edit_member("__meta__.npy", _meta_edit(format_version=1), True),
+    "meta-layers+sum": _edit_member("__meta__.npy", _meta_edit(num_layers=3), True),
+    "meta-config+sum": _edit_member("__meta__.npy", _meta_edit(config={"arch": [64, 8, 64]}), True),
+    "schema-7+sum": _edit_member("__schema__.npy", lambda raw: json_member("7"), True),
+    "schema-garbage": _edit_member("__schema__.npy", lambda raw: json_member("{{{"), False),
+    "checksum-garbage": _edit_member("__checksum__.npy", lambda raw: json_member("x" * 64), False),
+    "checksum-missing": lambda path: _zip_write(path, {k: v for k, v in _zip_members(path).items()
+                                                       if k != "__checksum__.npy"}),
+}
+del MEMBER_EDITS["weight-one-ulp+sum"]
+
+
+def run_cli_in_process(argv, **_):
+    """Like :func:`run_cli`, in this process (no start-up cost): ``(exit code, stderr)``."""
+    from geomkfac.cli import main
+
+    err = io.StringIO()
+    cwd = os.getcwd()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            os.chdir(ROOT)
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            os.chdir(cwd)
+    return code, err.getvalue()
+
+
+def corrupt_trial(good_dir: str, out: str, steps: int, how: str, reference, runner=run_cli) -> str:
+    """Copy a run's folder, damage its checkpoint (:data:`CORRUPTIONS` or
+    :data:`MEMBER_EDITS`), resume it to ``steps``: ``"clean"`` (exit 2, one line naming the
+    checkpoint), ``"exact"`` (the damage left the payload intact and the run equals the
+    intact resume ``reference``), or ``"wrong: …"`` (a traceback, another exit code, or a
+    different result)."""
+    import shutil
+
+    shutil.copytree(good_dir, out, dirs_exist_ok=True)
+    path = os.path.join(out, "checkpoint-kfac.npz")
+    if how in CORRUPTIONS:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        with open(path, "wb") as fh:
+            fh.write(CORRUPTIONS[how](raw))
+    else:
+        MEMBER_EDITS[how](path)
+    code, err = runner(TRAIN_ARGV + ["--steps", str(steps), "--out", out, "--resume"])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if code == 2 and len(lines) == 1 and "checkpoint-kfac.npz" in lines[0] and "Traceback" not in err:
+        return "clean"
+    if code == 0 and same_final_state(final_state(out), reference):
+        return "exact"
+    return f"wrong: exit {code}: {err.strip()[-300:]}"
