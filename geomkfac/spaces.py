@@ -718,6 +718,11 @@ class _Value:
                 f"asked for coordinates of a {self._kind} of {self.space.name} in a frame of {where}"
             )
         x = self._transform(self._frame.change_to(frame), self._coords[self._frame])
+        if not field_of(x).symbolic and not np.all(np.isfinite(x)):
+            raise NonFiniteError(
+                f"the coordinates of this {self._kind} overflow in frame {frame.name} "
+                f"({_fmt_coords(x)}); rescale the coordinates or the change of frame"
+            )
         self._coords[frame] = x
         return x
 

@@ -723,12 +723,15 @@ def same_final_state(a, b) -> bool:
 
 def kill_and_resume_trial(reference, out: str, steps: int, kill_after: int) -> str:
     """SIGKILL a run after ``kill_after`` metrics lines, resume it, compare with the
-    uninterrupted ``reference`` (from :func:`final_state`): ``"exact"``, ``"different"``
-    or ``"failed: …"``."""
+    uninterrupted ``reference`` (from :func:`final_state`): ``"exact"``, ``"clean: …"``
+    (exit 2 with one line, e.g. no checkpoint yet), ``"different"`` or ``"failed: …"``."""
     argv = TRAIN_ARGV + ["--steps", str(steps), "--out", out]
     code, err = run_cli(argv, kill_after_lines=kill_after,
                         metrics=os.path.join(out, "metrics-kfac.jsonl"))
     code, err = run_cli(argv + ["--resume"])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if code == 2 and len(lines) == 1 and "Traceback" not in err:
+        return f"clean: {lines[0][-160:]}"  # e.g. killed before the first checkpoint
     if code != 0:
         return f"failed: exit {code}: {err.strip()[-200:]}"
     return "exact" if same_final_state(final_state(out), reference) else "different"

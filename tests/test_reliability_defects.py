@@ -344,6 +344,16 @@ def test_8_nan_is_never_an_exact_number():
     assert SYMBOLIC.asarray(np.array([0.1]))[0] == sp.Rational(0.1)
 
 
+def test_8_overflow_in_a_change_of_frame_is_an_error():
+    """Found by the fuzz campaign: a covector near the float range moved to another frame
+    overflowed to -inf silently."""
+    f = AffineSpace(2, "A").reference_frame
+    k = f.derive(np.array([[2.0, 1.0], [0.0, 1.0]]), np.array([1.0, -1.0]))
+    with np.errstate(over="ignore"), pytest.raises(NonFiniteError, match="overflow in frame"):
+        Covector(k, [-1.7976931348623157e308, 0.7]).coords(f)
+    assert np.allclose(Covector(k, [1.0, 0.7]).coords(f), [2.0, 1.7])  # negative control
+
+
 def test_9_frames_and_values_refuse_none_and_nan():
     f = AffineSpace(2, "A").reference_frame
     with pytest.raises(FieldMismatchError, match="None"):
