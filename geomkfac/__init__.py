@@ -1,7 +1,20 @@
-"""geomkfac: the differential geometry of natural gradient and K-FAC, executable."""
+"""geomkfac: the differential geometry of natural gradient and K-FAC, executable.
 
+The geometry core is importable from the top level, as in sympy or geomstats:
+
+>>> import numpy as np
+>>> from geomkfac import AffineSpace, AffineMap, Metric, Pullback
+>>> A, Z = AffineSpace(2, "A"), AffineSpace(1, "Z")
+>>> f = AffineMap(A.reference_frame, Z.reference_frame, [[1., 2.]])
+>>> Pullback(Metric(Z.reference_frame, [[1.]]), f).matrix()
+array([[1., 2.],
+       [2., 4.]])
+"""
+
+from geomkfac.core import *  # noqa: F401,F403  (the geometry core: spaces, frames, maps, metrics)
+from geomkfac.core import __all__ as _core_all
 from geomkfac.errors import GeomKFACError
 
 __version__ = "0.1.0"
 
-__all__ = ["GeomKFACError", "__version__"]
+__all__ = ["GeomKFACError", "__version__", *_core_all]

@@ -19,6 +19,7 @@ from geomkfac.metrics import (
     AdditiveMetric,
     KroneckerMetric,
     Metric,
+    Pullback,
     SecondMoment,
     additive_metric,
     expectation,
@@ -47,6 +48,6 @@ __all__ = [
     "AffineSpace", "VectorSpace", "DualSpace", "ProductSpace", "Frame", "FrameChange",
     "Point", "Vector", "Covector", "product_frame", "power_frame", "stack_homogeneous",
     "Map", "AffineMap", "AffineMaps", "SmoothMap", "ComposedMap",
-    "Metric", "AdditiveMetric", "KroneckerMetric", "SecondMoment", "pullback", "additive_metric",
+    "Metric", "Pullback", "AdditiveMetric", "KroneckerMetric", "SecondMoment", "pullback", "additive_metric",
     "tensor_product", "second_moment", "expectation", "natural_gradient",
 ]

@@ -99,6 +99,15 @@ def field_of(*objs: Any) -> "Field":
     True
     """
     for obj in objs:
+        t = type(obj)
+        if t is np.ndarray:  # fast path: the common numeric case
+            if obj.dtype != object:
+                continue
+            if any(isinstance(e, sympy.Basic) for e in obj.flat):
+                return SYMBOLIC
+            continue
+        if obj is None or t is float or t is int:
+            continue
         f = getattr(obj, "field", None)
         if isinstance(f, Field):
             if f.symbolic:

@@ -1,10 +1,17 @@
-"""Metrics on the weight space of an abstract MLP, through the abstract pipeline (paper §3).
+"""Metrics on the weight space of an abstract MLP, built by the abstract pipeline (paper §3).
 
-* :func:`expected_pullback` — ``E_ξ[Ψ_ξ* g]`` (Eqn. 3.2) of an output metric ``g`` along
-  the network map ``Ψ_ξ : W → A_L``: the Fisher (output Fisher metric, Example 3.3), the
-  Gauss-Newton matrix (:class:`~geomkfac.output_metrics.Euclidean`) or the generalized
-  Gauss-Newton matrix (:class:`~geomkfac.output_metrics.BregmanMetric`).
-* :func:`empirical_fisher_metric` — ``E[dL ⊗ dL]`` with data targets.
+Every metric here is made of the core objects (:mod:`geomkfac.pipeline`): per example ξ
+the evaluation maps ``ψ_{α_{i-1}} : W_i → Z_i``, the rest of the network
+``ϕ^i_ξ : Z_i → A_L`` (a composition of the layers' :class:`~geomkfac.maps.AffineMap` s and
+the activations' :class:`~geomkfac.maps.SmoothMap` s), the network map ``Ψ_ξ : W → A_L``,
+:class:`~geomkfac.metrics.Pullback` s of the output metric along them, expectations,
+the tensor product ``E[α ⊗ α] ⊗ E[ϕ*g]`` kept factored, and the additive metric over layers.
+Only then is a metric asked for its matrix in a frame.
+
+* :func:`expected_pullback` — ``E_ξ[Ψ_ξ* g]`` (Eqn. 3.2): the Fisher (output Fisher metric,
+  Example 3.3), the Gauss-Newton matrix (:class:`~geomkfac.output_metrics.Euclidean`) or the
+  generalized Gauss-Newton matrix (:class:`~geomkfac.output_metrics.BregmanMetric`).
+* :func:`empirical_fisher_metric` — ``E[dℓ ⊗ dℓ]`` with data targets, ``dℓ = Ψ_ξ* dℓ_out``.
 * :func:`independence_metric` — ``E[α ⊗ α] ⊗ E[(ϕ^i)* g(ζ_i)]`` on ``W_i`` (Eqns. 3.3, 3.4),
   a :class:`~geomkfac.metrics.KroneckerMetric` kept factored.
 * :func:`kfac_metric` — the additive metric ``g¹_ind + … + g^L_ind`` (Definition 3.7);
@@ -13,27 +20,23 @@
   ``ω ← ω − ε g⁻¹ dh`` (Theorem 3.2), with optional Tikhonov damping ``λ I`` in a given
   frame (coordinate dependent, to show it).
 
-The Jacobian of ``Ψ_ξ`` is built from the chain of pushforwards: the evaluation map
-``ψ_a : W_i → Z_i`` has Jacobian ``āᵀ ⊗ I`` (the core's ``AffineMaps.evaluation_map``), and
-``ϕ^i : Z_i → A_L`` has Jacobian ``D_i = Jφ_L W_L Jφ_{L-1} … W_{i+1} Jφ_i`` (activation
-Jacobians in the chosen frames, D.3).  So ``∂Ψ/∂vec W̄_i = āᵀ_{i-1} ⊗ D_i``.  Every
-function takes ``frames`` (a :class:`~geomkfac.networks.FrameChoice`, default the reference
-frames) and returns a coordinate-free object whose matrix in any other frame follows
-the transformation law; computing directly in other frames gives the same object.
+Every function takes ``frames`` (a :class:`~geomkfac.networks.FrameChoice`, default the
+reference frames): the maps are then built *in those frames* — weights read by the law D.2,
+activations conjugated as in D.3, outputs compared with the output metric through the change
+of the output frame — so the result computed in κ can be compared with the result computed
+in ι and transformed by the law.  One code path serves NumPy and sympy.
 
-Inputs are coordinates in the reference frame of ``A_0`` (the data); targets are in the
-reference frame of the output space.  Numeric batches are ``(N, n)`` arrays and every
-numeric path is vectorized over examples; symbolic inputs (a sympy matrix with one
-example per row) are handled example by example with exact arithmetic.
+Inputs are coordinates in the reference frame of ``A_0`` (the data): a numeric ``(N, n_0)``
+array, or a sympy matrix with one example per row; targets are in the reference frame of
+the output space.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import sympy as sp
 
+from geomkfac import pipeline
 from geomkfac.activations_sym import is_symbolic
 from geomkfac.errors import ConfigurationError, DataError, SpaceMismatchError
 from geomkfac.fields import field_of
@@ -49,8 +52,7 @@ from geomkfac.activations_sym import as_exact_sym as _to_sym
 from geomkfac.spaces import Covector, Frame, Point, Vector
 
 __all__ = [
-    "NetworkJacobians",
-    "network_jacobians",
+    "samples",
     "expected_pullback",
     "empirical_fisher_metric",
     "independence_metric",
@@ -63,135 +65,72 @@ __all__ = [
 ]
 
 
-# =========================================================================== Jacobians
-@dataclass(frozen=True)
-class NetworkJacobians:
-    """Forward quantities and Jacobians of ``Ψ_ξ`` for a batch, in one FrameChoice.
-
-    Numeric: ``abars[i-1]`` is ``(N, n_{i-1}+1)``, ``D[i]`` is ``(N, n_L, n_i)`` (index by
-    layer, ``D[0] = None``), ``blocks(i)`` is ``(N, n_L, n_i (n_{i-1}+1))`` (formed only
-    when asked, e.g. for the dense Fisher; K-FAC needs only ``abars`` and ``D``), ``outputs``
-    ``(N, n_L)`` in ``frames.A[L]``; ``G_out`` ``(N, n_L, n_L)`` the output metric in that
-    frame.  Symbolic: the same as lists over examples of sympy matrices.
-    """
-
-    frames: object
-    symbolic: bool
-    abars: list
-    D: list
-    outputs: object
-    outputs_ref: object
-    out_change: object  # FrameChange reference → frames.A[L]
-
-    def blocks(self, i: int):
-        """``∂Ψ/∂vec W̄_i = āᵀ_{i-1} ⊗ D_i`` for every example (the evaluation map's
-        Jacobian ``āᵀ ⊗ I`` composed with ``D_i``)."""
-        if self.symbolic:
-            return [
-                sp.ImmutableMatrix(sp.kronecker_product(ab[i - 1].T, D[i])) for ab, D in zip(self.abars, self.D)
-            ]
-        ab, Di = self.abars[i - 1], self.D[i]
-        return np.einsum("nj,nlk->nljk", ab, Di).reshape(ab.shape[0], Di.shape[1], -1)
-
-
-def _as_sym_batch(inputs):
-    """A sympy matrix with one example per row (or a list of columns) → list of columns."""
+# =========================================================================== samples
+def _rows(inputs, n0: int) -> list:
+    """The examples of a batch: rows of an ``(N, n_0)`` array or of a sympy matrix."""
     if isinstance(inputs, sp.MatrixBase):
-        return [sp.ImmutableMatrix(inputs.row(r).T) for r in range(inputs.rows)]
-    return [sp.ImmutableMatrix(_to_sym(x)).reshape(len(x), 1) if not isinstance(x, sp.MatrixBase)
-            else sp.ImmutableMatrix(x) for x in inputs]
+        if inputs.cols != n0:
+            raise DataError(f"symbolic inputs must have one example per row with {n0} columns, got {inputs.shape}")
+        rows = [sp.ImmutableMatrix(inputs.row(r).T) for r in range(inputs.rows)]
+    else:
+        x = np.asarray(inputs)
+        if x.ndim != 2 or x.shape[1] != n0:
+            raise DataError(f"inputs must be (N, {n0}) (one example per row), got {x.shape}")
+        if x.dtype == object:
+            rows = [sp.ImmutableMatrix(_to_sym(r)) for r in x]
+        else:
+            x = np.asarray(x, dtype=float)
+            if not np.all(np.isfinite(x)):
+                raise DataError("inputs contain NaN or inf; clean the data first")
+            rows = list(x)
+    if not rows:
+        raise DataError("the batch is empty: the metrics are expectations over at least one example")
+    return rows
 
 
-def network_jacobians(net, weights: Point, inputs, frames=None) -> NetworkJacobians:
-    """Per-example Jacobians ``∂Ψ_ξ/∂vec W̄_i = āᵀ_{i-1} ⊗ D_i`` in ``frames``.
-
-    Parameters
-    ----------
-    net : AbstractMLP
-    weights : Point of ``net.weight_space``
-    inputs : (N, n_0) array, or sympy matrix (one example per row), reference frame of A_0
-    frames : FrameChoice, optional
-    """
+def samples(net, weights: Point, inputs, frames=None) -> list:
+    """The pipeline's per-example objects (:class:`~geomkfac.networks.MLPSample`) in ``frames``."""
     frames = net._frames(frames)
-    cnet = net.coordinates(weights, frames)
-    L = net.L
-    out_change = net.A[L].reference_frame.change_to(frames.A[L])
-    symbolic = cnet.symbolic or is_symbolic(inputs) or frames.weight_space_frame.field.symbolic
-    if symbolic:
-        return _network_jacobians_sym(net, cnet, inputs, frames, out_change)
-    x = np.asarray(inputs, dtype=float)
-    if x.ndim != 2 or x.shape[1] != net.widths[0]:
-        raise DataError(f"inputs must be (N, {net.widths[0]}), got {x.shape}")
-    x = net.input_coords(x, frames)
-    abars, zs, acts = cnet.trace(x)
-    D = [None] * (L + 1)
-    D[L] = cnet.activations[L - 1].jacobian(zs[L - 1])  # output is a_L = φ_L(z_L)
-    for i in range(L - 1, 0, -1):
-        W_next = cnet.Wbars[i][:, :-1]  # linear part of layer i+1
-        D[i] = (D[i + 1] @ W_next) @ cnet.activations[i - 1].jacobian(zs[i - 1])
-    out = acts[L]
-    B = np.asarray(out_change.B, dtype=float)
-    c = np.asarray(out_change.c, dtype=float).reshape(-1)
-    out_ref = np.linalg.solve(B, (out - c).T).T
-    return NetworkJacobians(frames, False, abars, D, out, out_ref, out_change)
+    return [net.sample(weights, x, frames) for x in _rows(inputs, net.widths[0])]
 
 
-def _network_jacobians_sym(net, cnet, inputs, frames, out_change):
-    L = net.L
-    xs = _as_sym_batch(inputs)
-    if not xs:
-        raise DataError("at least one input is needed")
-    B = _to_sym(out_change.B)
-    c = _to_sym(out_change.c).reshape(B.rows, 1)
-    abars_all, D_all, outs, outs_ref = [], [], [], []
-    for x in xs:
-        abars, zs, acts = cnet.trace(net.input_coords(x, frames))
-        D = [None] * (L + 1)
-        D[L] = cnet.activations[L - 1].jacobian(zs[L - 1])
-        for i in range(L - 1, 0, -1):
-            W_next = _to_sym(cnet.Wbars[i])[:, :-1]
-            D[i] = sp.ImmutableMatrix(D[i + 1] * W_next * cnet.activations[i - 1].jacobian(zs[i - 1]))
-        abars_all.append(abars)
-        D_all.append(D)
-        outs.append(acts[L])
-        outs_ref.append(sp.ImmutableMatrix(B.inv() * (acts[L] - c)))
-    return NetworkJacobians(frames, True, abars_all, D_all, outs, outs_ref, out_change)
+def _weights_point(net, weights: Point, frames) -> Point:
+    """The weights as a Point whose own frame is ``frames``' weight frame (results come in it)."""
+    if not isinstance(weights, Point) or weights.space is not net.weight_space:
+        raise SpaceMismatchError(f"weights must be a Point of {net.weight_space.name}, got {weights!r}")
+    F = frames.weight_space_frame
+    return weights if weights.frame is F else Point(F, weights.coords(F))
 
 
-def _output_metric_matrices(jac: NetworkJacobians, output_metric: OutputMetric):
-    """``G(z)`` in ``frames.A[L]``: the formula in the reference frame, then ``B⁻ᵀ G B⁻¹``."""
-    ch = jac.out_change
-    if jac.symbolic:
-        Binv = _to_sym(ch.B_inv)
-        return [sp.ImmutableMatrix(Binv.T * output_metric.matrix(z) * Binv) for z in jac.outputs_ref]
-    G = output_metric.matrix(jac.outputs_ref)  # (N, C, C)
-    if ch.is_identity:
-        return G
-    Binv = np.asarray(ch.B_inv, dtype=float)
-    return Binv.T[None] @ G @ Binv[None]
+def _targets(targets, N: int) -> list:
+    """The targets of a batch, one per example (rows of an array or of a sympy matrix)."""
+    if isinstance(targets, sp.MatrixBase):
+        ys = [sp.ImmutableMatrix(targets.row(r).T) for r in range(targets.rows)]
+    elif isinstance(targets, list):
+        ys = targets
+    else:
+        ys = list(np.asarray(targets))
+    if len(ys) != N:
+        raise DataError(f"{N} inputs but {len(ys)} targets")
+    return ys
 
 
-def _full_jacobian(jac: NetworkJacobians):
-    """``J = [∂Ψ/∂vec W̄_1, …, ∂Ψ/∂vec W̄_L]`` per example (numeric ``(N, n_L, P)``)."""
-    L = len(jac.D[0] if jac.symbolic else jac.D) - 1
-    per_layer = [jac.blocks(i) for i in range(1, L + 1)]
-    if jac.symbolic:
-        out = []
-        for n in range(len(jac.abars)):
-            J = per_layer[0][n]
-            for b in per_layer[1:]:
-                J = J.row_join(b[n])
-            out.append(sp.ImmutableMatrix(J))
-        return out
-    return np.concatenate(per_layer, axis=2)
+def _output_differentials(smp: list, targets, om: OutputMetric) -> list:
+    """``dℓ_ξ`` at each output point: a Covector in the reference frame of the output space."""
+    loss = om.loss()
+    out = []
+    for s, y in zip(smp, _targets(targets, len(smp))):
+        ref = s.output.space.reference_frame
+        out.append(Covector(ref, loss.grad(s.output.coords(ref), y)))
+    return out
 
 
-def _mean_sym(mats):
-    N = len(mats)
-    total = mats[0]
-    for M in mats[1:]:
-        total = total + M
-    return sp.ImmutableMatrix(total / N)
+def _clean(metric):
+    """Symbolic results only: ``cancel`` entries that are rational functions, for size and
+    display (exact, no information changes); numeric results are returned as they are."""
+    if not metric.field.symbolic:
+        return metric
+    return Metric(metric.frame, _sym_clean(metric.matrix()), check=False)
 
 
 def _sym_clean(M):
@@ -208,10 +147,12 @@ def _sym_clean(M):
 
 # =========================================================================== Eqn. 3.2
 def expected_pullback(net, weights: Point, inputs, output_metric, frames=None) -> Metric:
-    """``E_ξ[Ψ_ξ* g]`` (Eqn. 3.2): matrix ``E_x[Jᵀ G(f(x)) J]`` in ``frames``' weight frame.
+    """``E_ξ[Ψ_ξ* g]`` (Eqn. 3.2), in ``frames``' weight frame: its matrix is ``E_x[Jᵀ G(f(x)) J]``.
 
-    With the output Fisher metric this is the Fisher (Example 3.3), with the Euclidean
-    metric the Gauss-Newton matrix, with a Bregman metric the generalized Gauss-Newton.
+    Built by :func:`geomkfac.pipeline.expected_pullback` from the network maps
+    ``Ψ_ξ`` (:class:`~geomkfac.networks.NetworkMap`) and the output metric field.  With the
+    output Fisher metric this is the Fisher (Example 3.3), with the Euclidean metric the
+    Gauss-Newton matrix, with a Bregman metric the generalized Gauss-Newton.
 
     Examples
     --------
@@ -227,58 +168,23 @@ def expected_pullback(net, weights: Point, inputs, output_metric, frames=None) -
            [0. , 2. , 1. ],
            [0.5, 1. , 1. ]])
     """
+    frames = net._frames(frames)
     om = get_output_metric(output_metric)
-    jac = network_jacobians(net, weights, inputs, frames)
-    G = _output_metric_matrices(jac, om)
-    J = _full_jacobian(jac)
-    frame = jac.frames.weight_space_frame
-    if jac.symbolic:
-        M = _mean_sym([Jn.T * Gn * Jn for Jn, Gn in zip(J, G)])
-        return Metric(frame, _sym_clean(M), check=False)
-    GJ = G @ J
-    P = J.shape[2]
-    M = J.reshape(-1, P).T @ GJ.reshape(-1, P) / J.shape[0]  # Σ_n J_nᵀ G_n J_n by one BLAS call
-    return Metric(frame, 0.5 * (M + M.T), check=False)
-
-
-def _per_example_loss_grads(jac, targets, om):
-    """``∇_w ℓ_n = J_nᵀ ∇_z ℓ_n`` in the weight frame (z-gradient mapped to frames.A[L])."""
-    loss = om.loss()
-    ch = jac.out_change
-    if jac.symbolic:
-        J = _full_jacobian(jac)
-        Binv = _to_sym(ch.B_inv)
-        ys = _as_sym_batch(targets) if isinstance(targets, (sp.MatrixBase, list)) else list(targets)
-        if len(ys) != len(J):
-            raise DataError(f"{len(J)} inputs but {len(ys)} targets")
-        return [
-            sp.ImmutableMatrix(Jn.T * (Binv.T * loss.grad(z, y))) for Jn, z, y in zip(J, jac.outputs_ref, ys)
-        ]
-    y = np.asarray(targets)
-    N = jac.abars[0].shape[0]
-    if y.shape[0] != N:
-        raise DataError(f"{N} inputs but {y.shape[0]} targets")
-    gz = loss.grad(jac.outputs_ref, y)  # (N, C) in the reference frame of the output
-    if not ch.is_identity:
-        gz = gz @ np.asarray(ch.B_inv, dtype=float)  # covector: B⁻ᵀ g, row form g B⁻¹
-    # per layer: Dz_i = D_iᵀ gz, then vec(Dz_i ā_{i-1}ᵀ) = ā_{i-1} ⊗ Dz_i (column-stacking)
-    parts = []
-    for i in range(1, len(jac.D)):
-        dz = np.einsum("nlk,nl->nk", jac.D[i], gz)
-        parts.append(np.einsum("nj,nk->njk", jac.abars[i - 1], dz).reshape(N, -1))
-    return np.concatenate(parts, axis=1)
+    w = _weights_point(net, weights, frames)
+    smp = samples(net, w, inputs, frames)
+    g = pipeline.expected_pullback([s.network_map for s in smp], [w] * len(smp), om)
+    return _clean(g)
 
 
 def empirical_fisher_metric(net, weights: Point, inputs, targets, output_metric, frames=None) -> Metric:
-    """``E[dL ⊗ dL]`` over data pairs: matrix ``(1/N) Σ ∇ℓ_n ∇ℓ_nᵀ`` (per-example gradients)."""
+    """``E[dℓ ⊗ dℓ]`` over data pairs, ``dℓ = Ψ_ξ* dℓ_out`` (matrix ``(1/N) Σ ∇ℓ_n ∇ℓ_nᵀ``)."""
+    frames = net._frames(frames)
     om = get_output_metric(output_metric)
-    jac = network_jacobians(net, weights, inputs, frames)
-    g = _per_example_loss_grads(jac, targets, om)
-    frame = jac.frames.weight_space_frame
-    if jac.symbolic:
-        return Metric(frame, _sym_clean(_mean_sym([gn * gn.T for gn in g])), check=False)
-    M = g.T @ g / g.shape[0]
-    return Metric(frame, 0.5 * (M + M.T), check=False)
+    w = _weights_point(net, weights, frames)
+    smp = samples(net, w, inputs, frames)
+    d = pipeline.pulled_back_differentials([s.network_map for s in smp], [w] * len(smp),
+                                           _output_differentials(smp, targets, om))
+    return _clean(pipeline.empirical_fisher(d))
 
 
 def loss_value(net, weights: Point, inputs, targets, output_metric):
@@ -286,65 +192,61 @@ def loss_value(net, weights: Point, inputs, targets, output_metric):
 
     Numeric inputs give a float; symbolic inputs (one example per row) a sympy expression.
     """
-    om = get_output_metric(output_metric)
-    loss = om.loss()
-    if is_symbolic(inputs) or net.weight_space.reference_frame.field.symbolic or is_symbolic(weights.coords()):
-        xs = _as_sym_batch(inputs)
-        ys = _as_sym_batch(targets) if isinstance(targets, (sp.MatrixBase, list)) else list(targets)
-        if len(xs) != len(ys):
-            raise DataError(f"{len(xs)} inputs but {len(ys)} targets")
-        vals = [loss.value(net.forward(weights, x), y) for x, y in zip(xs, ys)]
+    loss = get_output_metric(output_metric).loss()
+    smp = samples(net, weights, inputs)
+    vals = [loss.value(s.output.coords(s.output.space.reference_frame), y)
+            for s, y in zip(smp, _targets(targets, len(smp)))]
+    if any(is_symbolic(v) for v in vals):
         return sum(vals) / len(vals)
-    out = net.forward(weights, inputs)
-    return float(np.mean(loss.value(out, np.asarray(targets))))
+    return float(np.mean([float(np.asarray(v).reshape(-1)[0]) for v in vals]))
 
 
 def loss_differential(net, weights: Point, inputs, targets, output_metric, frames=None) -> Covector:
-    """``dh`` with ``h`` the mean loss: a Covector on the weight space (coordinates in
-    ``frames``' weight frame, ``(1/N) Σ J_nᵀ ∇_z ℓ_n``)."""
+    """``dh = E[Ψ_ξ* dℓ_out]`` with ``h`` the mean loss: a Covector on the weight space
+    (coordinates in ``frames``' weight frame, ``(1/N) Σ J_nᵀ ∇_z ℓ_n``)."""
+    frames = net._frames(frames)
     om = get_output_metric(output_metric)
-    jac = network_jacobians(net, weights, inputs, frames)
-    g = _per_example_loss_grads(jac, targets, om)
-    frame = jac.frames.weight_space_frame
-    if jac.symbolic:
-        return Covector(frame, _sym_clean(_mean_sym(g)))
-    return Covector(frame, g.mean(axis=0))
+    w = _weights_point(net, weights, frames)
+    smp = samples(net, w, inputs, frames)
+    d = pipeline.pulled_back_differentials([s.network_map for s in smp], [w] * len(smp),
+                                           _output_differentials(smp, targets, om))
+    dh = pipeline.mean_covector(d)
+    if dh.field.symbolic:
+        return Covector(dh.frame, _sym_clean(dh.coords()))
+    return dh
 
 
 # =========================================================================== Eqns. 3.3/3.4
-def _layer_factors(jac: NetworkJacobians, G_out, layer: int):
-    """``(E[ā āᵀ], E[D_iᵀ G D_i])`` for one layer, in the jac's frames."""
-    if jac.symbolic:
-        A = _mean_sym([ab[layer - 1] * ab[layer - 1].T for ab in jac.abars])
-        G = _mean_sym([D[layer].T * Gn * D[layer] for D, Gn in zip(jac.D, G_out)])
-        return _sym_clean(A), _sym_clean(G)
-    ab = jac.abars[layer - 1]
-    N = ab.shape[0]
-    A = ab.T @ ab / N
-    Di = jac.D[layer]
-    n = Di.shape[2]
-    G = Di.reshape(-1, n).T @ (G_out @ Di).reshape(-1, n) / N  # E[D_iᵀ G D_i]
-    return 0.5 * (A + A.T), 0.5 * (G + G.T)
+def _check_layer(net, layer):
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= layer <= net.L:
+        raise ConfigurationError(f"layers are numbered 1..{net.L}, got {layer!r}")
+
+
+def _layer_metric(net, smp, om, frames, i) -> KroneckerMetric:
+    g = pipeline.independence_metric(
+        [s.alphas[i - 1] for s in smp], [s.rests[i] for s in smp], [s.zetas[i] for s in smp], om,
+        frame_A=frames.A[i - 1],
+    )
+    if not g.field.symbolic:
+        return g
+    S, E = g.second_moment, g.metric_on_Z
+    return KroneckerMetric(SecondMoment(S.frame, _sym_clean(S.matrix()), check=False), _clean(E))
 
 
 def independence_metric(net, weights: Point, inputs, output_metric, layer: int, frames=None) -> KroneckerMetric:
     """The layer metric ``E[α_{i-1} ⊗ α_{i-1}] ⊗ E[(ϕ^i)* g(ζ_i)]`` on ``W_i`` (Eqns. 3.3, 3.4).
 
-    ``ϕ^i : Z_i → A_L`` is the rest of the network; the expectation of its pullback is
-    ``E[D_iᵀ G D_i]`` (for the output Fisher: ``E[Dz Dzᵀ]`` with the exact expectation
-    over the model's targets, Remark 3.6).  Kept factored as a KroneckerMetric whose
-    matrix in the induced frame is ``kron(A_{i-1}, G_i)``.
+    Built by :func:`geomkfac.pipeline.independence_metric`: the second moment of the points
+    ``α_{i-1}`` and the expectation of the pullbacks of the output metric along the rest of
+    the network ``ϕ^i_ξ : Z_i → A_L`` at ``ζ_i`` (for the output Fisher: ``E[Dz Dzᵀ]`` with the
+    exact expectation over the model's targets, Remark 3.6).  Kept factored: its matrix in
+    the induced frame is ``kron(A_{i-1}, G_i)``.  Layers are numbered ``1..L``.
     """
     frames = net._frames(frames)
-    if not 1 <= layer <= net.L:
-        raise ConfigurationError(f"layers are numbered 1..{net.L}, got {layer}")
+    _check_layer(net, layer)
     om = get_output_metric(output_metric)
-    jac = network_jacobians(net, weights, inputs, frames)
-    G_out = _output_metric_matrices(jac, om)
-    A, G = _layer_factors(jac, G_out, layer)
-    return KroneckerMetric(
-        SecondMoment(frames.A[layer - 1], A, check=False), Metric(frames.Z[layer], G, check=False)
-    )
+    smp = samples(net, weights, inputs, frames)
+    return _layer_metric(net, smp, om, frames, layer)
 
 
 def kfac_metric(net, weights: Point, inputs, output_metric, frames=None) -> AdditiveMetric:
@@ -369,14 +271,8 @@ def kfac_metric(net, weights: Point, inputs, output_metric, frames=None) -> Addi
     """
     frames = net._frames(frames)
     om = get_output_metric(output_metric)
-    jac = network_jacobians(net, weights, inputs, frames)
-    G_out = _output_metric_matrices(jac, om)
-    metrics = []
-    for i in range(1, net.L + 1):
-        A, G = _layer_factors(jac, G_out, i)
-        metrics.append(
-            KroneckerMetric(SecondMoment(frames.A[i - 1], A, check=False), Metric(frames.Z[i], G, check=False))
-        )
+    smp = samples(net, weights, inputs, frames)
+    metrics = [_layer_metric(net, smp, om, frames, i) for i in range(1, net.L + 1)]
     return additive_metric(metrics, product_space=net.weight_space)
 
 

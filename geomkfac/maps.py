@@ -121,6 +121,28 @@ class Map:
         field = field_of(J, v)
         return Vector(self.codomain_frame, field.matmul(field.asmatrix(J), field.asvector(v)))
 
+    def pullback_covector(self, covector, at: Point | None = None):
+        """``f*ω`` at ``at``: the covector ``v ↦ ω(f_* v)`` of the domain, coordinates ``Jᵀ w``.
+
+        Computed in the frame of ``at`` (a point of the domain) and the covector's own
+        frame: ``J`` is the Jacobian between those two frames (B.4 for 1-forms).
+        """
+        from geomkfac.spaces import Covector
+
+        if not isinstance(covector, Covector):
+            raise SpaceMismatchError(f"pullback_covector acts on a Covector, got {type(covector).__name__}")
+        if covector.space is not self.codomain:
+            raise SpaceMismatchError(
+                f"cannot pull back a covector of {covector.space.name} along a map into {self.codomain.name}"
+            )
+        if at is None and not isinstance(self, AffineMap):
+            raise ConfigurationError(f"{type(self).__name__}.pullback_covector needs the base point: pass at=Point")
+        df = at.frame if isinstance(at, Point) and at.space is self.domain else self.domain_frame
+        J = self.jacobian(at, df, covector.frame)
+        w = covector.coords()
+        field = field_of(J, w)
+        return Covector(df, field.matmul(field.transpose(field.asmatrix(J)), field.asvector(w)))
+
     def compose(self, inner: "Map") -> "Map":
         """``self ∘ inner`` (first ``inner``, then ``self``)."""
         return ComposedMap(self, inner)
@@ -197,6 +219,15 @@ class AffineMap(Map):
             raise DimensionError(f"b of an affine map into {self.codomain.name} needs {n_out} entries, got {b.shape[0]}")
         self._W, self._b = W, b
         self._matrices: dict = {}
+
+    @classmethod
+    def identity(cls, frame: Frame) -> "AffineMap":
+        """The identity map of ``frame.space`` (``W = I``, ``b = 0`` in ``frame``, hence in every frame)."""
+        _check_frame(frame, "frame")
+        from geomkfac.fields import NUMERIC
+
+        n = frame.space.dim
+        return cls(frame, frame, NUMERIC.eye(n), NUMERIC.zeros(n))
 
     @property
     def field(self) -> Field:

@@ -46,6 +46,7 @@ import numpy as np
 import sympy
 
 from geomkfac.errors import (
+    ConfigurationError,
     DegenerateMetricError,
     DimensionError,
     NotPSDError,
@@ -53,7 +54,7 @@ from geomkfac.errors import (
     SpaceMismatchError,
 )
 from geomkfac.fields import NUMERIC, SYMBOLIC, Field, SingularMatrixError, common_field, field_of
-from geomkfac.maps import AffineMaps, Map
+from geomkfac.maps import AffineMap, AffineMaps, Map
 from geomkfac.spaces import AffineSpace, Covector, Frame, Point, ProductSpace, Vector
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "AdditiveMetric",
     "KroneckerMetric",
     "SecondMoment",
+    "Pullback",
     "pullback",
     "additive_metric",
     "tensor_product",
@@ -271,6 +273,35 @@ class Metric(_SymmetricTensor):
     def identity(cls, frame: Frame) -> "Metric":
         """The Euclidean metric of ``frame`` (identity matrix there)."""
         return cls(frame, NUMERIC.eye(frame.space.dim), check=False)
+
+    @classmethod
+    def outer(cls, covector: Covector) -> "Metric":
+        """``ω ⊗ ω``: the rank-one metric ``(u, v) ↦ ω(u) ω(v)``, matrix ``w wᵀ`` in ω's frame.
+
+        >>> from geomkfac.spaces import AffineSpace, Covector
+        >>> A = AffineSpace(2, "A")
+        >>> Metric.outer(Covector(A.reference_frame, [1., 2.])).matrix()
+        array([[1., 2.],
+               [2., 4.]])
+        """
+        if not isinstance(covector, Covector):
+            raise SpaceMismatchError(f"Metric.outer needs a Covector, got {type(covector).__name__}")
+        w = covector.coords()
+        field = field_of(w)
+        return cls(covector.frame, field.outer(w, w), check=False)
+
+    #: a plain Metric is a constant metric field (see :meth:`at`)
+    is_constant = True
+
+    def at(self, point: Point) -> "Metric":
+        """The metric at ``point``: a :class:`Metric` is a constant metric field, so itself.
+
+        Point-dependent metrics (:class:`Pullback` along a smooth map, the output metrics of
+        :mod:`geomkfac.output_metrics`) return their value at ``point``.
+        """
+        if not isinstance(point, Point) or point.space is not self.space:
+            raise SpaceMismatchError(f"a metric on {self.space.name} is evaluated at a Point of it, got {point!r}")
+        return self
 
     def _compute(self, frame: Frame):
         """``G_κ = B⁻ᵀ G_ι B⁻¹`` from the metric's own frame."""
@@ -752,8 +783,133 @@ class KroneckerMetric(Metric):
 tensor_product = KroneckerMetric
 
 
-def pullback(metric: Metric, phi: Map, at: Point | None = None) -> Metric:
-    """The pullback ``φ*g`` at ``at``: matrix ``Jᵀ G J`` in ``φ``'s domain frame (B.4).
+class Pullback(Metric):
+    """The pullback ``φ*g`` of a metric (field) ``g`` on Z along a map ``φ : A → Z`` (B.4).
+
+    ``(φ*g)_p(u, v) = g_{φ(p)}(φ_* u, φ_* v)``: a metric field on the domain, evaluated at the
+    base point ``at``.  Without ``at`` it stays a field — for an affine ``φ`` and a constant
+    ``g`` a constant one, usable at once; otherwise one to evaluate with :meth:`at` (or to pull
+    back further: ``Pullback(Pullback(g, h), f, at=p)`` evaluates ``h*g`` at ``f(p)``).  Its matrix in the frame of ``at``
+    (default: ``φ``'s domain frame) is ``Jᵀ G J``, with ``J`` the Jacobian between that frame
+    and the frame ``g`` is given in; in other frames the law ``B⁻ᵀ G B⁻¹`` applies as for every
+    :class:`Metric`.
+
+    ``g`` may be a :class:`Metric` (a constant field), another :class:`Pullback`, or any metric
+    field with ``.at(point) -> Metric`` on Z (e.g. an output metric such as
+    :class:`~geomkfac.output_metrics.CategoricalFisher`); it is evaluated at ``φ(at)``.  The
+    construction is functorial: ``Pullback(g, h ∘ f, at=p)`` equals
+    ``Pullback(Pullback(g, h), f, at=p)``, and the identity map gives ``g`` back.
+
+    Parameters
+    ----------
+    metric : Metric or metric field on ``phi.codomain``
+    phi : Map (AffineMap, SmoothMap, ComposedMap, …)
+    at : Point of ``phi.domain``, optional for affine maps
+
+    Examples
+    --------
+    A metric on Z pulled back along ``z = 2 a₁ + a₂``, in two frames of A:
+
+    >>> import sympy
+    >>> from geomkfac.spaces import AffineSpace
+    >>> from geomkfac.maps import AffineMap
+    >>> A, Z = AffineSpace(2, "A"), AffineSpace(1, "Z")
+    >>> f = AffineMap(A.reference_frame, Z.reference_frame, sympy.Matrix([[2, 1]]))
+    >>> g = Pullback(Metric(Z.reference_frame, sympy.Matrix([[3]])), f)
+    >>> g.matrix()
+    Matrix([
+    [12, 6],
+    [ 6, 3]])
+    >>> kappa = A.reference_frame.derive(sympy.Matrix([[1, 0], [1, 1]]), name="κ")
+    >>> g.matrix(kappa)                         # B⁻ᵀ G B⁻¹ with B = [[1, 0], [1, 1]]
+    Matrix([
+    [3, 3],
+    [3, 3]])
+    """
+
+    _label = "pullback metric"
+
+    def __init__(self, metric, phi: Map, at: Point | None = None):
+        if not isinstance(phi, Map):
+            raise SpaceMismatchError(f"Pullback needs a map (AffineMap, SmoothMap, …), got {type(phi).__name__}")
+        if not hasattr(metric, "at"):
+            raise SpaceMismatchError(
+                f"Pullback needs a Metric or a metric field with .at(point), got {type(metric).__name__}"
+            )
+        if isinstance(metric, Metric) and metric.space is not phi.codomain:
+            raise SpaceMismatchError(
+                f"cannot pull back a metric on {metric.space.name} along a map into {phi.codomain.name}"
+            )
+        if at is not None and (not isinstance(at, Point) or at.space is not phi.domain):
+            raise SpaceMismatchError(f"the base point of a pullback along a map from {phi.domain.name} "
+                                     f"must be a Point of it, got {at!r}")
+        constant = isinstance(phi, AffineMap) and getattr(metric, "is_constant", False)
+        self._g, self._phi, self._at = metric, phi, at
+        self._constant = constant
+        if at is None and not constant:
+            # a metric field (e.g. h*g for a smooth h): evaluated by .at(point) when needed
+            self._setup(phi.domain_frame, common_field([getattr(metric, "field", NUMERIC)]))
+            self._g_at = None
+            return
+        frame = at.frame if at is not None else phi.domain_frame
+        g_at = metric.at(phi(at)) if at is not None else metric
+        if not isinstance(g_at, Metric) or g_at.space is not phi.codomain:
+            raise SpaceMismatchError(
+                f"the metric field gave {g_at!r} at φ(p); expected a Metric on {phi.codomain.name}"
+            )
+        self._g_at = g_at
+        J = phi.jacobian(at, frame, g_at.frame)
+        G = g_at.matrix(g_at.frame)
+        field = field_of(J, G)
+        J, G = field.asmatrix(J), field.asmatrix(G)
+        M = field.symmetrize(field.matmul(field.transpose(J), field.matmul(G, J)))
+        self._setup(frame, field)
+        self._matrices[frame] = M
+
+    def matrix(self, frame: Frame | None = None):
+        """The matrix in ``frame`` (default: the frame of the base point); a field that is
+        not evaluated at a point has none: use :meth:`at` first."""
+        if self._g_at is None:
+            raise ConfigurationError(
+                f"the pullback along {type(self._phi).__name__} {self._phi!r} is a metric field: "
+                "evaluate it at a point first (.at(Point)) or pass at=Point"
+            )
+        return super().matrix(frame)
+
+    @property
+    def is_constant(self) -> bool:
+        """True when the field does not depend on the point (affine ``φ``, constant ``g``)."""
+        return self._constant
+
+    @property
+    def metric(self):
+        """The metric (field) ``g`` that is pulled back."""
+        return self._g
+
+    @property
+    def map(self) -> Map:
+        """The map ``φ`` it is pulled back along."""
+        return self._phi
+
+    @property
+    def base_point(self) -> Point | None:
+        """The point of the domain the field is evaluated at (``None``: constant)."""
+        return self._at
+
+    def at(self, point: Point) -> "Pullback":
+        """The field ``φ*g`` evaluated at another point of the domain."""
+        if not isinstance(point, Point) or point.space is not self.space:
+            raise SpaceMismatchError(f"a pullback on {self.space.name} is evaluated at a Point of it, got {point!r}")
+        return Pullback(self._g, self._phi, point)
+
+    def __repr__(self) -> str:
+        if self._g_at is None:
+            return f"Pullback(a metric field on {self.space.name} along {self._phi!r})"
+        return f"Pullback(on {self.space.name} along {self._phi!r}: {super().__repr__()})"
+
+
+def pullback(metric, phi: Map, at: Point | None = None) -> Pullback:
+    """The pullback ``φ*g`` at ``at`` (shortcut for :class:`Pullback`, B.4).
 
     ``at`` may be omitted for an affine map (its Jacobian is constant).
 
@@ -766,21 +922,7 @@ def pullback(metric: Metric, phi: Map, at: Point | None = None) -> Metric:
     array([[1., 2.],
            [2., 4.]])
     """
-    if not isinstance(metric, Metric):
-        raise SpaceMismatchError(f"pullback needs a Metric, got {type(metric).__name__}")
-    if not hasattr(phi, "jacobian") or not hasattr(phi, "codomain"):
-        raise SpaceMismatchError(f"pullback needs a map with a jacobian, got {type(phi).__name__}")
-    if phi.codomain is not metric.space:
-        raise SpaceMismatchError(
-            f"cannot pull back a metric on {metric.space.name} along a map into {phi.codomain.name}"
-        )
-    df = at.frame if isinstance(at, Point) and at.space is phi.domain else phi.domain_frame
-    cf = metric.frame
-    J = phi.jacobian(at, df, cf)
-    G = metric.matrix(cf)
-    field = field_of(J, G)
-    J, G = field.asmatrix(J), field.asmatrix(G)
-    return Metric(df, field.symmetrize(field.matmul(field.transpose(J), field.matmul(G, J))), check=False)
+    return Pullback(metric, phi, at)
 
 
 def expectation(metrics: Sequence[Metric], weights=None) -> Metric:

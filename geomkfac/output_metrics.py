@@ -74,6 +74,7 @@ class OutputMetric:
     """A metric on the output space given by a coordinate formula ``G(z)`` (abstract)."""
 
     name = "output-metric"
+    _check_at = True  # check symmetry / PSD of the matrix in .at (off for closed forms)
 
     def matrix(self, z):
         """Coordinate matrix ``G(z)`` in the reference frame of the output space."""
@@ -93,7 +94,8 @@ class OutputMetric:
 
         frame = point.space.reference_frame
         z = point.coords(frame)
-        return Metric(frame, self.matrix(z))
+        # the closed-form Fishers are PSD by construction; a user's Bregman function is checked
+        return Metric(frame, self.matrix(z), check=self._check_at)
 
     def loss(self) -> "Loss":
         """The matching per-example loss (see :func:`loss_for`)."""
@@ -129,6 +131,7 @@ class GaussianFisher(OutputMetric):
     """
 
     name = "gaussian"
+    _check_at = False
 
     def __init__(self, cov=None):
         self.cov = cov
@@ -188,6 +191,7 @@ class Euclidean(OutputMetric):
     """
 
     name = "euclidean"
+    _check_at = False
 
     def _num(self, z):
         n, C = z.shape
@@ -216,6 +220,7 @@ class CategoricalFisher(OutputMetric):
     """
 
     name = "categorical"
+    _check_at = False
 
     def _num(self, z):
         p = softmax(z, axis=1)
@@ -239,6 +244,7 @@ class BernoulliFisher(OutputMetric):
     """
 
     name = "bernoulli"
+    _check_at = False
 
     def _num(self, z):
         p = expit(z)

@@ -24,11 +24,13 @@ def problem(seed, widths=(3, 4, 2), activations=("tanh", "identity"), N=32, scal
     return net, w, X, rng
 
 
-def random_frames(net, rng, output=True):
-    """A second FrameChoice κ: random dense affine changes of every space.
+def random_changes(net, rng, output=True):
+    """Random dense affine :class:`~geomkfac.reparam.LayerChange` s for every space.
 
     The input space ``A_0`` gets ``a‡ = Ω a + γ``; every ``Z_i`` and every hidden ``A_i``
     get a random change; the output layer's ``Z_L`` (and ``A_L`` if ``output``) too.
+    Returned as ``{layer: LayerChange}`` (the arrays, for closed forms that must not use the
+    core's frames).
     """
     L = net.L
     changes = {0: random_affine(net.widths[0], rng).on_A_only()}
@@ -36,7 +38,12 @@ def random_frames(net, rng, output=True):
         changes[i] = random_affine(net.widths[i], rng)
     last = random_affine(net.widths[L], rng)
     changes[L] = last if output else type(last)(Phi=last.Phi, tau=last.tau)
-    return net.reference_frames().derive(changes)
+    return changes
+
+
+def random_frames(net, rng, output=True):
+    """A second FrameChoice κ: the frames of :func:`random_changes`."""
+    return net.reference_frames().derive(random_changes(net, rng, output))
 
 
 def flat_weights(net, weights, frames=None):

@@ -6,10 +6,21 @@ Method: symbolic+numeric.  Symbolic: a 2-2-1 tanh network with rational weights,
 dense changes ``(Ω₀, γ₀)`` of the input and ``(Ω₁, γ₁, Φ₁, τ₁)`` of the hidden spaces, and a
 *symbolic* input ``x``; ``f‡(Ω₀ x + γ₀) − f(x)`` is exactly 0 (tanh arguments expanded).
 Numeric: 3-4-4-2 networks (tanh, sigmoid) under random non-diagonal affine changes, the
-sigmoid → tanh change and whitening, several seeds; ``max |f‡(x‡) − f(x)|``.
+sigmoid → tanh change and whitening, several seeds; ``max |f‡(x‡) − f(x)|`` for the closed
+form (:func:`geomkfac.reparam.reparameterize`: D.2 and D.3 on arrays).
+
+The route through frames (numeric): the same network as an
+:class:`~geomkfac.networks.AbstractMLP`, a frame on *every* space — the input, the hidden
+``A_i`` and ``Z_i`` and the output space ``A_L`` — and the coordinate network read in those
+frames by the core (weights through the induced frames of ``Aff(A_{i−1}, Z_i)``, activations
+from :meth:`FrameChoice.activation`).  Checked against the closed form on arrays: the weights
+``W̄‡`` agree, and ``f‡(x‡) = Ω_L f(x) + γ_L`` (the output read in the changed output frame).
+And through the core maps (:class:`~geomkfac.networks.MLPSample`: ``AffineMap`` s and
+activation ``SmoothMap`` s built in κ): the output *point* is the reference network's output.
 
 Negative control: the D.2 weights with the *original* activations (forgetting D.3) compute
-a different function: the difference must be far above round-off.
+a different function, in the closed form and in the route through frames: the difference
+must be far above round-off.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from geomkfac.networks import AbstractMLP
 from geomkfac.reparam import (
     CoordinateMLP,
     LayerChange,
@@ -51,6 +63,29 @@ def _symbolic():
     return d
 
 
+def _frame_route(net, Ws, X, changes):
+    """The route through frames against the closed form; returns (discrepancy, control)."""
+    widths = net.widths
+    anet = AbstractMLP(list(widths), [a.name for a in net.activations], name="d2")
+    w = anet.weights_from(Ws)
+    kappa = anet.reference_frames().derive(changes)
+    closed = reparameterize(net, changes)                       # D.2/D.3 on arrays
+    cnet_k = anet.coordinates(w, kappa)                         # D.2/D.3 through the core frames
+    d_w = max(float(np.max(np.abs(np.asarray(a, float) - b))) for a, b in zip(cnet_k.Wbars, closed.Wbars))
+    X_t = changes[0].apply_activations(X)
+    L = len(widths) - 1
+    f_expected = changes[L].apply_activations(net.forward(X))   # Ω_L f(x) + γ_L, from the arrays
+    d_f = float(np.max(np.abs(cnet_k.forward(X_t) - f_expected)))
+    d_pt = 0.0
+    for x, fx in zip(X[:4], net.forward(X[:4])):                # the core maps, one example each
+        out = anet.sample(w, x, kappa).output
+        d_pt = max(d_pt, float(np.max(np.abs(out.coords(anet.A[L].reference_frame) - fx))),
+                   float(np.max(np.abs(out.coords(kappa.A[L]) - changes[L].apply_activations(fx)))))
+    forgot = CoordinateMLP(cnet_k.Wbars, anet.activations)      # frames' D.2 without D.3
+    neg = float(np.max(np.abs(forgot.forward(X_t) - f_expected)))
+    return max(d_w, d_f, d_pt), neg, (d_w, d_f, d_pt)
+
+
 def check(fast: bool = False) -> dict:
     d_sym = _symbolic()
     sym_zero = all(e == 0 for e in d_sym)
@@ -75,6 +110,13 @@ def check(fast: bool = False) -> dict:
             neg = float(np.max(np.abs(forgot.forward(X_t) - net.forward(X))))
             worst, neg_min = max(worst, d), min(neg_min, neg)
             rows[f"seed {seed}, {name}"] = f"|f‡ − f| {d:.1e}; without D.3 {neg:.1e}"
+        every = {0: random_affine(3, rng).on_A_only(), 1: random_affine(4, rng),
+                 2: random_affine(4, rng), 3: random_affine(2, rng)}     # output space too
+        d, neg, parts = _frame_route(net, Ws, X, every)
+        worst, neg_min = max(worst, d), min(neg_min, neg)
+        rows[f"seed {seed}, frames on every space (output too)"] = (
+            f"|W̄‡ frames − closed form| {parts[0]:.1e}, |f‡(x‡) − (Ω_L f + γ_L)| {parts[1]:.1e}, "
+            f"core maps' output point {parts[2]:.1e}; without D.3 {neg:.1e}")
     return {
         "holds": bool(sym_zero and worst <= NUM_TOL),
         "discrepancy": worst,

@@ -15,10 +15,25 @@ the core (``AffineMaps.evaluation_map``, ``pullback``, ``expectation``) from the
 pairs ``(a_n, G(z_n))``; it is nondegenerate although every single ``ψ_a* g`` has rank
 ``C`` only — and then ``g_ind`` is nondegenerate too (``is_nondegenerate()`` and full rank).
 
+The nondegeneracy half, on the core objects alone (:mod:`geomkfac.pipeline`: evaluation maps,
+:class:`~geomkfac.metrics.Pullback` s of a metric ``g_k`` given at each point ``a_k``,
+expectations, the factored tensor product), in three kinds of cases:
+
+* the hypothesis holds (random points, metrics ``g_k`` of rank 1 with null spaces that vary
+  from point to point, ``E_a[ψ_a* g]`` nondegenerate): ``g_ind`` is nondegenerate — the
+  implication, over several seeds;
+* the hypothesis fails: ``N ≤ n`` points (their ``ā`` span at most ``N < n + 1`` dimensions),
+  or metrics that share a null vector; then ``E_a[ψ_a* g]`` and ``g_ind`` are both degenerate,
+  with the ranks the factors predict;
+* the converse is false: two points with ``g₁ = diag(1, 0)`` and ``g₂ = diag(0, 1)`` —
+  ``E_a[ψ_a* g]`` has rank 2 of 4 (degenerate) while ``g_ind = E[ā āᵀ] ⊗ E[g]`` is
+  nondegenerate.
+
 Negative control: with a softmax output layer the output Fisher ``diag(p) − ppᵀ`` has rank
 ``C − 1``: ``E_a[ψ_a* g]`` is degenerate, and Theorem 3.4's check must report ``g_ind``
 degenerate: ``is_nondegenerate()`` False, rank ``(n_{L−1}+1)(C−1)``, and ``sharp`` raising
-``DegenerateMetricError``.
+``DegenerateMetricError``; and the false converse ("``g_ind`` nondegenerate ⇒ ``E_a[ψ_a* g]``
+nondegenerate") must be refuted by the counterexample above.
 """
 
 from __future__ import annotations
@@ -28,8 +43,10 @@ import sympy as sp
 from _pipeline import problem
 
 from geomkfac import kfac as K
+from geomkfac import pipeline
 from geomkfac.errors import DegenerateMetricError
-from geomkfac.metrics import KroneckerMetric, Metric, SecondMoment, expectation, pullback
+from geomkfac.maps import AffineMap, AffineMaps
+from geomkfac.metrics import KroneckerMetric, Metric, Pullback, SecondMoment, expectation
 from geomkfac.output_metrics import get_output_metric
 from geomkfac.spaces import AffineSpace, Covector, Point
 
@@ -63,17 +80,78 @@ def _symbolic():
 
 
 def _expected_pullback_on_Z(net, w, X, om):
-    """``E_a[ψ_a* g]`` on ``W_L`` from per-example ``(a_n, G(z_n))`` with the core."""
+    """``E_a[ψ_a* g]`` on ``W_L`` from the per-example points ``α_{L−1}`` and the metric
+    ``g(ζ_L) = φ_L* g_out`` on ``Z_L``, with the core's evaluation maps and pullbacks."""
     L = net.L
-    jac = K.network_jacobians(net, w, X)
-    G_out = get_output_metric(om).matrix(jac.outputs_ref)  # reference frames throughout
+    smp = K.samples(net, w, X)
     WL = net.weight_spaces[L]
-    a_prev = jac.abars[L - 1][:, :-1]
-    per = []
-    for a, G in zip(a_prev, G_out):  # the core's per-point objects (small N)
-        g = Metric(net.Z[L].reference_frame, G, check=False)
-        per.append(pullback(g, WL.evaluation_map(Point(net.A[L - 1].reference_frame, a))))
+    origin = Point(WL.reference_frame, np.zeros(WL.dim))
+    field = get_output_metric(om)
+    per = [Pullback(Pullback(field, s.rests[L], at=s.zetas[L]), WL.evaluation_map(s.alphas[L - 1]), at=origin)
+           for s in smp]
     return expectation(per), max(m.rank() for m in per)
+
+
+def _abstract_case(points, metrics):
+    """``(E_a[ψ_a* g], g_ind)`` for points ``a_k`` of A and metrics ``g_k`` on Z given there."""
+    A = points[0].space
+    Z = metrics[0].space
+    W = AffineMaps(A, Z)
+    origin = Point(W.reference_frame, np.zeros(W.dim))
+    E = pipeline.expected_pullback([W.evaluation_map(a) for a in points], [origin] * len(points), metrics)
+    ident = AffineMap.identity(Z.reference_frame)
+    zeta = Point(Z.reference_frame, np.zeros(Z.dim))
+    g_ind = pipeline.independence_metric(points, [ident] * len(points), [zeta] * len(points), metrics)
+    return E, g_ind
+
+
+def _rank1(rng, m):
+    v = rng.normal(size=m)
+    return np.outer(v, v)
+
+
+def _nondegeneracy_cases(seeds):
+    """The implication where the hypothesis holds, degenerate cases where it fails, and the
+    counterexample to the converse; returns a dict of booleans and a text per case."""
+    out = {"implication": True, "fails_degenerate": True, "rows": {}}
+    n, m = 2, 2
+    for seed in seeds:
+        rng = np.random.default_rng(100 + seed)
+        A, Z = AffineSpace(n, f"A{seed}"), AffineSpace(m, f"Z{seed}")
+        # hypothesis holds: 6 points, rank-1 metrics with varying null spaces
+        pts = [Point(A.reference_frame, rng.normal(size=n)) for _ in range(6)]
+        gs = [Metric(Z.reference_frame, _rank1(rng, m)) for _ in pts]
+        E, g = _abstract_case(pts, gs)
+        hyp = E.is_nondegenerate()
+        out["implication"] &= bool(hyp and g.is_nondegenerate() and g.rank() == g.space.dim)
+        out["rows"][f"seed {seed}, 6 points, rank-1 g_k"] = (
+            f"E[ψ*g] rank {E.rank()}/{E.space.dim}, g_ind rank {g.rank()}/{g.space.dim}")
+        # hypothesis fails: N ≤ n points
+        few = pts[:n]
+        E2, g2 = _abstract_case(few, [Metric(Z.reference_frame, np.eye(m))] * len(few))
+        expected = len(few) * m                                        # rank E[ā āᵀ] · rank E[g]
+        out["fails_degenerate"] &= bool(not E2.is_nondegenerate() and not g2.is_nondegenerate()
+                                        and g2.rank() == expected)
+        # hypothesis fails: every g_k shares the null vector u
+        u = rng.normal(size=m)
+        P = np.eye(m) - np.outer(u, u) / (u @ u)
+        gs3 = [Metric(Z.reference_frame, P @ _rank1(rng, m) @ P + P) for _ in pts]
+        E3, g3 = _abstract_case(pts, gs3)
+        out["fails_degenerate"] &= bool(not E3.is_nondegenerate() and not g3.is_nondegenerate()
+                                        and g3.rank() == (n + 1) * (m - 1))
+        out["rows"][f"seed {seed}, hypothesis fails"] = (
+            f"N = {len(few)} ≤ n: E[ψ*g] rank {E2.rank()}, g_ind rank {g2.rank()} (expected {expected}); "
+            f"common null vector: E[ψ*g] rank {E3.rank()}, g_ind rank {g3.rank()} "
+            f"(expected {(n + 1) * (m - 1)}) of {g3.space.dim}")
+    # the converse is false: A of dim 1, two points, g₁ = diag(1, 0), g₂ = diag(0, 1)
+    A, Z = AffineSpace(1, "A_conv"), AffineSpace(2, "Z_conv")
+    pts = [Point(A.reference_frame, [0.0]), Point(A.reference_frame, [1.0])]
+    gs = [Metric(Z.reference_frame, np.diag([1.0, 0.0])), Metric(Z.reference_frame, np.diag([0.0, 1.0]))]
+    E, g = _abstract_case(pts, gs)
+    out["converse_refuted"] = bool(g.is_nondegenerate() and not E.is_nondegenerate())
+    out["rows"]["converse"] = (f"g₁ = diag(1, 0), g₂ = diag(0, 1): E[ψ*g] rank {E.rank()}/{E.space.dim}, "
+                               f"g_ind rank {g.rank()}/{g.space.dim}")
+    return out
 
 
 def _seed(seed, N):
@@ -121,11 +199,15 @@ def check(fast: bool = False) -> dict:
             f"rank {c['E_rank']}, g_ind rank {c['ind_rank']} (expected "
             f"{r['expected_degenerate_rank']}), sharp raised {c['raised']}")
     deficiency = float(r["categorical"]["dim"] - r["categorical"]["ind_rank"])
+    nd = _nondegeneracy_cases(seeds)
+    ok &= nd["implication"] and nd["fails_degenerate"]
+    ctrl_ok &= nd["converse_refuted"]
     return {
         "holds": bool(ok),
         "discrepancy": float(max(0.0, -psd_min) + sym_max + asym + gram),
         "negative_control": ("softmax output: g_ind must be reported degenerate (rank (n+1)(C−1), "
-                             "sharp raises DegenerateMetricError)"),
+                             "sharp raises DegenerateMetricError); the converse (g_ind "
+                             "nondegenerate ⇒ E[ψ*g] nondegenerate) must be refuted"),
         "negative_discrepancy": deficiency,
         "negative_fails": bool(ctrl_ok),
         "details": {
@@ -136,6 +218,10 @@ def check(fast: bool = False) -> dict:
             "discrepancy column": "max(0, −λ_min) + asymmetry + nonzero symbolic entries",
             "negative discrepancy column": "rank deficiency of g_ind (softmax)",
             "per seed": per_seed,
+            "nondegeneracy: implication where the hypothesis holds": nd["implication"],
+            "nondegeneracy: degenerate where the hypothesis fails": nd["fails_degenerate"],
+            "converse refuted (g_ind nondegenerate, E[ψ*g] degenerate)": nd["converse_refuted"],
+            "nondegeneracy cases": nd["rows"],
         },
     }
 

@@ -52,7 +52,7 @@ from geomkfac.kfac import (
     loss_differential,
     loss_value,
     natural_gradient_update,
-    network_jacobians,
+    samples,
     to_arrays,
 )
 from geomkfac.metrics import KroneckerMetric, Metric, SecondMoment, additive_metric
@@ -189,19 +189,29 @@ def test_empirical_fisher_and_gradient_equal_abstract(sizes, act, loss, om):
 
 
 # ----------------------------------------------------------------------------- empirical factors
+def abstract_arrays(anet, w, X):
+    """Arrays read off the pipeline's per-example core objects (reference frames):
+    ``abars[i-1]`` (N, n_{i-1}+1) from the points ``α_{i-1}``, ``D[i]`` (N, n_L, n_i) the
+    Jacobians of the rest-of-network maps ``ϕ^i`` at ``ζ_i``, and the outputs (N, n_L)."""
+    smp = samples(anet, w, X)
+    abars = [np.stack([np.append(s.alphas[i - 1].coords(), 1.0) for s in smp]) for i in range(1, anet.L + 1)]
+    D = [None] + [np.stack([s.rests[i].jacobian(s.zetas[i]) for s in smp]) for i in range(1, anet.L + 1)]
+    return abars, D, np.stack([s.output.coords() for s in smp])
+
+
 def empirical_kfac_metric(anet, w, X, Y, om):
     """The K-FAC metric with data targets, built from public core objects: per layer
     ``SecondMoment(E[ā āᵀ]) ⊗ Metric(E[Dz Dzᵀ])`` with ``Dz_n = D_{i,n}ᵀ ∇_z ℓ(z_n, y_n)``
     from the abstract Jacobians (the pipeline has no empirical K-FAC accessor)."""
     om = get_output_metric(om)
-    jac = network_jacobians(anet, w, X)
+    abars, D, out = abstract_arrays(anet, w, X)
     N = X.shape[0]
-    gz = om.loss().grad(jac.outputs_ref, Y)  # (N, C), reference output frame
+    gz = om.loss().grad(out, Y)  # (N, C), reference output frame
     frames = anet.reference_frames()
     blocks = []
     for i in range(1, anet.L + 1):
-        ab = jac.abars[i - 1]
-        Dz = np.einsum("nlk,nl->nk", jac.D[i], gz)
+        ab = abars[i - 1]
+        Dz = np.einsum("nlk,nl->nk", D[i], gz)
         blocks.append(
             KroneckerMetric(
                 SecondMoment(frames.A[i - 1], ab.T @ ab / N, check=False),
@@ -248,9 +258,8 @@ def _mc_moments(anet, w, X, loss, layer):
     ``Dz = D_nᵀ ∇_z ℓ(z_n, y)``, ``y ~ p(y | z_n)``: enumeration of the outcomes for the
     categorical (C outcomes) and Bernoulli (2^C outcomes) models, Isserlis' theorem for the
     Gaussian (``Var[u_j u_k] = Σ_jj Σ_kk + Σ_jk²``, ``Σ = D_nᵀ D_n``)."""
-    jac = network_jacobians(anet, w, X)
-    D = jac.D[layer]  # (N, C, n_i)
-    z = jac.outputs_ref
+    _, D_all, z = abstract_arrays(anet, w, X)
+    D = D_all[layer]  # (N, C, n_i)
     N, C = z.shape
     if loss == "mse":
         S = np.einsum("nlj,nlk->njk", D, D)

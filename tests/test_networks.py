@@ -158,7 +158,7 @@ def test_frame_choice_errors():
 
 @pytest.mark.parametrize(
     "name",
-    ["geomkfac.activations_sym", "geomkfac.output_metrics", "geomkfac.reparam", "geomkfac.networks", "geomkfac.kfac"],
+    ["geomkfac.activations_sym", "geomkfac.output_metrics", "geomkfac.reparam", "geomkfac.networks.mlp", "geomkfac.kfac"],
 )
 def test_doctests_of_the_theory_layer(name):
     import doctest

@@ -1,4 +1,5 @@
-"""The NumPy training backend: MLPs, losses, curvature (K-FAC factors, GGN, empirical
+"""The NumPy training backend: MLPs and layer stacks (dense, convolutional, pooling,
+recurrent: :mod:`geomkfac.nn.layers`), losses, curvature (K-FAC factors, GGN, empirical
 Fisher), optimizers and the training loop.
 
 Arrays are batch-major (``X`` is ``(N, d_in)``), float64 or float32 (the model's dtype), and
@@ -29,12 +30,30 @@ from geomkfac.nn.curvature import (
 )
 from geomkfac.nn.losses import get_loss
 from geomkfac.nn.model import MLP, Dense, reparameterize
+from geomkfac.nn.layers import (
+    RNN,
+    AvgPool2d,
+    Conv2d,
+    Flatten,
+    LastStep,
+    MaxPool2d,
+    Sequential,
+)
+from geomkfac.nn.curvature import KroneckerBlock
 from geomkfac.nn.bridge import to_coordinate_mlp, to_mlp
 from geomkfac.nn.optim import get_optimizer
 
 __all__ = [
     "MLP",
     "Dense",
+    "Conv2d",
+    "AvgPool2d",
+    "MaxPool2d",
+    "Flatten",
+    "LastStep",
+    "RNN",
+    "Sequential",
+    "KroneckerBlock",
     "ConjugatedActivation",
     "get_activation",
     "get_loss",

@@ -12,6 +12,18 @@ Examples (shell)::
     geomkfac train --idx-images train-images-idx3-ubyte.gz --idx-labels train-labels-idx1-ubyte.gz \\
         --task classification --arch 784-300-10 --optimizer adam --lr 1e-3
 
+Convolutional and recurrent networks (see :mod:`geomkfac.nn.architectures` for the layer
+strings)::
+
+    geomkfac train --model cnn --task classification --optimizer kfac,sgd --steps 200
+    geomkfac train --arch conv8k3p1-max2-conv16k3p1-avg2-dense10 --act relu --task classification
+    geomkfac train --model rnn --task classification          # digits row by row, 8 steps
+    geomkfac train --model rnn --task sequence                # predict the next row
+    geomkfac train --model rnn --data seqs.npz --task classification   # X (N, T, d), Y (N,)
+
+``--model cnn`` views the digits (and IDX images) as ``1×s×s`` images, ``--model rnn`` as ``s``
+steps of ``s`` pixels; an ``.npz`` given with ``--data`` is used with its own shape.
+
 ``--arch`` lists the FULL layer sizes, input width first and output width last
 (``64-128-64-32-64-128-64`` is the digits autoencoder: 64 pixels in, 64 out). Both ends are
 checked against the data: the input width must equal the data's, the output width must equal
@@ -48,6 +60,11 @@ data; without --arch they come from the data."""
 
 _EPILOG = """\
 examples:
+  geomkfac train --model cnn --task classification --optimizer kfac,sgd --act relu \
+      --lr kfac=0.3,sgd=0.1 --momentum sgd=0.9 --damping 0.01 --steps 300
+  geomkfac train --arch conv8k3p1-max2-conv16k3p1-avg2-dense10 --task classification
+  geomkfac train --model rnn --task sequence --optimizer kfac,adam --steps 300
+  geomkfac train --model rnn --data seqs.npz --task classification
   geomkfac train --arch 64-128-64-32-64-128-64 --act tanh --optimizer kfac,sgd,adam \\
       --lr kfac=1,sgd=0.02,adam=1e-3 --momentum sgd=0.9 --damping 0.1 \\
       --opt-arg kfac:kl_clip=0.01 --steps 500 --out runs/ae
@@ -58,7 +75,8 @@ examples:
 
 exit status: 0 all runs completed, 1 a run stopped on NaN/inf, 2 bad input."""
 
-_DEFAULT_LOSS = {"autoencoder": "bernoulli", "classification": "softmax_ce"}
+_DEFAULT_LOSS = {"autoencoder": "bernoulli", "classification": "softmax_ce",
+                 "sequence": "bernoulli"}
 _AUTOENCODER_HIDDEN = (128, 64, 32, 64, 128)
 _CLASSIFIER_HIDDEN = (128,)
 
@@ -73,15 +91,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("network and task")
-    g.add_argument("--arch", metavar="SIZES",
-                   help="FULL layer sizes, input first and output last, e.g. 64-128-64-32-64-128-64 "
+    g.add_argument("--arch", metavar="SIZES|LAYERS",
+                   help="MLP: FULL layer sizes, input first and output last, e.g. 64-128-64-32-64-128-64 "
                         "(default: from the data: d-128-64-32-64-128-d for the autoencoder, "
-                        "d-128-C for classification)")
+                        "d-128-C for classification). CNN/RNN: a layer string, layers joined by '-': "
+                        "conv{OUT}k{K}[p{P}][s{S}], max{K}, avg{K}, flatten, rnn{H}, last, dense{OUT}, "
+                        "e.g. conv16k3p1-max2-conv32k3p1-avg2-dense10 or rnn64-last-dense10 "
+                        "(defaults: those two; rnn64-dense{C} for --task sequence)")
+    g.add_argument("--model", choices=("mlp", "cnn", "rnn"),
+                   help="network kind (default: mlp, or what a layer string in --arch says); cnn "
+                        "views the data as 1xSxS images, rnn as S steps of S pixels")
     g.add_argument("--act", default="tanh",
                    help="hidden activation (identity, sigmoid, tanh, relu, softplus); the output "
                         "layer is linear. A comma list gives one per layer. Default: tanh")
-    g.add_argument("--task", choices=("autoencoder", "classification"), default="autoencoder",
-                   help="autoencoder (targets = inputs) or classification (integer labels)")
+    g.add_argument("--task", choices=("autoencoder", "classification", "sequence"),
+                   default="autoencoder",
+                   help="autoencoder (targets = inputs), classification (integer labels; per "
+                        "step for an RNN without 'last' and labels (N, T)) or sequence (RNN: float "
+                        "targets at every step; on the digits: predict the next row)")
     g.add_argument("--loss", help="bernoulli or mse for the autoencoder (default bernoulli), "
                                   "softmax_ce for classification (the default there)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float64")
@@ -276,6 +303,60 @@ def _sizes_for(args, data) -> list[int]:
     return sizes
 
 
+def _model_kind(args) -> str:
+    from geomkfac.nn.architectures import is_layer_string, parse_architecture
+
+    if args.arch is not None and is_layer_string(args.arch):
+        spec = parse_architecture(args.arch)
+        inferred = "rnn" if any(k == "rnn" for k, _ in spec) else "cnn"
+        if args.model not in (None, inferred):
+            raise ConfigurationError(f"--model {args.model} does not match --arch {args.arch}")
+        return inferred
+    if args.model in ("cnn", "rnn") and args.arch is not None:
+        raise ConfigurationError(
+            f"--model {args.model} needs a layer string in --arch (e.g. "
+            f"{'conv16k3p1-max2-dense10' if args.model == 'cnn' else 'rnn64-last-dense10'}), "
+            f"got MLP sizes {args.arch}"
+        )
+    return args.model or "mlp"
+
+
+def _shaped_model(args, kind, acts, dtype):
+    """Data viewed as images / sequences and the Sequential model for ``--model cnn|rnn``."""
+    from geomkfac.nn import data as D
+    from geomkfac.nn import shaped
+    from geomkfac.nn.architectures import build_model, default_architecture
+
+    if args.task == "sequence" and kind != "rnn":
+        raise ConfigurationError("--task sequence needs a recurrent model (--model rnn)")
+    if args.data and args.idx_images:
+        raise ConfigurationError("give either --data or --idx-images, not both")
+    if args.data:
+        data = shaped.load_shaped_npz(args.data, args.task, dtype)
+    else:
+        flat_task = "classification" if args.task == "sequence" else args.task
+        data = _load_data(args, dtype) if args.idx_images else D.load_digits(flat_task, dtype)
+        if args.task == "sequence":
+            data = shaped.next_row_task(data)
+        else:
+            data = (shaped.as_images if kind == "cnn" else shaped.as_sequences)(data)
+    if data.task == "autoencoder" and kind == "rnn":
+        raise ConfigurationError("an RNN autoencoder is not supported; use --task sequence")
+    if data.task == "classification":
+        C = int(data.num_classes)
+    else:
+        C = int(np.prod(data.Y.shape[2:] if data.task == "sequence" else data.Y.shape[1:]))
+    seq_out = data.task == "sequence" or (data.task == "classification" and data.Y.ndim == 2)
+    arch = args.arch or default_architecture(kind, C, sequence_output=seq_out)
+    model = build_model(arch, data.X.shape[1:], acts, seed=args.seed, dtype=dtype)
+    out = model.output_shape(data.X.shape[1:])
+    if data.task == "classification":
+        data.check_output_dim(out[-1])
+    elif data.task == "autoencoder" and out != data.Y.shape[1:]:
+        raise DataError(f"--arch {arch}: outputs {out} but the targets are {data.Y.shape[1:]}")
+    return data, model, arch
+
+
 def _hyper_for(names, args, probe):
     """Per-optimizer keyword arguments from --lr/--momentum/--damping/--opt-arg."""
     hyper = {n: {} for n in names}
@@ -333,7 +414,7 @@ def run(args) -> int:
     """Execute ``geomkfac train`` for parsed ``args``; returns the exit code (0 when every
     optimizer completed, 1 when one stopped on a non-finite value)."""
     from geomkfac.nn.activations import get_activation
-    from geomkfac.nn.losses import get_loss
+    from geomkfac.nn.losses import get_loss, loss_for_model
     from geomkfac.nn.model import MLP
     from geomkfac.nn.optim import get_optimizer
     from geomkfac.nn.plots import plot_loss_curves
@@ -364,14 +445,22 @@ def run(args) -> int:
     for a in ([acts] if isinstance(acts, str) else acts):
         get_activation(a)  # unknown names -> ConfigurationError listing the known ones
 
-    data = _load_data(args, dtype)
-    sizes = _sizes_for(args, data)
-    if isinstance(acts, list) and len(acts) != len(sizes) - 1:
-        raise ConfigurationError(
-            f"--act lists {len(acts)} activations but --arch has {len(sizes) - 1} layers"
-        )
-    loss.check_targets(data.Y, sizes[-1])
-    init = MLP(sizes, acts, seed=args.seed, dtype=dtype)
+    kind = _model_kind(args)
+    if kind == "mlp":
+        if args.task == "sequence":
+            raise ConfigurationError("--task sequence needs a recurrent model (--model rnn)")
+        data = _load_data(args, dtype)
+        sizes = _sizes_for(args, data)
+        if isinstance(acts, list) and len(acts) != len(sizes) - 1:
+            raise ConfigurationError(
+                f"--act lists {len(acts)} activations but --arch has {len(sizes) - 1} layers"
+            )
+        loss.check_targets(data.Y, sizes[-1])
+        init = MLP(sizes, acts, seed=args.seed, dtype=dtype)
+    else:
+        data, init, sizes = _shaped_model(args, kind, acts, dtype)
+        loss = loss_for_model(init, loss)
+        loss.check_targets(data.Y, init.output_shape(data.X.shape[1:])[-1], data.X.shape[0])
 
     def probe(name):
         return _accepted_keys(get_optimizer(name, init.copy(), loss))
@@ -405,8 +494,8 @@ def run(args) -> int:
             print(f"geomkfac train: {res.message}", file=sys.stderr)
     plot = os.path.join(out, "loss.png")
     if any(histories.values()):
-        plot_loss_curves(histories, plot, title=f"{data.name} {args.task} "
-                                                f"{'-'.join(map(str, sizes))}")
+        arch = sizes if isinstance(sizes, str) else "-".join(map(str, sizes))
+        plot_loss_curves(histories, plot, title=f"{data.name} {args.task} {arch}")
     print(_summary_table(results))
     print(f"metrics, checkpoints and loss.png in {out}")
     return 0 if all(r.ok for r in results) else 1

@@ -1,6 +1,15 @@
-"""Gradients and curvature of an :class:`~geomkfac.nn.model.MLP`: the loss gradient, the
-K-FAC factors (Eqn. 2.7), and dense GGN / empirical Fisher / per-example gradients /
-Jacobians for small nets.
+"""Gradients and curvature of a model (an :class:`~geomkfac.nn.model.MLP` or a
+:class:`~geomkfac.nn.layers.Sequential` of dense, convolutional, pooling and recurrent
+layers): the loss gradient, the K-FAC factors (Eqns. 2.7, 4.4, 4.7), and dense GGN /
+empirical Fisher / per-example gradients / Jacobians for small nets.
+
+Only the parameter blocks are seen, never the layer kinds: per parametrized layer the rows
+``ā`` (``N·T`` of them, example-major), the backpropagated ``Dz`` rows and the scale ``T``
+(locations of a convolution, steps of a recurrent layer, 1 for a dense layer on vectors).
+Then ``A = (1/(N T)) Σ_{n,t} ā āᵀ``, ``G = (1/(N T)) Σ_{n,t} Dz Dzᵀ`` and the K-FAC block
+is ``T · A ⊗ G`` (:class:`KroneckerBlock`). For sequence outputs ``(N, T, C)`` the loss is
+summed over steps (:class:`~geomkfac.nn.losses.StepwiseLoss`). The MLP case below is
+``T = 1``.
 
 Conventions (paper-notes §1): θ = ``[vec(W̄_1); …; vec(W̄_L)]`` with column-stacking
 ``vec``; the objective is the mean of the per-example loss; ``Dz`` is the per-example
@@ -36,11 +45,12 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
-from geomkfac.nn.losses import get_loss
+from geomkfac.nn.losses import get_loss, loss_for_model
 from geomkfac.nn.model import MLP, Cache
 
 __all__ = [
     "FISHER_TYPES",
+    "KroneckerBlock",
     "loss_and_grad",
     "layer_grads",
     "flatten_layer_grads",
@@ -74,6 +84,33 @@ _FISHER_ALIASES = {
 _CHUNK_ELEMENTS = 1 << 24
 
 
+class KroneckerBlock(tuple):
+    """The K-FAC block of one parametrized layer, ``T · kron(A, G)`` (Eqns. 2.7, 4.4, 4.7).
+
+    A pair ``(A, G)`` (so ``for A, G in factors`` unpacks it) with the layer's scale ``T``
+    (number of locations / steps; 1 for a dense layer on vectors) as the attribute ``.T``.
+    ``A = (1/(N T)) Σ_{n,t} ā āᵀ`` and ``G = (1/(N T)) Σ_{n,t} Dz Dzᵀ``.
+
+    >>> import numpy as np
+    >>> blk = KroneckerBlock(np.eye(2), np.ones((1, 1)), T=4)
+    >>> A, G = blk
+    >>> blk.T, A.shape
+    (4, (2, 2))
+    """
+
+    def __new__(cls, A, G, T=1):
+        self = super().__new__(cls, (A, G))
+        self.T = int(T)
+        return self
+
+    def __getnewargs__(self):
+        return (self[0], self[1], self.T)
+
+
+def _scale(block) -> int:
+    return getattr(block, "T", 1)
+
+
 def _fisher_type(fisher: str) -> str:
     key = str(fisher).strip().lower()
     if key not in _FISHER_ALIASES:
@@ -92,10 +129,10 @@ def _forward(model: MLP, X):
 
 
 def _prepare(model: MLP, X, Y, loss, need_targets=True):
-    loss = get_loss(loss)
+    loss = loss_for_model(model, loss)
     f, cache = _forward(model, X)
     if need_targets:
-        Y = loss.check_targets(Y, f.shape[1], f.shape[0])
+        Y = loss.check_targets(Y, f.shape[-1], f.shape[0])
     return loss, f, cache, Y
 
 
@@ -144,9 +181,10 @@ def loss_and_grad(model: MLP, X, Y, loss):
 
 
 def activation_factors(cache: Cache) -> list:
-    """``A_i = (1/N) Σ ā āᵀ`` for every layer (Eqn. 2.7, first factor)."""
+    """``A_i = (1/(N T_i)) Σ_{n,t} ā āᵀ`` for every layer (Eqn. 2.7 / 4.4 / 4.7, first
+    factor)."""
     N = cache.N
-    return [(abar.T @ abar) / N for abar in cache.abar]
+    return [(abar.T @ abar) / (N * T) for abar, T in zip(cache.abar, cache.T)]
 
 
 def _chunks(K: int, N: int, width: int):
@@ -159,8 +197,8 @@ def _gram_of_backprop(model: MLP, cache: Cache, directions, K: int) -> list:
     """``Σ_{k,n} Dz_{k,n} Dz_{k,n}ᵀ`` per layer, the ``Dz`` backpropagated from output
     directions given by ``directions(k0, k1) -> (k1-k0, N, C)``; processed in chunks."""
     N = cache.N
-    width = max(model.sizes[1:])
-    acc = [np.zeros((l.out_dim, l.out_dim), dtype=model.dtype) for l in model.layers]
+    width = cache.width
+    acc = [np.zeros((l.out_dim, l.out_dim), dtype=model.dtype) for l in model.param_layers]
     for k0, k1 in _chunks(K, N, width):
         Dz = model.backward(cache, directions(k0, k1))
         for i, D in enumerate(Dz):
@@ -197,14 +235,14 @@ def kfac_factors_from_cache(
     mc_samples : int
         Number of sampled targets per example for ``"mc"`` (G is their average).
     """
-    loss = get_loss(loss)
+    loss = loss_for_model(model, loss)
     fisher = _fisher_type(fisher)
     N = cache.N
     A = activation_factors(cache)
     if fisher == "exact":
         K = loss.fisher_rank_bound(f)
         sums = _gram_of_backprop(model, cache, lambda k0, k1: loss.fisher_sqrt_columns(f, k0, k1), K)
-        G = [S / N for S in sums]
+        G = [S / (N * T) for S, T in zip(sums, cache.T)]
     elif fisher == "mc":
         mc_samples = int(mc_samples)
         if mc_samples < 1:
@@ -214,12 +252,12 @@ def kfac_factors_from_cache(
         # one draw per sample; the backward passes of all draws are stacked
         grads = np.stack([loss.grad(f, loss.sample(f, rng)) for _ in range(mc_samples)])
         sums = _gram_of_backprop(model, cache, lambda k0, k1: grads[k0:k1], mc_samples)
-        G = [S / (N * mc_samples) for S in sums]
+        G = [S / (N * T * mc_samples) for S, T in zip(sums, cache.T)]
     else:
-        Y = loss.check_targets(Y, f.shape[1], N)
+        Y = loss.check_targets(Y, f.shape[-1], N)
         Dz = model.backward(cache, loss.grad(f, Y))
-        G = [(D.T @ D) / N for D in Dz]
-    return list(zip(A, G))
+        G = [(D.T @ D) / (N * T) for D, T in zip(Dz, cache.T)]
+    return [KroneckerBlock(a, g, T) for a, g, T in zip(A, G, cache.T)]
 
 
 def kfac_factors(model: MLP, X, Y, loss, fisher: str = "exact", mc_samples: int = 1, seed=0) -> list:
@@ -251,7 +289,7 @@ def kfac_factors(model: MLP, X, Y, loss, fisher: str = "exact", mc_samples: int 
     >>> bool(np.allclose(np.kron(A, G), ggn(net, X, None, "mse")))
     True
     """
-    loss = get_loss(loss)
+    loss = loss_for_model(model, loss)
     fisher = _fisher_type(fisher)
     f, cache = _forward(model, X)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -261,9 +299,12 @@ def kfac_factors(model: MLP, X, Y, loss, fisher: str = "exact", mc_samples: int 
 def _per_example_from_Dz(cache: Cache, Dz_list) -> np.ndarray:
     """Per-example gradients ``ā ⊗ Dz`` in θ order: ``(..., N, P)`` from ``Dz`` ``(..., N, out)``."""
     blocks = []
-    for D, abar in zip(Dz_list, cache.abar):
-        # vec(Dz āᵀ) index = col * out + row, col over ā, row over Dz
-        B = np.einsum("ni,...no->...nio", abar, D)
+    N = cache.N
+    for D, abar, T in zip(Dz_list, cache.abar, cache.T):
+        # vec(Σ_t Dz_t ā_tᵀ) index = col * out + row, col over ā, row over Dz
+        a3 = abar.reshape(N, T, abar.shape[-1])
+        D3 = D.reshape(D.shape[:-2] + (N, T, D.shape[-1]))
+        B = np.einsum("nti,...nto->...nio", a3, D3)
         blocks.append(B.reshape(B.shape[:-2] + (-1,)))
     return np.concatenate(blocks, axis=-1)
 
@@ -287,9 +328,9 @@ def empirical_fisher(model: MLP, X, Y, loss) -> np.ndarray:
 def jacobian(model: MLP, X) -> np.ndarray:
     """Per-example Jacobians ``J_n = ∂f_n/∂θ``: shape ``(N, C, P)``; small nets only."""
     f, cache = model.forward_cache(X)
-    N, C = f.shape
+    N, C = f.shape[0], int(np.prod(f.shape[1:]))
     E = np.broadcast_to(np.eye(C, dtype=model.dtype)[:, None, :], (C, N, C))
-    Dz = model.backward(cache, E)
+    Dz = model.backward(cache, E.reshape((C,) + f.shape))
     J = _per_example_from_Dz(cache, Dz)  # (C, N, P)
     return np.ascontiguousarray(np.swapaxes(J, 0, 1))
 
@@ -302,7 +343,7 @@ def ggn(model: MLP, X, Y, loss) -> np.ndarray:
     Fisher (Example 3.3). Computed as ``(1/N) Σ_{n,k} (J_nᵀ s_k)(J_nᵀ s_k)ᵀ`` with the
     columns ``s_k`` of the output Fisher's square root; small nets only.
     """
-    loss = get_loss(loss)
+    loss = loss_for_model(model, loss)
     f, cache = _forward(model, X)
     N = f.shape[0]
     K = loss.fisher_rank_bound(f)
@@ -313,11 +354,12 @@ def ggn(model: MLP, X, Y, loss) -> np.ndarray:
 
 
 def kfac_matrix(factors) -> np.ndarray:
-    """The dense K-FAC matrix: block diagonal of ``kron(A_i, G_i)`` (Eqn. 2.8), θ order.
+    """The dense K-FAC matrix: block diagonal of ``T_i · kron(A_i, G_i)`` (Eqns. 2.8, 4.4,
+    4.7; ``T_i`` from :class:`KroneckerBlock`, 1 for plain pairs), θ order.
 
     For tests on small nets only; the training path never forms Kronecker products.
     """
-    blocks = [np.kron(A, G) for A, G in factors]
+    blocks = [_scale(b) * np.kron(b[0], b[1]) for b in factors]
     P = sum(b.shape[0] for b in blocks)
     dtype = np.result_type(*blocks)
     M = np.zeros((P, P), dtype=dtype)
@@ -339,6 +381,10 @@ def kfac_solve(factors, grad, damping: float = 0.0, factored: bool = False) -> n
       ``vec(Q_G [(Q_Gᵀ V Q_A) / (β αᵀ + λ)] Q_Aᵀ)``;
     - ``factored=True``: ``((A + √λ I) ⊗ (G + √λ I))⁻¹ vec(V) = vec((G + √λ I)⁻¹ V (A + √λ I)⁻¹)``
       (Tikhonov damping split evenly between the factors, no π correction).
+
+    For a layer with ``T`` locations / steps (a :class:`KroneckerBlock`) the block is
+    ``T · A ⊗ G`` and ``A`` stands for ``T · A`` above: the scale is carried by the ``A``
+    side (``((T A + √λ I) ⊗ (G + √λ I))⁻¹`` when factored, as in the oracle README).
 
     With ``damping=0`` both are the undamped K-FAC natural gradient ``vec(G⁻¹ V A⁻¹)``.
 
@@ -362,7 +408,9 @@ def kfac_solve(factors, grad, damping: float = 0.0, factored: bool = False) -> n
             f"the factors cover {P} parameters but grad has shape {grad.shape}; pass a flat "
             "vector in θ order (e.g. the gradient from loss_and_grad)"
         )
-    for A, G in factors:
+    for block in factors:
+        A, G = block
+        A = _scale(block) * A  # the scale T goes with A (oracle README: natgrad_factored)
         n_in, n_out = A.shape[0], G.shape[0]
         V = grad[o : o + n_in * n_out].reshape(n_out, n_in, order="F")
         o += n_in * n_out

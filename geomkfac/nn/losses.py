@@ -33,7 +33,8 @@ import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
 
-__all__ = ["Loss", "SoftmaxCrossEntropy", "SquaredError", "Bernoulli", "LOSSES", "get_loss"]
+__all__ = ["Loss", "SoftmaxCrossEntropy", "SquaredError", "Bernoulli", "StepwiseLoss", "LOSSES",
+           "get_loss", "loss_for_model"]
 
 
 def _as_output(f) -> np.ndarray:
@@ -328,3 +329,105 @@ def get_loss(name) -> Loss:
     if key not in LOSSES:
         raise ConfigurationError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
     return LOSSES[key]()
+
+
+class StepwiseLoss(Loss):
+    """A loss on sequence outputs ``f`` of shape ``(N, T, C)``: the per-example loss is the
+    sum over steps, ``ℓ_n = Σ_t ℓ(f_{n,t}, y_{n,t})`` (the additive output metric over steps,
+    Appendix B.2 / G), and the objective its mean over examples.
+
+    Targets are ``(N, T)`` labels or ``(N, T, C)`` floats. The output Fisher of an example is
+    block diagonal over steps, so its square root has ``T·K`` columns, column ``t·K + k``
+    holding the base loss's column ``k`` at step ``t`` and zeros elsewhere.
+
+    >>> import numpy as np
+    >>> loss = StepwiseLoss(get_loss("ce"))
+    >>> f = np.zeros((2, 3, 4)); Y = np.zeros((2, 3), dtype=int)
+    >>> bool(np.isclose(loss.value(f, Y), 3 * np.log(4)))
+    True
+    >>> loss.fisher_sqrt_columns(f, 0, loss.fisher_rank_bound(f)).shape
+    (12, 2, 3, 4)
+    """
+
+    def __init__(self, base):
+        self.base = get_loss(base)
+        self.name = self.base.name
+
+    def __repr__(self):
+        return f"StepwiseLoss({self.base!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, StepwiseLoss) and self.base == other.base
+
+    def __hash__(self):
+        return hash((StepwiseLoss, self.base))
+
+    @staticmethod
+    def _f(f):
+        f = np.asarray(f)
+        if f.ndim != 3:
+            raise DimensionError(f"sequence outputs must be (N, T, C), got shape {f.shape}")
+        return f
+
+    def check_targets(self, Y, C, N=None):
+        Y = np.asarray(Y)
+        labels = isinstance(self.base, SoftmaxCrossEntropy)
+        want = 2 if labels else 3
+        if Y.ndim != want or (not labels and Y.shape[-1] != C):
+            form = "(N, T) integer labels" if labels else f"(N, T, {C}) floats"
+            raise DataError(f"{self.name} targets of a sequence model must be {form}, got shape {Y.shape}")
+        if N is not None and Y.shape[0] != N:
+            raise DataError(f"got {Y.shape[0]} target sequences for {N} examples")
+        rows = Y.reshape((-1,) + Y.shape[2:])
+        return self.base.check_targets(rows, C).reshape(Y.shape)
+
+    def _rows(self, f, Y):
+        f = self._f(f)
+        Y = self.check_targets(Y, f.shape[2], f.shape[0])
+        if Y.shape[1] != f.shape[1]:
+            raise DataError(f"targets have {Y.shape[1]} steps but the outputs have {f.shape[1]}")
+        return f, f.reshape(-1, f.shape[2]), Y.reshape((-1,) + Y.shape[2:])
+
+    def per_example(self, f, Y):
+        f, fr, Yr = self._rows(f, Y)
+        return self.base.per_example(fr, Yr).reshape(f.shape[:2]).sum(axis=1)
+
+    def grad(self, f, Y):
+        f, fr, Yr = self._rows(f, Y)
+        return self.base.grad(fr, Yr).reshape(f.shape)
+
+    def fisher_rank_bound(self, f):
+        f = self._f(f)
+        return f.shape[1] * self.base.fisher_rank_bound(f[:, 0])
+
+    def fisher_sqrt_columns(self, f, k0, k1):
+        f = self._f(f)
+        N, T, C = f.shape
+        K = self.base.fisher_rank_bound(f[:, 0])
+        S = self.base.fisher_sqrt_columns(f.reshape(-1, C), 0, K).reshape(K, N, T, C)
+        js = np.arange(k0, k1)
+        ts, ks = js // K, js % K
+        out = np.zeros((len(js), N, T, C), dtype=S.dtype)
+        out[np.arange(len(js)), :, ts, :] = S[ks, :, ts, :]
+        return out
+
+    def fisher_sqrt(self, f):
+        raise NotImplementedError("use fisher_sqrt_columns for sequence outputs")
+
+    def output_fisher(self, f):
+        raise NotImplementedError("the output Fisher of a sequence loss is block diagonal over "
+                                  "steps; use fisher_sqrt_columns")
+
+    def sample(self, f, rng):
+        f = self._f(f)
+        y = self.base.sample(f.reshape(-1, f.shape[2]), rng)
+        return y.reshape(f.shape[:2] + y.shape[1:])
+
+
+def loss_for_model(model, loss) -> Loss:
+    """``get_loss(loss)``, wrapped in :class:`StepwiseLoss` when the model's output has a step
+    axis (``model.sequence_output``)."""
+    loss = get_loss(loss)
+    if getattr(model, "sequence_output", False) and not isinstance(loss, StepwiseLoss):
+        return StepwiseLoss(loss)
+    return loss

@@ -24,78 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geomkfac.errors import ConfigurationError, DimensionError
+from geomkfac.errors import ConfigurationError, DataError, DimensionError
 from geomkfac.nn.activations import Activation, ConjugatedActivation, get_activation
+from geomkfac.nn.layers.dense import Dense
 from geomkfac.reparam import LayerChange, transform_weights
 
 __all__ = ["Dense", "MLP", "Cache", "INITS", "reparameterize", "check_inputs"]
 
 #: weight initializations understood by :class:`MLP`
 INITS = ("glorot", "he", "lecun", "sparse", "zeros")
-
-
-class Dense:
-    """One affine layer followed by an activation: ``a = φ(W a_prev + b)``.
-
-    Parameters
-    ----------
-    W : array_like, shape (out, in)
-    b : array_like, shape (out,)
-    activation : str or Activation
-
-    The arrays are owned by the layer (copied on construction) and updated in place by
-    optimizers through :meth:`MLP.set_flat` / :meth:`MLP.set_Wbars`.
-
-    >>> import numpy as np
-    >>> layer = Dense(np.eye(2), np.array([1.0, 2.0]), "relu")
-    >>> layer.Wbar
-    array([[1., 0., 1.],
-           [0., 1., 2.]])
-    """
-
-    def __init__(self, W, b, activation="identity"):
-        W = np.array(W, copy=True)
-        if not np.issubdtype(W.dtype, np.floating):
-            W = W.astype(np.float64)
-        if W.ndim != 2:
-            raise DimensionError(f"a Dense layer's W must be 2-D (out, in), got shape {W.shape}")
-        b = np.array(b, dtype=W.dtype, copy=True)
-        if b.shape != (W.shape[0],):
-            raise DimensionError(
-                f"a Dense layer's b must have shape ({W.shape[0]},) to match W {W.shape}, got {b.shape}"
-            )
-        self.W = W
-        self.b = b
-        self.activation = get_activation(activation)
-        width = getattr(self.activation, "width", None)
-        if width is not None and width != W.shape[0]:
-            raise DimensionError(
-                f"activation {self.activation.name} has width {width} but the layer has "
-                f"{W.shape[0]} outputs"
-            )
-
-    @property
-    def in_dim(self) -> int:
-        return self.W.shape[1]
-
-    @property
-    def out_dim(self) -> int:
-        return self.W.shape[0]
-
-    @property
-    def Wbar(self) -> np.ndarray:
-        """The homogeneous weights ``W̄ = [W b]``, shape ``(out, in+1)`` (a new array)."""
-        return np.concatenate([self.W, self.b[:, None]], axis=1)
-
-    @property
-    def num_params(self) -> int:
-        return self.W.size + self.b.size
-
-    def copy(self) -> "Dense":
-        return Dense(self.W, self.b, self.activation)
-
-    def __repr__(self) -> str:
-        return f"Dense({self.in_dim}->{self.out_dim}, {self.activation.name})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +57,21 @@ class Cache:
     def N(self) -> int:
         """Number of examples in the batch."""
         return self.abar[0].shape[0]
+
+    @property
+    def T(self) -> list:
+        """The scale of every layer's statistics: 1 (one row of ``ā`` per example)."""
+        return [1] * len(self.abar)
+
+    @property
+    def temporal(self) -> list:
+        """No layer of an MLP acts over time steps."""
+        return [False] * len(self.abar)
+
+    @property
+    def width(self) -> int:
+        """The largest width of a layer (bounds stacked backward passes)."""
+        return max(ab.shape[1] for ab in self.abar + self.z)
 
 
 def check_inputs(X, in_dim: int, dtype) -> np.ndarray:
@@ -272,6 +224,18 @@ class MLP:
         return MLP.from_layers(self.layers)
 
     @property
+    def param_layers(self) -> list:
+        """The layers with parameters (all of them, for an MLP)."""
+        return self.layers
+
+    #: an MLP's output has no step axis
+    sequence_output = False
+
+    def output_shape(self, in_shape) -> tuple:
+        """The per-example output shape ``(sizes[-1],)``."""
+        return (self.sizes[-1],)
+
+    @property
     def activations(self) -> list:
         return [l.activation for l in self.layers]
 
@@ -327,6 +291,19 @@ class MLP:
     def check_inputs(self, X) -> np.ndarray:
         """``X`` as ``(N, sizes[0])`` in the model dtype, or :class:`DimensionError`."""
         return check_inputs(X, self.sizes[0], self.dtype)
+
+    def check_batch(self, X) -> np.ndarray:
+        """``X`` for an optimizer step: a 2-D batch with ``sizes[0]`` features, or
+        :class:`~geomkfac.errors.DataError`."""
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise DataError(f"inputs X must be a 2-D array (N, d_in), got shape {X.shape}")
+        if X.shape[1] != self.sizes[0]:
+            raise DataError(
+                f"inputs X have {X.shape[1]} features but the network's input layer has "
+                f"{self.sizes[0]}"
+            )
+        return X
 
     def forward(self, X) -> np.ndarray:
         """The network output ``f(X)``, shape ``(N, sizes[-1])``."""
@@ -397,6 +374,19 @@ class MLP:
             if i > 0:
                 g = d @ l.W
         return Dz
+
+    def jvp(self, cache: Cache, V) -> np.ndarray:
+        """Forward-mode ``J v``: ``dz_i = V_i ā_i + W_i da_{i-1}``, ``da_i = φ_i'(z_i) dz_i``
+        for per-layer directions ``V_i`` ``(k, out_i, in_i+1)``; returns ``(k, N, sizes[-1])``."""
+        from geomkfac.nn.optim.gvp import activation_jvp
+
+        da = None
+        for i, layer in enumerate(self.layers):
+            dz = np.matmul(cache.abar[i], np.swapaxes(V[i], 1, 2))  # (k, N, out)
+            if da is not None:
+                dz = dz + da @ layer.W.T
+            da = activation_jvp(layer.activation, cache.z[i], cache.a[i], dz)
+        return da
 
 
 def reparameterize(model: MLP, Omegas, gammas, Phis, taus) -> MLP:

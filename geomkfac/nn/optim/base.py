@@ -278,7 +278,7 @@ class Optimizer:
     defaults: dict = {}
 
     def __init__(self, model, loss, **hyper):
-        from geomkfac.nn.losses import get_loss  # late import: nn-core module
+        from geomkfac.nn.losses import loss_for_model  # late import: nn-core module
 
         unknown = sorted(set(hyper) - set(self.defaults))
         if unknown:
@@ -289,7 +289,7 @@ class Optimizer:
         h = dict(self.defaults)
         h.update(hyper)
         self.model = model
-        self.loss = get_loss(loss)
+        self.loss = loss_for_model(model, loss)
         self.hyper = h
         self._validate_common(h)
         self._validate(h)
@@ -352,14 +352,7 @@ class Optimizer:
 
     # -- one pass ----------------------------------------------------------------------------
     def _prepare(self, X, Y):
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise DataError(f"inputs X must be a 2-D array (N, d_in), got shape {X.shape}")
-        d_in = self._shapes[0][1] - 1
-        if X.shape[1] != d_in:
-            raise DataError(
-                f"inputs X have {X.shape[1]} features but the network's input layer has {d_in}"
-            )
+        X = self.model.check_batch(X)
         if X.shape[0] == 0:
             raise DataError("got an empty batch (N = 0)")
         if not np.issubdtype(X.dtype, np.floating) or X.dtype != self.dtype:
@@ -368,7 +361,8 @@ class Optimizer:
             raise NonFiniteError(
                 f"step {self.step_count}: the input batch X contains NaN or inf; clean the data"
             )
-        Y = self.loss.check_targets(Y, self._shapes[-1][0], X.shape[0])
+        C = self.model.output_shape(X.shape[1:])[-1]
+        Y = self.loss.check_targets(Y, C, X.shape[0])
         return X, Y
 
     def _check(self, name, value):

@@ -73,7 +73,7 @@ class DiagFisher(Optimizer):
         else:
             Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
-        new = [diagonal_fisher(D, ab, w) for D, ab in zip(Dzs, cache.abar)]
+        new = [diagonal_fisher(D, ab, w, T) for D, ab, T in zip(Dzs, cache.abar, cache.T)]
         self._check("the diagonal Fisher", new)
         diag = new if self.diag is None else [eps * d0 + (1 - eps) * d
                                               for d0, d in zip(self.diag, new)]

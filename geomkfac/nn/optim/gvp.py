@@ -95,15 +95,9 @@ def ggn_vector_products(model, cache, f, loss, V):
     single = V[0].ndim == 2
     if single:
         V = [v[None] for v in V]
-    layers = model.layers
     N = f.shape[0]
-    # 1. forward mode: dz_i = V_i ā_i + W_i da_{i-1}
-    da = None
-    for i, layer in enumerate(layers):
-        dz = np.matmul(cache.abar[i], np.swapaxes(V[i], 1, 2))  # (k, N, out)
-        if da is not None:
-            dz = dz + da @ layer.W.T
-        da = activation_jvp(layer.activation, cache.z[i], cache.a[i], dz)
+    # 1. forward mode through the model's layers
+    da = model.jvp(cache, V)
     # 2. output Hessian, 3. backward pass (the model's, with k leading directions)
     Dz = model.backward(cache, output_hvp(loss, f, da))
     out = [np.matmul(np.swapaxes(D, 1, 2), ab) / N for D, ab in zip(Dz, cache.abar)]
@@ -123,10 +117,10 @@ def ggn_vector_product(model, X, loss, v):
     >>> bool(np.allclose(ggn_vector_product(net, X, "mse", v), ggn(net, X, Y, "mse") @ v))
     True
     """
-    from geomkfac.nn.losses import get_loss
+    from geomkfac.nn.losses import loss_for_model
     from geomkfac.nn.optim.base import flatten
 
-    loss = get_loss(loss)
+    loss = loss_for_model(model, loss)
     v = np.asarray(v)
     if v.ndim != 1:
         raise DimensionError(f"v must be a flat vector in θ order, got shape {v.shape}")

@@ -30,6 +30,13 @@ from geomkfac.nn.optim.quadratic import (
     solve_lr_momentum,
 )
 from geomkfac.nn.optim.statistics import FISHER_TYPES, backprop_samples, ekfac_scalings
+from geomkfac.nn.optim.temporal import (
+    TEMPORAL_OPTIONS,
+    TemporalBlock,
+    lag_moment,
+    temporal_block,
+    temporal_solve,
+)
 
 __all__ = ["KFAC", "EKFAC"]
 
@@ -97,6 +104,13 @@ class KFAC(Optimizer):
     min_damping, max_damping : float, defaults 1e-8 and 1e4
     weight_decay : float, default 0
     ekfac : bool, default False
+    temporal : {"independent", "option1", "option2"}, default "independent"
+        For layers used at every step of a sequence (recurrent layers and the dense layers
+        after them): independence across time (Eqn. 4.7), or the temporally correlated
+        Options 1 / 2 of Martens, Ba & Johnson (2018) (:mod:`geomkfac.nn.optim.temporal`),
+        which also track the lag-one moments ``A_1``, ``G_1`` (EMA as the factors) and
+        replace the factored block of those layers; other layers are unchanged. Their
+        damping takes effect at inverse updates.
     seed : int, default 0 (Monte Carlo targets)
 
     Examples
@@ -133,6 +147,7 @@ class KFAC(Optimizer):
         "max_damping": 1e4,
         "weight_decay": 0.0,
         "ekfac": False,
+        "temporal": "independent",
         "seed": 0,
     }
 
@@ -171,6 +186,12 @@ class KFAC(Optimizer):
                 "kl_clip bounds a fixed-learning-rate step; with adaptive_lr=True the quadratic "
                 "model already sets the step size — drop one of them"
             )
+        h["temporal"] = self._choice(h, "temporal", TEMPORAL_OPTIONS)
+        if h["temporal"] != "independent" and (ekfac or h["damping_mode"] != "factored"):
+            raise ConfigurationError(
+                f"temporal={h['temporal']!r} replaces the factored K-FAC block of layers used "
+                "at every time step; it needs damping_mode='factored' and no EKFAC"
+            )
         adapt = self._flag(h, "adapt_damping")
         self._integer(h, "lm_period")
         self._number(h, "min_damping", 0)
@@ -195,6 +216,10 @@ class KFAC(Optimizer):
         self.pis = None  # π per layer, at the last inverse update
         self.invs = None  # [(A_inv, G_inv)] damped inverses (inverse_method="inv")
         self.S = None  # EKFAC scalings
+        self.A1 = None  # lag-one moments of temporal layers (None entries elsewhere)
+        self.G1 = None
+        self.Ts = None  # the scale T of every layer at the last factor update
+        self.tblocks = None  # TemporalBlock per layer (None entries elsewhere)
         self.prev_delta = None  # the previous update δ (momentum)
         self.eig_retries = 0
         self._inv_cache = None  # (key, [(A_inv, G_inv)]) for factored damping
@@ -202,25 +227,41 @@ class KFAC(Optimizer):
 
     # ------------------------------------------------------------------ statistics
     def _new_factors(self, cache, f, Y, Dz):
-        """Fresh ``[(A_i, G_i)]`` and, for EKFAC, the backpropagated samples."""
+        """Fresh ``[(T_i A_i, G_i)]`` and, for EKFAC, the backpropagated samples.
+
+        A layer with ``T`` locations / steps has the block ``T · A ⊗ G`` (Eqns. 4.4, 4.7);
+        the scale is carried by the first factor, ``T·A = (1/N) Σ_{n,t} ā āᵀ``, so that
+        damping, π, the inverses and EKFAC treat every layer alike (π and the factored
+        damping are those of ``(T A) ⊗ G``)."""
         h = self.hyper
+        N = f.shape[0]
+        if h["temporal"] != "independent":
+            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+                                      int(h["mc_samples"]))
+            fac, lags = [], []
+            for ab, D, T, temp in zip(cache.abar, Dzs, cache.T, cache.temporal):
+                D2 = D.reshape(-1, D.shape[-1])
+                fac.append(((ab.T @ ab) / N, (w / T) * (D2.T @ D2)))
+                # E[ā_t ā_{t+1}ᵀ], E[Dz_t Dz_{t+1}ᵀ] over the N(T−1) pairs (w·N = 1/mc_samples)
+                lags.append((lag_moment(ab, T), (w * N) * lag_moment(D, T, K_axis=True))
+                            if temp else None)
+            return fac, ("lags", lags)
         if h["ekfac"]:
             Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
-            N = f.shape[0]
             fac = []
-            for ab, D in zip(cache.abar, Dzs):
+            for ab, D, T in zip(cache.abar, Dzs, cache.T):
                 D2 = D.reshape(-1, D.shape[-1])
-                fac.append(((ab.T @ ab) / N, w * (D2.T @ D2)))
+                fac.append(((ab.T @ ab) / N, (w / T) * (D2.T @ D2)))
             return fac, (Dzs, w)
         if h["fisher"] == "empirical":  # reuse the gradient pass's Dz
-            N = f.shape[0]
-            return [((ab.T @ ab) / N, (D.T @ D) / N) for ab, D in zip(cache.abar, Dz)], None
+            return [((ab.T @ ab) / N, (D.T @ D) / (N * T))
+                    for ab, D, T in zip(cache.abar, Dz, cache.T)], None
         from geomkfac.nn.curvature import kfac_factors_from_cache
 
         fac = kfac_factors_from_cache(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
-        return fac, None
+        return [(blk.T * A, G) for blk, (A, G) in zip(fac, fac)], None
 
     def _eigs(self, A, G):
         floor = self.hyper["eig_floor"]
@@ -248,8 +289,9 @@ class KFAC(Optimizer):
         if mode == "exact":
             return [precondition_exact(g, a, q, damping, f"the K-FAC block of layer {i}")
                     for i, (g, a, q) in enumerate(zip(grads, self.eigA, self.eigG))]
-        return [precondition_factored(g, Ai, Gi)
-                for g, (Ai, Gi) in zip(grads, self._factored_inverses(damping))]
+        tb = self.tblocks or [None] * len(grads)
+        return [precondition_factored(g, Ai, Gi) if b is None else temporal_solve(g, b)
+                for g, (Ai, Gi), b in zip(grads, self._factored_inverses(damping), tb)]
 
     # ------------------------------------------------------------------ the step
     def _step(self, X, Y):
@@ -268,12 +310,31 @@ class KFAC(Optimizer):
             for i, (a, g) in enumerate(fac):
                 self._check(f"curvature factor A of layer {i}", a)
                 self._check(f"curvature factor G of layer {i}", g)
-            if A is None:
+            lags = samples[1] if samples is not None and samples[0] == "lags" else None
+            first = A is None
+            if first:
                 A, G = [a for a, _ in fac], [g for _, g in fac]
             else:
                 eps = float(h["ema_decay"])
                 A = [eps * a0 + (1 - eps) * a for a0, (a, _) in zip(A, fac)]
                 G = [eps * g0 + (1 - eps) * g for g0, (_, g) in zip(G, fac)]
+            Ts = list(cache.T)
+            if lags is not None:
+                for i, lg in enumerate(lags):
+                    if lg is not None:
+                        self._check(f"lag-one moments of layer {i}", lg)
+                if first or self.A1 is None:
+                    A1, G1 = [None if lg is None else lg[0] for lg in lags], \
+                        [None if lg is None else lg[1] for lg in lags]
+                else:
+                    A1 = [None if lg is None else (lg[0] if a0 is None else eps * a0 + (1 - eps) * lg[0])
+                          for a0, lg in zip(self.A1, lags)]
+                    G1 = [None if lg is None else (lg[1] if g0 is None else eps * g0 + (1 - eps) * lg[1])
+                          for g0, lg in zip(self.G1, lags)]
+        else:
+            Ts = self.Ts
+        if not factor_step or lags is None:
+            A1, G1 = self.A1, self.G1
 
         # 2. eigendecompositions (no state is touched until they all succeed)
         eigA, eigG, pis, invs = self.eigA, self.eigG, self.pis, self.invs
@@ -295,6 +356,15 @@ class KFAC(Optimizer):
                     invs.append((Ai, Gi))
                     retried += ra + rg
 
+        # temporally correlated blocks (Options 1, 2) of the layers used at every step
+        tblocks = self.tblocks
+        if new_basis and h["temporal"] != "independent":
+            lam_t = self.damping + float(h["weight_decay"])
+            tblocks = [None if a1 is None else
+                       temporal_block(h["temporal"], a / T, g, a1, g1, T, lam_t, pi)
+                       for a, g, a1, g1, T, pi in zip(A, G, A1 or [None] * len(A),
+                                                      G1 or [None] * len(A), Ts, pis)]
+
         # EKFAC scalings in the (possibly new) eigenbasis
         if h["ekfac"]:
             if samples is not None:
@@ -312,9 +382,10 @@ class KFAC(Optimizer):
                 S = [np.outer(eg.e, ea.e) for ea, eg in zip(eigA, eigG)]
 
         # commit the curvature state (the model is still untouched)
-        old = (self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs)
-        self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs = (
-            A, G, eigA, eigG, pis, S, invs)
+        old = (self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs, self.A1,
+               self.G1, self.Ts, self.tblocks)
+        (self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs, self.A1, self.G1,
+         self.Ts, self.tblocks) = (A, G, eigA, eigG, pis, S, invs, A1, G1, Ts, tblocks)
         self._eig_version += int(new_basis)
         try:
             lam = self.damping
@@ -323,7 +394,8 @@ class KFAC(Optimizer):
             delta, extras, model_value = self._update(grads, P, cache, f, lam, eta)
             self._check("the update", delta)
         except Exception:
-            (self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs) = old
+            (self.A, self.G, self.eigA, self.eigG, self.pis, self.S, self.invs, self.A1, self.G1,
+             self.Ts, self.tblocks) = old
             raise
         if new_basis:
             self.eig_retries += int(retried)
@@ -400,6 +472,20 @@ class KFAC(Optimizer):
         self._put_list(d, "invA", None if self.invs is None else [a for a, _ in self.invs])
         self._put_list(d, "invG", None if self.invs is None else [g for _, g in self.invs])
         self._put_list(d, "prev_delta", self.prev_delta)
+        empty = np.zeros((0, 0))
+        for key in ("A1", "G1"):
+            val = getattr(self, key)
+            self._put_list(d, key, None if val is None else [empty if v is None else v for v in val])
+        d["Ts"] = np.array([] if self.Ts is None else self.Ts, dtype=np.int64)
+        d["has_Ts"] = self.Ts is not None
+        d["tblocks.n"] = -1 if self.tblocks is None else len(self.tblocks)
+        for i, b in enumerate(self.tblocks or []):
+            d[f"tblocks.{i}.option"] = "" if b is None else b.option
+            if b is not None:
+                d[f"tblocks.{i}.T"] = b.T
+                d[f"tblocks.{i}.names"] = ",".join(sorted(b.mats))
+                for k, v in b.mats.items():
+                    d[f"tblocks.{i}.{k}"] = np.array(v, copy=True)
         return d
 
     def _load_state(self, d):
@@ -416,6 +502,22 @@ class KFAC(Optimizer):
         self.invs = None if ia is None else list(zip(ia, ig))
         self.prev_delta = self._get_list(d, "prev_delta")
         self._inv_cache = None
+        if "A1.n" in d:  # states written before temporal K-FAC existed lack these entries
+            for key in ("A1", "G1"):
+                val = self._get_list(d, key)
+                setattr(self, key, None if val is None else [None if v.size == 0 else v for v in val])
+            self.Ts = [int(t) for t in d["Ts"]] if bool(d["has_Ts"]) else None
+            n = int(d["tblocks.n"])
+            blocks = None if n < 0 else []
+            for i in range(max(n, 0)):
+                opt = str(d[f"tblocks.{i}.option"])
+                if not opt:
+                    blocks.append(None)
+                    continue
+                names = str(d[f"tblocks.{i}.names"]).split(",")
+                blocks.append(TemporalBlock(opt, int(d[f"tblocks.{i}.T"]),
+                                            {k: np.array(d[f"tblocks.{i}.{k}"], copy=True) for k in names}))
+            self.tblocks = blocks
 
 
 class EKFAC(KFAC):

@@ -47,17 +47,39 @@ def backprop_samples(model, cache, f, Y, loss, fisher, rng, mc_samples=1):
     return model.backward(cache, dFs), weight  # K directions stacked, (K, N, out_i)
 
 
-def diagonal_fisher(Dz, abar, weight):
+def diagonal_fisher(Dz, abar, weight, T=1):
     """Diagonal of the layer Fisher in ``W̄`` layout (``out × (in+1)``):
-    ``weight · Σ_{k,n} (Dz_{kn})² (ā_n²)ᵀ`` — the per-example gradient ``Dz āᵀ`` is rank one,
-    so its square is ``Dz² (ā²)ᵀ`` and the sum is one GEMM."""
-    return weight * (np.square(Dz).sum(axis=0).T @ np.square(abar))
+    ``weight · Σ_{k,n} (Σ_t Dz_{knt} ā_{nt}ᵀ)²``. With ``T = 1`` the per-example gradient
+    ``Dz āᵀ`` is rank one, so its square is ``Dz² (ā²)ᵀ`` and the sum is one GEMM; with
+    ``T > 1`` (rows ``n·T + t``) the per-example gradients are formed by one batched GEMM.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> Dz, ab = rng.standard_normal((1, 6, 2)), rng.standard_normal((6, 3))
+    >>> g = np.einsum("nto,nti->noi", Dz[0].reshape(2, 3, 2), ab.reshape(2, 3, 3))
+    >>> bool(np.allclose(diagonal_fisher(Dz, ab, 0.5, T=3), 0.5 * (g ** 2).sum(0)))
+    True
+    """
+    if T == 1:
+        return weight * (np.square(Dz).sum(axis=0).T @ np.square(abar))
+    N = abar.shape[0] // T
+    a3 = abar.reshape(N, T, abar.shape[-1])
+    out = 0
+    for D in Dz:  # the K stacked directions
+        g = np.matmul(np.swapaxes(D.reshape(N, T, D.shape[-1]), 1, 2), a3)  # (N, out, in+1)
+        out = out + np.square(g).sum(axis=0)
+    return weight * out
 
 
 def ekfac_scalings(Dz, abar, Q_A, Q_G, weight):
     """EKFAC scalings (George et al. 2018, Eqn. 9) in the Kronecker eigenbasis:
     ``S = E[(Q_Gᵀ Dz āᵀ Q_A)²] = weight · Σ_{k,n} (Q_Gᵀ Dz)² ((Q_Aᵀ ā)²)ᵀ``, shape
-    ``out × (in+1)``. With ``S = e_G e_Aᵀ`` the EKFAC step equals K-FAC's."""
+    ``out × (in+1)``. With ``S = e_G e_Aᵀ`` the EKFAC step equals K-FAC's.
+
+    For a layer with ``T`` locations / steps the rows are the ``N·T`` pairs ``(n, t)`` and
+    ``weight = 1/N``: the scalings of the block ``T·A ⊗ G`` under the same independence
+    across locations / steps that K-FAC assumes (Eqns. 4.4, 4.7), so that with Kronecker
+    statistics ``S = e_G (T e_A)ᵀ`` again."""
     pg = np.square(Dz @ Q_G).sum(axis=0)  # (N, out)
     pa = np.square(abar @ Q_A)  # (N, in+1)
     return weight * (pg.T @ pa)

@@ -36,7 +36,8 @@ from geomkfac.activations_sym import (
 )
 from geomkfac.errors import ConfigurationError, DimensionError, SpaceMismatchError
 from geomkfac.fields import field_of
-from geomkfac.maps import AffineMaps
+from geomkfac.maps import AffineMaps, Map
+from geomkfac.pipeline import activation_map
 from geomkfac.reparam import (
     CoordinateMLP,
     LayerChange,
@@ -56,6 +57,8 @@ from geomkfac.spaces import AffineSpace, Frame, Point, ProductSpace
 __all__ = [
     "AbstractMLP",
     "FrameChoice",
+    "MLPSample",
+    "NetworkMap",
     "CoordinateMLP",
     "LayerChange",
     "Activation",
@@ -326,6 +329,36 @@ class AbstractMLP:
         x = np.asarray(inputs, dtype=float)
         return x @ np.asarray(ch.B, dtype=float).T + np.asarray(ch.c, dtype=float).reshape(-1)
 
+    # ---------------------------------------------------------------- the network as maps
+    def layer_maps(self, weights: Point, frames: FrameChoice | None = None):
+        """The layers as core maps in ``frames``: ``(ω, φ)`` with ``ω[i]`` the
+        :class:`~geomkfac.maps.AffineMap` ``A_{i-1} → Z_i`` the weights are (from their point of
+        ``W_i`` read in the induced frame, law D.2) and ``φ[i]`` the activation as a
+        :class:`~geomkfac.maps.SmoothMap` ``Z_i → A_i`` between ``frames.Z[i]`` and
+        ``frames.A[i]`` (Eqn. D.3).  Index 0 is ``None`` in both.
+        """
+        frames = self._frames(frames)
+        points = self.layer_points(weights, frames)
+        omegas = [None] + [self.weight_spaces[i].map_of(points[i]) for i in range(1, self.L + 1)]
+        phis = [None] + [activation_map(frames.Z[i], frames.A[i], frames.activation(i)) for i in range(1, self.L + 1)]
+        return omegas, phis
+
+    def layer_points(self, weights: Point, frames: FrameChoice | None = None) -> list:
+        """``[None, ω_1, …, ω_L]``: the weights' factor points of ``W_i``, in the frames of
+        ``W_i`` induced by ``frames``."""
+        frames = self._frames(frames)
+        if not isinstance(weights, Point) or weights.space is not self.weight_space:
+            raise SpaceMismatchError(f"weights must be a Point of {self.weight_space.name}, got {weights!r}")
+        parts = self.weight_space.split(weights.coords(frames.weight_space_frame))
+        return [None] + [Point(frames.weight_frame(i), p) for i, p in enumerate(parts, start=1)]
+
+    def sample(self, weights: Point, x, frames: FrameChoice | None = None) -> "MLPSample":
+        """The pipeline's objects for one example (an input given in the reference frame of
+        ``A_0``): points ``α_i``, ``ζ_i``, evaluation maps ``ψ``, the rest of the network ``ϕ^i``
+        and the network map ``Ψ_ξ`` — see :class:`MLPSample`."""
+        frames = self._frames(frames)
+        return MLPSample(self, weights, x, frames)
+
     def forward(self, weights: Point, inputs, frames: FrameChoice | None = None):
         """Network output (coordinates in ``frames.A[L]``) for inputs given in the
         reference frame of ``A_0``."""
@@ -335,3 +368,116 @@ class AbstractMLP:
     def __repr__(self) -> str:
         acts = ", ".join(a.name for a in self.activations)
         return f"AbstractMLP({self.name!r}, widths={self.widths}, activations=[{acts}])"
+
+
+class MLPSample:
+    """One example ξ read through the core objects (paper §3, Eqns. 3.2–3.4).
+
+    For the input ``x`` (coordinates in the reference frame of ``A_0``), the weights ``w``
+    and a :class:`FrameChoice`:
+
+    * ``alphas[i]`` — ``α_i ∈ A_i`` (``alphas[0]`` the input point), a Point in ``frames.A[i]``;
+    * ``zetas[i]`` — ``ζ_i = ω_i(α_{i-1}) ∈ Z_i``, a Point in ``frames.Z[i]`` (index 0: None);
+    * ``evaluations[i]`` — ``ψ_{α_{i-1}} : W_i → Z_i``, the evaluation map
+      (:meth:`~geomkfac.maps.AffineMaps.evaluation_map`) in the frames induced by ``frames``;
+    * ``rests[i]`` — ``ϕ^i_ξ : Z_i → A_L``, the rest of the network
+      ``φ_L ∘ ω_L ∘ … ∘ ω_{i+1} ∘ φ_i`` as a :class:`~geomkfac.maps.ComposedMap`;
+    * ``layer_maps(i)`` — ``Ψ^i_ξ = ϕ^i_ξ ∘ ψ_{α_{i-1}} : W_i → A_L``;
+    * ``network_map`` — ``Ψ_ξ : W → A_L`` (:class:`NetworkMap`);
+    * ``weight_points[i]`` — ``ω_i`` as a Point of ``W_i`` (induced frame).
+
+    Nothing here is a coordinate formula of its own: values and Jacobians come from the core
+    maps (Jacobians by the chain rule of :class:`~geomkfac.maps.ComposedMap`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = AbstractMLP([2, 2, 1], ["tanh", "identity"], name="smp")
+    >>> w = net.weights_from([np.array([[1., 0., 0.], [0., 1., 0.]]), np.array([[1., 1., 0.]])])
+    >>> s = net.sample(w, np.array([0.5, -0.5]))
+    >>> s.alphas[2].coords().round(6)
+    array([0.])
+    >>> s.rests[1].jacobian(s.zetas[1]).round(6)          # [1 1] · diag(tanh'(z))
+    array([[0.786448, 0.786448]])
+    >>> s.layer_maps(1).jacobian(s.weight_points[1]).round(6)   # (āᵀ ⊗ I) then ϕ¹
+    array([[ 0.393224,  0.393224, -0.393224, -0.393224,  0.786448,  0.786448]])
+    """
+
+    def __init__(self, net: AbstractMLP, weights: Point, x, frames: FrameChoice):
+        L = net.L
+        self.net, self.frames = net, frames
+        omegas, phis = net.layer_maps(weights, frames)
+        self.omegas, self.phis = omegas, phis
+        self.weight_points = net.layer_points(weights, frames)
+        a = Point(net.A[0].reference_frame, x)
+        alphas, zetas = [a], [None]
+        for i in range(1, L + 1):
+            z = omegas[i](a)
+            a = phis[i](z)
+            zetas.append(z)
+            alphas.append(a)
+        self.alphas, self.zetas = tuple(alphas), tuple(zetas)
+        self.evaluations = (None,) + tuple(
+            net.weight_spaces[i].evaluation_map(alphas[i - 1], frames.A[i - 1], frames.Z[i]) for i in range(1, L + 1)
+        )
+        rests = [None] * (L + 1)
+        rest = phis[L]
+        rests[L] = rest
+        for i in range(L - 1, 0, -1):
+            rest = rest @ (omegas[i + 1] @ phis[i])
+            rests[i] = rest
+        self.rests = tuple(rests)
+        self.network_map = NetworkMap(net, alphas[0], frames)
+        # the network map is linearized at these weights most of the time: reuse this sample
+        self.network_map._last = (weights.coords(frames.weight_space_frame), self)
+
+    @property
+    def output(self) -> Point:
+        """``α_L``, the network's output point."""
+        return self.alphas[-1]
+
+    def layer_maps(self, i: int) -> Map:
+        """``Ψ^i_ξ = ϕ^i_ξ ∘ ψ_{α_{i-1}} : W_i → A_L`` (the network as a function of layer i's weights)."""
+        self.frames._check_layer(i)
+        return self.rests[i] @ self.evaluations[i]
+
+
+class NetworkMap(Map):
+    """``Ψ_ξ : W → A_L``, the network as a function of all its weights, for one input point.
+
+    The weight space is the product ``W_1 × … × W_L``; the differential of ``Ψ_ξ`` is the sum
+    of its partial differentials, so its Jacobian in the product frame is
+    ``[J(Ψ^1_ξ) … J(Ψ^L_ξ)]``, each partial map ``Ψ^i_ξ = ϕ^i_ξ ∘ ψ_{α_{i-1}}`` built from the
+    core maps at the weights where it is evaluated (:class:`MLPSample`).
+
+    Domain frame: ``frames.weight_space_frame``; codomain frame: ``frames.A[L]``.
+    """
+
+    def __init__(self, net: AbstractMLP, input_point: Point, frames: FrameChoice):
+        super().__init__(frames.weight_space_frame, frames.A[net.L])
+        self.net, self.input_point, self.frames = net, input_point, frames
+        self._last = None
+
+    def _sample_at(self, x) -> MLPSample:
+        last = self._last
+        if last is not None and last[0] is x:
+            return last[1]
+        s = MLPSample(self.net, Point(self.domain_frame, x), self.input_point.coords(), self.frames)
+        self._last = (x, s)
+        return s
+
+    def _value(self, x):
+        return self._sample_at(x).output.coords(self.codomain_frame)
+
+    def _jacobian(self, x):
+        s = self._sample_at(x)
+        L = self.net.L
+        parts = [
+            s.layer_maps(i).jacobian(s.weight_points[i], self.frames.weight_frame(i), self.codomain_frame)
+            for i in range(1, L + 1)
+        ]
+        field = field_of(*parts)
+        return field.hstack([field.asmatrix(J) for J in parts])
+
+    def __repr__(self) -> str:
+        return f"NetworkMap({self.net.name}: W → {self.codomain.name} at input {self.input_point!r})"

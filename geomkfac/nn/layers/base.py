@@ -1,0 +1,148 @@
+"""The layer protocol of the NumPy backend (design: "The backend is made of layers").
+
+Every layer maps a batch ``x`` of shape ``(N, *in_shape)`` to ``y`` of shape
+``(N, *out_shape)`` and supplies
+
+- ``out_shape(in_shape)``: the per-example output shape, or :class:`DimensionError` when the
+  input does not fit the layer (shape inference, run once per input shape);
+- ``forward(x) -> (y, ctx)``: the output and what the backward pass needs;
+- ``backward(ctx, gy, need_input=True) -> (gx, Dz)``: given ``gy = ∂ℓ/∂y`` per example
+  (extra *leading* axes allowed: ``(K, N, *out_shape)`` backpropagates K directions at once),
+  the gradient at the input (``None`` when ``need_input`` is false) and, for a parametrized
+  layer, ``Dz`` (below; ``None`` otherwise);
+- ``jvp(ctx, dx, V) -> dy``: forward-mode derivative for input directions ``dx``
+  (``(k, N, *in_shape)`` or ``None`` = 0) and parameter directions ``V``
+  (``(k, out, d+1)`` in ``W̄`` layout, or ``None``) — used by Gauss-Newton-vector products.
+
+A **parametrized** layer computes, at each of its ``T`` locations / steps ``t``, an affine map
+``z_t = W̄ ā_t`` of a homogeneous input ``ā_t = [a_t; 1]`` followed by an activation. Its
+``ctx`` holds the curvature statistics (paper Eqns. 4.4 and 4.7):
+
+- ``ctx.abar``: the rows ``ā_{n,t}``, shape ``(N·T, d+1)``, example-major (row ``n·T + t``),
+  homogeneous 1 last;
+- ``ctx.T``: the scale ``|T|``;
+- ``ctx.temporal`` (optional, default false): whether the ``T`` rows of an example are the
+  steps of a time series (recurrent layers and layers applied at every step), which the
+  temporally correlated K-FAC options use;
+- ``backward`` returns ``Dz`` as rows ``(..., N·T, out)`` in the same order.
+
+Its parameters are ``W̄ = [W.reshape(out, -1)  b]`` (``Wbar``, ``set_Wbar``), and θ is the
+concatenation of the column-stacked ``vec(W̄)`` layer after layer. The per-example gradient
+of a layer is ``Σ_t Dz_{n,t} ā_{n,t}ᵀ`` and the optimizers see only
+``(ā rows, Dz rows, T)`` per layer, never which kind of layer produced them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geomkfac.errors import DimensionError
+
+__all__ = ["Layer", "ParamLayer", "Context", "lead_shape", "as_float"]
+
+
+class Context:
+    """A plain record of what ``forward`` kept (attributes set by each layer)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def lead_shape(g, n_trailing: int) -> tuple:
+    """The extra leading axes of ``g`` beyond ``n_trailing`` (batch axis included)."""
+    if g.ndim < n_trailing:
+        raise DimensionError(
+            f"a backpropagated gradient of shape {g.shape} has fewer than {n_trailing} axes"
+        )
+    return g.shape[: g.ndim - n_trailing]
+
+
+def as_float(W) -> np.ndarray:
+    W = np.array(W, copy=True)
+    if not np.issubdtype(W.dtype, np.floating):
+        W = W.astype(np.float64)
+    return W
+
+
+class Layer:
+    """Base class of the layers (see the module docstring). Layers without parameters have
+    ``num_params == 0`` and return ``Dz = None``."""
+
+    has_params = False
+    num_params = 0
+
+    def out_shape(self, in_shape) -> tuple:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, ctx, gy, need_input=True):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def jvp(self, ctx, dx, V):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def copy(self):
+        return self
+
+    def astype(self, dtype):
+        return self
+
+    def spec(self) -> dict:
+        """A JSON-able description of the layer's architecture (no weights)."""
+        return {"type": type(self).__name__}
+
+
+class ParamLayer(Layer):
+    """A layer with weights ``W`` (any shape with ``W.shape[0] = out``) and bias ``b``."""
+
+    has_params = True
+
+    @property
+    def out_dim(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def Wbar_shape(self) -> tuple:
+        return (self.W.shape[0], self.W[0].size + 1)
+
+    @property
+    def Wbar(self) -> np.ndarray:
+        """``W̄ = [W.reshape(out, -1)  b]`` (a new array)."""
+        return np.concatenate([self.W.reshape(self.W.shape[0], -1), self.b[:, None]], axis=1)
+
+    def set_Wbar(self, Wb) -> None:
+        """Set ``W`` and ``b`` in place from ``W̄`` (cast to the layer's dtype)."""
+        self.W[...] = Wb[:, :-1].reshape(self.W.shape)
+        self.b[...] = Wb[:, -1]
+
+    @property
+    def num_params(self) -> int:
+        return self.W.size + self.b.size
+
+    @property
+    def dtype(self):
+        return self.W.dtype
+
+    def astype(self, dtype):
+        self.W = self.W.astype(dtype, copy=False)
+        self.b = self.b.astype(dtype, copy=False)
+        return self
+
+    def _check_bias(self, b):
+        b = np.array(b, dtype=self.W.dtype, copy=True)
+        if b.shape != (self.W.shape[0],):
+            raise DimensionError(
+                f"{type(self).__name__}: b must have shape ({self.W.shape[0]},) to match W "
+                f"{self.W.shape}, got {b.shape}"
+            )
+        return b
+
+
+def homogeneous_rows(rows: np.ndarray) -> np.ndarray:
+    """``[rows 1]``: append the homogeneous coordinate (a new array)."""
+    out = np.empty(rows.shape[:-1] + (rows.shape[-1] + 1,), dtype=rows.dtype)
+    out[..., :-1] = rows
+    out[..., -1] = 1
+    return out
