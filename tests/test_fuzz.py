@@ -21,7 +21,7 @@ from geomkfac.errors import DataError
 
 #: examples per target: the cheap ones get more (all together well under 30 s on 2 cores)
 EXAMPLES = {
-    "make_dataset": 40, "optimizer_step": 40, "frames": 60, "values": 60, "frame_changes": 60,
+    "make_dataset": 40, "optimizer_step": 40, "layer_models": 40, "frames": 60, "values": 60, "frame_changes": 60,
     "metrics_files": 60, "names": 60, "hyperparameters": 40, "train_arguments": 40,
     "data_files": 40, "checkpoints": 40, "command_line": 6,
 }

@@ -177,12 +177,9 @@ def _check_state(d, own: dict, shapes, name: str, dtype) -> None:
                 f"{where}: {key} has {n} entries but this optimizer has {own_n}; "
                 "resume with the same architecture"
             )
-    is_entry = {}
-    for k in set(d) | set(own):
-        base, dot, idx = k.rpartition(".")
-        is_entry[k] = bool(dot) and base in groups and idx.isdigit()
-    fixed_own = {k for k in own if not is_entry[k]}
-    fixed_in = {k for k in d if not is_entry[k]}
+    entry = {k: _entry_of(k, groups) for k in set(d) | set(own)}
+    fixed_own = {k for k in own if entry[k] is None}
+    fixed_in = {k for k in d if entry[k] is None}
     if fixed_own != fixed_in:
         missing, unknown = sorted(fixed_own - fixed_in), sorted(fixed_in - fixed_own)
         raise CheckpointError(
@@ -191,10 +188,11 @@ def _check_state(d, own: dict, shapes, name: str, dtype) -> None:
             + (f"; unexpected {', '.join(unknown)}" if unknown else "")
             + "; load a state saved by the same optimizer"
         )
-    want_entries = {f"{key}.{i}" for key in groups for i in range(max(int(d[f"{key}.n"]), 0))}
-    entries_in = {k for k in d if is_entry[k]}
-    if entries_in != want_entries:
-        bad = sorted(entries_in ^ want_entries)[:4]
+    entries_in = {k for k in d if entry[k] is not None}
+    want = {(g, i) for g in groups for i in range(max(int(d[f"{g}.n"]), 0))}
+    have = {entry[k][:2] for k in entries_in}
+    if have != want:
+        bad = sorted(f"{g}.{i}" for g, i in have ^ want)[:4]
         raise CheckpointError(f"{where}: per-layer entries do not match their counts ({', '.join(bad)})")
     for k in sorted(fixed_in | entries_in):
         v, ref = d[k], own.get(k)
@@ -225,14 +223,27 @@ def _check_state(d, own: dict, shapes, name: str, dtype) -> None:
                         f"{sum(int(np.prod(s)) for s in shapes)} parameters nor the "
                         f"{len(shapes)} layers; resume with the same architecture"
                     )
-            if ref is None:
+            if ref is None and not entry[k][2]:  # a per-layer array ``key.i``
                 if v.dtype != dtype:
                     raise CheckpointError(f"{where}: {k} has dtype {v.dtype}, expected the model's {dtype}")
                 _check_layer_entry(where, k, v, shapes)
             if v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
                 raise CheckpointError(f"{where}: {k} holds NaN or inf")
-        elif ref is None:
+        elif ref is None and (not entry[k][2] or kind not in ("int", "float", "str", "bool")):
             raise CheckpointError(f"{where}: {k} must be an array, got {kind}")
+        elif ref is None and kind == "int" and v < 0:
+            raise CheckpointError(f"{where}: {k} must be >= 0, got {v}")
+
+
+def _entry_of(k: str, groups) -> tuple | None:
+    """``(group, i, rest)`` when ``k`` is entry ``i`` of a per-layer list ``group``
+    (``group.i``, or ``group.i.rest`` for an entry with several parts), else None."""
+    for g in sorted(groups, key=len, reverse=True):
+        if k.startswith(g + "."):
+            idx, _, rest = k[len(g) + 1:].partition(".")
+            if idx.isdigit():
+                return g, int(idx), rest
+    return None
 
 
 def _flat_lengths(shapes) -> set:
@@ -418,10 +429,12 @@ class Optimizer:
         :meth:`state_dict` before anything is modified: the same keys, and for each entry
         the same kind (int, float, bool, str, array), dtype and shape; integers such as the
         step counter non-negative and floats finite. Per-layer lists (``<key>.n`` with
-        entries ``<key>.0 …``) may be present or absent (``n = -1``) on either side; an
-        entry this optimizer does not hold yet must have the model's dtype, match the
-        layer's parameter shape where it is rectangular and use only that layer's widths
-        where it is square or 1-D, so the state of another architecture is refused.
+        entries ``<key>.0 …``, or ``<key>.0.<part> …``) may be present or absent
+        (``n = -1``) on either side; a per-layer array this optimizer does not hold yet must
+        have the model's dtype, match the layer's parameter shape where it is rectangular
+        and use only that layer's widths where it is square or 1-D, so the state of another
+        architecture is refused (the parts of multi-part entries are checked for their kind,
+        finiteness and non-negative integers only).
 
         Raises
         ------
