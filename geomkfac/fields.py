@@ -39,7 +39,6 @@ Matrix([
 from __future__ import annotations
 
 from fractions import Fraction
-from numbers import Number
 from typing import Any, Iterable, Sequence
 
 import numpy as np

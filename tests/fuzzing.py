@@ -17,11 +17,12 @@ Only ``"error"`` and ``"ok"`` are acceptable.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
-import math
 import os
+import shutil
 import signal
 import string
 import tempfile
@@ -29,9 +30,20 @@ import warnings
 import zipfile
 
 import numpy as np
+import sympy as sp
 from hypothesis import strategies as st
 
+import geomkfac.nn as gnn
+from geomkfac import activations_sym
 from geomkfac.errors import GeomKFACError
+from geomkfac.nn import checkpoint as ckmod
+from geomkfac.nn import data as D
+from geomkfac.nn.cli import parse_arch
+from geomkfac.nn.losses import get_loss
+from geomkfac.nn.optim import get_optimizer
+from geomkfac.nn.train import MetricsWriter, read_metrics, train
+from geomkfac.reparam import random_affine, whitening
+from geomkfac.spaces import AffineSpace, Covector, Point, Vector
 
 OUTCOMES = ("error", "ok", "other", "nan", "wrong", "hang")
 
@@ -207,9 +219,16 @@ def mutate(raw: bytes, mutation) -> bytes:
 # --------------------------------------------------------------------------- files
 
 
+_SCRATCH = []
+
+
 def tmpdir():
-    """A fresh temporary folder (the campaign runs outside pytest's fixtures)."""
-    return tempfile.mkdtemp(prefix="geomkfac-fuzz-")
+    """A fresh temporary folder (the campaign runs outside pytest's fixtures); all of them
+    live in one scratch folder removed when the process exits."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="geomkfac-fuzz-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return tempfile.mkdtemp(dir=_SCRATCH[0])
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -238,18 +257,6 @@ def json_member(text: str) -> bytes:
 
 # --------------------------------------------------------------------------- targets
 
-import sympy as sp  # noqa: E402
-
-import geomkfac.nn as gnn  # noqa: E402
-from geomkfac import activations_sym  # noqa: E402
-from geomkfac.nn import checkpoint as ckmod  # noqa: E402
-from geomkfac.nn import data as D  # noqa: E402
-from geomkfac.nn.cli import parse_arch  # noqa: E402
-from geomkfac.nn.losses import get_loss  # noqa: E402
-from geomkfac.nn.optim import get_optimizer  # noqa: E402
-from geomkfac.nn.train import MetricsWriter, read_metrics, train  # noqa: E402
-from geomkfac.reparam import random_affine, whitening  # noqa: E402
-from geomkfac.spaces import AffineSpace, Covector, Point, Vector  # noqa: E402
 
 OPTIMIZERS = ("sgd", "adam", "diag_fisher", "ngd", "kfac", "ekfac")
 _SPACE = AffineSpace(2, "F")
@@ -888,8 +895,6 @@ def corrupt_trial(good_dir: str, out: str, steps: int, how: str, reference, runn
     checkpoint), ``"exact"`` (the damage left the payload intact and the run equals the
     intact resume ``reference``), or ``"wrong: …"`` (a traceback, another exit code, or a
     different result)."""
-    import shutil
-
     shutil.copytree(good_dir, out, dirs_exist_ok=True)
     path = os.path.join(out, "checkpoint-kfac.npz")
     if how in CORRUPTIONS:

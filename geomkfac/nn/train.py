@@ -24,7 +24,6 @@ import numpy as np
 from geomkfac.errors import CheckpointError, ConfigurationError, DataError, NonFiniteError
 from geomkfac.nn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from geomkfac.nn.data import BatchIterator, Dataset
-from geomkfac.nn.fileformat import PARSE_ERRORS
 
 __all__ = ["TrainResult", "train", "MetricsWriter", "read_metrics", "evaluate", "RESUME_FREE_KEYS"]
 
