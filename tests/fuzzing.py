@@ -300,9 +300,21 @@ def _run_step(case):
     return info.loss, info.grad_norm, model.get_Wbars()
 
 
-STEP = st.tuples(st.sampled_from(OPTIMIZERS), st.sampled_from(["mse", "bernoulli"]),
-                 _NUMERIC_BATCH.filter(lambda a: isinstance(a, np.ndarray)),
-                 _NUMERIC_BATCH.filter(lambda a: isinstance(a, np.ndarray)))
+def _fitting_batch(cols):
+    """``(n, cols)`` batches of the right shape holding special values (huge, NaN, ...)."""
+    return st.integers(1, 5).flatmap(lambda n: st.lists(
+        st.one_of(_specials, st.floats(-3, 3)), min_size=n * cols, max_size=n * cols).map(
+        lambda v, n=n: np.array(v).reshape(n, cols)))
+
+
+STEP = st.one_of(
+    st.tuples(st.sampled_from(OPTIMIZERS), st.sampled_from(["mse", "bernoulli"]),
+              _NUMERIC_BATCH.filter(lambda a: isinstance(a, np.ndarray)),
+              _NUMERIC_BATCH.filter(lambda a: isinstance(a, np.ndarray))),
+    st.tuples(st.sampled_from(OPTIMIZERS), st.sampled_from(["mse", "bernoulli"]),
+              _fitting_batch(3), _fitting_batch(2)).map(  # inputs and targets of one length
+        lambda t: (t[0], t[1], t[2][: len(t[3])], t[3][: len(t[2])])),
+)
 
 
 # -- convolutional and recurrent models (the layer backend)
