@@ -78,6 +78,7 @@ def kill_trials(kills: int, steps: int, workdir: str) -> dict:
     outcomes, detail = Counter(), {}
     for i, after in enumerate(points):
         res = fuzzing.kill_and_resume_trial(reference, os.path.join(workdir, f"kill{i}"), steps, after)
+        res = res.replace(workdir, "RUN_DIR")  # no machine paths in the report
         outcomes[res.split(":")[0]] += 1
         detail[after] = res
         print(f"  kill after {after:>2} metrics lines: {res}", flush=True)
@@ -97,6 +98,7 @@ def corrupt_trials(steps: int, workdir: str) -> dict:
     outcomes, detail = Counter(), {}
     for how in [*fuzzing.CORRUPTIONS, *fuzzing.MEMBER_EDITS]:
         res = fuzzing.corrupt_trial(good, os.path.join(workdir, f"c-{how}"), steps, how, reference)
+        res = res.replace(workdir, "RUN_DIR")
         key = res if res in ("clean", "exact") else "wrong"
         outcomes[key] += 1
         detail[how] = res
