@@ -222,7 +222,13 @@ class NumericField(Field):
             raise SingularMatrixError(str(exc)) from exc
 
     def kron(self, a, b):
-        return np.kron(a, b)
+        """``kron(a, b)`` of two matrices (by broadcasting: ``np.kron``'s general-rank
+        machinery costs more than the product for the small factors met here)."""
+        a, b = np.asarray(a), np.asarray(b)
+        if a.ndim != 2 or b.ndim != 2:
+            return np.kron(a, b)
+        (m, n), (p, q) = a.shape, b.shape
+        return (a[:, None, :, None] * b[None, :, None, :]).reshape(m * p, n * q)
 
     def eye(self, n: int):
         return np.eye(n)

@@ -270,8 +270,10 @@ class ProductSpace(AffineSpace):
         field = field_of(*changes)
         B = field.block_diag([field.asmatrix(ch.B) for ch in changes])
         c = field.concat([field.asvector(ch.c) for ch in changes])
+        # B⁻¹ blockwise from the factors (a symbolic inverse of the whole block matrix is slow)
+        Binv = field.block_diag([field.asmatrix(ch.B_inv) for ch in changes])
         name = "(" + ", ".join(fr.name for fr in frames) + ")"
-        frame = self._reference.derive(B, c, name=name, _check=False)
+        frame = self._reference.derive(B, c, name=name, _check=False, _Binv=Binv)
         frame._factor_frames = frames
         self._product_frames[frames] = frame
         return frame

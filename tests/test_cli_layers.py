@@ -96,6 +96,13 @@ def test_idx_images_are_1x28x28(tmp_path, capsys):
     assert rc == 0, err
     Wbars = load_checkpoint(tmp_path / "checkpoint-sgd.npz").Wbars
     assert [W.shape for W in Wbars] == [(2, 26), (10, 2 * 7 * 7 + 1)]
+    # the same images as 28 rows of 28 pixels: predict the next row (no labels needed)
+    rc, _, err = _run(capsys, "--arch", "rnn4-dense28", "--idx-images", tmp_path / "img",
+                      "--task", "sequence", "--optimizer", "sgd", "--steps", 2,
+                      "--out", tmp_path / "seq")
+    assert rc == 0, err
+    Wbars = load_checkpoint(tmp_path / "seq" / "checkpoint-sgd.npz").Wbars
+    assert [W.shape for W in Wbars] == [(4, 4 + 28 + 1), (28, 5)]
 
 
 @pytest.mark.parametrize("argv, msg", [

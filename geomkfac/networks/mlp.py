@@ -21,6 +21,7 @@ Convention: ``A``, ``Z`` and ``weight_spaces`` are indexed by layer number;
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -417,19 +418,30 @@ class MLPSample:
             zetas.append(z)
             alphas.append(a)
         self.alphas, self.zetas = tuple(alphas), tuple(zetas)
-        self.evaluations = (None,) + tuple(
-            net.weight_spaces[i].evaluation_map(alphas[i - 1], frames.A[i - 1], frames.Z[i]) for i in range(1, L + 1)
+        self.network_map = NetworkMap(net, alphas[0], frames)
+        # the network map is linearized at these weights most of the time: reuse this sample
+        self.network_map._last = (weights.coords(frames.weight_space_frame), self)
+
+    @functools.cached_property
+    def evaluations(self) -> tuple:
+        """``(None, ψ_1, …, ψ_L)``: the evaluation maps at ``α_{i-1}`` (built on first use)."""
+        net, frames = self.net, self.frames
+        return (None,) + tuple(
+            net.weight_spaces[i].evaluation_map(self.alphas[i - 1], frames.A[i - 1], frames.Z[i])
+            for i in range(1, net.L + 1)
         )
+
+    @functools.cached_property
+    def rests(self) -> tuple:
+        """``(None, ϕ^1, …, ϕ^L)``: the rest of the network after each layer (built on first use)."""
+        L, omegas, phis = self.net.L, self.omegas, self.phis
         rests = [None] * (L + 1)
         rest = phis[L]
         rests[L] = rest
         for i in range(L - 1, 0, -1):
             rest = rest @ (omegas[i + 1] @ phis[i])
             rests[i] = rest
-        self.rests = tuple(rests)
-        self.network_map = NetworkMap(net, alphas[0], frames)
-        # the network map is linearized at these weights most of the time: reuse this sample
-        self.network_map._last = (weights.coords(frames.weight_space_frame), self)
+        return tuple(rests)
 
     @property
     def output(self) -> Point:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
+from geomkfac.nn.layers.base import rows_product
 from geomkfac.nn.losses import get_loss, loss_for_model
 from geomkfac.nn.model import MLP, Cache
 
@@ -150,7 +151,7 @@ def layer_grads(model: MLP, cache: Cache, Dz_list, N: int | None = None) -> list
         The divisor (default: the batch size).
     """
     N = cache.N if N is None else N
-    return [(Dz.T @ abar) / N for Dz, abar in zip(Dz_list, cache.abar)]
+    return [rows_product(Dz, abar) / N for Dz, abar in zip(Dz_list, cache.abar)]
 
 
 def flatten_layer_grads(mats) -> np.ndarray:

@@ -1,0 +1,785 @@
+"""The abstract convolutional network and its coordinate networks (paper §4.1, Appendix F).
+
+An abstract convolution layer (Appendix F.1.2) is built from
+
+* a *local* activation space ``A`` (dimension ``J``, the channels at one location) and the
+  activations of a whole feature map, a point of the power ``A^|T_in|`` (one factor per
+  input location, row-major);
+* the patch space ``P = A^|Δ|`` (one factor per kernel offset ``δ = (dy, dx)``, row-major)
+  and the **patch map** ``A^|T_in| → P^|T|``, an affine map: the factor ``(t, δ)`` of its
+  value is the input at location ``t + δ``, or, outside the image, the **padding point**, a
+  point of ``A`` (the origin of ``A``'s reference frame).  In another frame of ``A`` that
+  point has the coordinates ``γ``, so a border patch is padded with ``γ``, not with zeros
+  (:meth:`AbstractCNN.patch_map`, :meth:`AbstractCNN.padding_point`);
+* the local pre-activation space ``Z`` (dimension ``I``) and the weight space
+  ``W = Aff(P, Z)``, one affine map shared by every location; applied at every location it
+  gives the pre-activations in ``Z^|T|``: in coordinates ``Z = W A^exp + b 1ᵀ`` (F.1–F.3),
+  the columns of ``A^exp`` being the patches;
+* an activation ``φ : Z → A'`` applied at every location (elementwise in the reference
+  frames; conjugated as in Eqn. D.3 in other frames, the same at every location).
+
+Average pooling is an affine map ``A^|T| → A^|T'|`` (a barycentre of points of ``A`` is a
+point of ``A``): its matrix ``P_avg ⊗ I`` is the same in every power frame.  Max pooling is
+not affine; it is only defined on coordinates, and its coordinate expression is the same
+max in every frame, which is a *different* abstract map in each (the control of Thm 4.1).
+Flatten identifies ``A^|T|`` with the input space of a dense layer ``Aff(A^|T|, Z)``.
+
+Coordinate conventions (this module)
+------------------------------------
+* Locations ``t`` row-major; offsets ``δ = (dy, dx)`` row-major (``δ = dy·k + dx``).
+* A patch's coordinates in the power frame of a frame on ``A`` are **offset-major**:
+  ``[a(δ₀); a(δ₁); …]`` with each ``a(δ)`` the ``J`` channel coordinates, index ``δ·J + j``;
+  ``ā = [patch; 1]``.  A change ``a‡ = Ω a + γ`` on ``A`` acts on a patch as
+  ``[[I_|Δ| ⊗ Ω, 1_|Δ| ⊗ γ], [0, 1]]`` (Eqn. B.1 with one homogeneous 1; F.4).
+* Conv weights ``W̄ = [W b]`` with ``W`` of shape ``(I, |Δ|·J)`` in that order, ``vec(W̄)``
+  column-stacking (the weight space's induced frame, as for dense layers).
+* Feature maps as arrays: ``(N, |T|, C)`` (location-major); flatten gives index ``t·C + c``.
+* The reference files of independent libraries (``tests/oracle``) order a patch
+  **channel-major** ``(j, dy, dx)``, index ``j·|Δ| + δ``, with ``W̄ = [W.reshape(I, J·k·k) b]``,
+  and flatten channel-major ``c·|T| + t``.  :func:`patch_permutation` and
+  :func:`flatten_permutation` convert; in channel-major order the same change of frame is
+  ``Ω ⊗ I_|Δ|`` (with ``γ ⊗ 1``).  :func:`geomkfac.networks.conv_kfac.oracle_kfac_factors`
+  returns ``(A, G, T)`` per layer in the reference files' convention.
+
+The K-FAC metric of the network through the abstract pipeline (Def. F.2, Eqns. F.5/F.6) is
+in :mod:`geomkfac.networks.conv_kfac`.
+
+Layers are numbered from 0 (``W0``, ``W1``, … as in the reference files).
+
+Examples
+--------
+>>> import numpy as np
+>>> net = AbstractCNN((1, 3, 3), [{"type": "conv", "out": 2, "k": 2, "pad": 0, "act": "tanh"},
+...                               {"type": "flatten"},
+...                               {"type": "dense", "out": 1, "act": "identity"}], name="doc")
+>>> net.weight_spaces[0].dim, net.weight_spaces[1].dim, net.layers[0].T
+(10, 9, 4)
+>>> rng = np.random.default_rng(0)
+>>> w = net.random_weights(rng)
+>>> X = rng.normal(size=(5, 1, 3, 3))
+>>> ref = net.reference_frames()
+>>> kappa = ref.derive(A={0: (np.array([[2.0]]), np.array([0.5])),
+...                       1: (np.array([[1., 1.], [0., 1.]]), np.array([0.1, -0.2]))})
+>>> f, f_kappa = net.forward(w, X, ref), net.forward(w, X, kappa)
+>>> bool(np.allclose(f, f_kappa))            # one abstract network, two coordinate networks
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import sympy as sp
+
+from geomkfac.activations_sym import Activation, ConjugatedActivation, get_activation
+from geomkfac.errors import ConfigurationError, DataError, DimensionError, SpaceMismatchError
+from geomkfac.fields import field_of
+from geomkfac.maps import AffineMap, AffineMaps, SmoothMap
+from geomkfac.pipeline import activation_map
+from geomkfac.spaces import AffineSpace, Frame, Point, ProductSpace, power_frame
+
+__all__ = [
+    "ConvGeometry",
+    "PoolGeometry",
+    "AbstractCNN",
+    "CNNFrames",
+    "CoordinateCNN",
+    "patch_permutation",
+    "flatten_permutation",
+    "layer_input_permutation",
+    "to_oracle_weights",
+    "from_oracle_weights",
+    "oracle_theta",
+]
+
+
+# =========================================================================== geometry
+class ConvGeometry:
+    """Stride-1 ``k × k`` convolution with zero padding ``pad`` on an ``H × W`` grid.
+
+    ``source[t, δ]`` is the input location (row-major index) read by output location ``t``
+    at offset ``δ``, or ``-1`` where the patch leaves the image (padding).
+
+    >>> g = ConvGeometry((3, 3), 2, 0)
+    >>> g.out_hw, g.T, g.K
+    ((2, 2), 4, 4)
+    >>> g.source[3].tolist()                  # location (1, 1): inputs (1,1), (1,2), (2,1), (2,2)
+    [4, 5, 7, 8]
+    >>> ConvGeometry((2, 2), 3, 1).source[0].tolist()
+    [-1, -1, -1, -1, 0, 1, -1, 2, 3]
+    """
+
+    def __init__(self, in_hw, k: int, pad: int):
+        H, W = (int(v) for v in in_hw)
+        k, pad = int(k), int(pad)
+        if k < 1:
+            raise DimensionError(f"a convolution needs a kernel size k >= 1, got {k}")
+        if pad < 0:
+            raise DimensionError(f"zero padding must be >= 0, got {pad}")
+        Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+        if Ho < 1 or Wo < 1:
+            raise DimensionError(
+                f"kernel {k}×{k} is larger than the padded input {H + 2 * pad}×{W + 2 * pad} "
+                f"({H}×{W} with padding {pad}); use a smaller kernel or more padding")
+        self.in_hw, self.k, self.pad = (H, W), k, pad
+        self.out_hw = (Ho, Wo)
+        self.T, self.K, self.T_in = Ho * Wo, k * k, H * W
+        self.offsets = [(dy, dx) for dy in range(k) for dx in range(k)]
+        src = np.full((self.T, self.K), -1, dtype=np.int64)
+        for y in range(Ho):
+            for x in range(Wo):
+                for d, (dy, dx) in enumerate(self.offsets):
+                    iy, ix = y + dy - pad, x + dx - pad
+                    if 0 <= iy < H and 0 <= ix < W:
+                        src[y * Wo + x, d] = iy * W + ix
+        self.source = src
+
+    def __repr__(self) -> str:
+        return f"ConvGeometry({self.in_hw} → {self.out_hw}, k={self.k}, pad={self.pad})"
+
+
+class PoolGeometry:
+    """Non-overlapping ``s × s`` pooling windows (stride ``s``) on an ``H × W`` grid.
+
+    >>> PoolGeometry((4, 4), 2).windows[1].tolist()
+    [2, 3, 6, 7]
+    """
+
+    def __init__(self, in_hw, s: int):
+        H, W = (int(v) for v in in_hw)
+        s = int(s)
+        if s < 1 or H % s or W % s:
+            raise DimensionError(
+                f"pooling windows of size {s} must tile the {H}×{W} grid (s >= 1 dividing both sides)")
+        self.in_hw, self.s = (H, W), s
+        self.out_hw = (H // s, W // s)
+        self.T, self.T_in = self.out_hw[0] * self.out_hw[1], H * W
+        win = np.zeros((self.T, s * s), dtype=np.int64)
+        for y in range(H // s):
+            for x in range(W // s):
+                win[y * (W // s) + x] = [(y * s + a) * W + (x * s + b) for a in range(s) for b in range(s)]
+        self.windows = win
+
+    def __repr__(self) -> str:
+        return f"PoolGeometry({self.in_hw} → {self.out_hw}, s={self.s})"
+
+
+# =========================================================================== layers
+@dataclass
+class _Layer:
+    kind: str                  # conv | avgpool | maxpool | flatten | dense
+    a_in: int                  # index of the local activation space read
+    a_out: int                 # index of the local activation space written
+    grid_in: tuple | None      # (H, W) of the input grid (None: a plain vector)
+    grid_out: tuple | None
+    geom: object = None        # ConvGeometry | PoolGeometry
+    param: int | None = None   # parametrized layer number (0-based)
+    activation: Activation | None = None
+
+    @property
+    def T(self) -> int:
+        """Number of output locations sharing the weights (1 for a dense layer)."""
+        if self.kind == "conv":
+            return self.geom.T
+        return 1
+
+
+def _grid_T(grid) -> int:
+    return 1 if grid is None else grid[0] * grid[1]
+
+
+class AbstractCNN:
+    """An abstract convolutional network (Appendix F.1.2): spaces, weight spaces, maps.
+
+    Parameters
+    ----------
+    in_shape : (C, H, W)
+    arch : sequence of dict
+        ``{"type": "conv", "out": I, "k": k, "pad": p, "act": a}`` (stride 1),
+        ``{"type": "avgpool", "k": s}``, ``{"type": "maxpool", "k": s}``,
+        ``{"type": "flatten"}``, ``{"type": "dense", "out": e, "act": a}``.  A conv entry may
+        carry ``"in"`` and a dense entry ``"in"`` (checked), as in the reference files.
+    name : str
+
+    Attributes
+    ----------
+    A : list of AffineSpace
+        The local activation spaces, in order (``A[0]`` the input's).
+    Z, weight_spaces : list
+        Per parametrized layer: ``Z_l`` and ``W_l = Aff(P_l, Z_l)`` (``P_l = A^|Δ|`` for a
+        convolution, the flattened input space for a dense layer).
+    layers : list
+        One record per entry of ``arch`` (kind, spaces, geometry, activation).
+    weight_space : ProductSpace
+        ``W_0 × W_1 × …``.
+    """
+
+    def __init__(self, in_shape, arch: Sequence[dict], name: str = "cnn"):
+        if len(in_shape) != 3 or min(int(v) for v in in_shape) < 1:
+            raise DimensionError(f"in_shape must be (C, H, W) with positive sizes, got {tuple(in_shape)}")
+        C, H, W = (int(v) for v in in_shape)
+        self.name, self.in_shape = name, (C, H, W)
+        self.A = [AffineSpace(C, f"{name}.A0")]
+        self.Z, self.weight_spaces, self.layers, self.layer_inputs = [], [], [], []
+        cur, grid, flat = 0, (H, W), False
+        for n, spec in enumerate(arch):
+            if not isinstance(spec, dict) or "type" not in spec:
+                raise ConfigurationError(f"layer {n} of the architecture must be a dict with a 'type', got {spec!r}")
+            kind = spec["type"]
+            if kind in ("conv", "avgpool", "maxpool") and flat:
+                raise ConfigurationError(f"layer {n} ({kind}) comes after flatten/dense; spatial layers need a grid")
+            if kind == "conv":
+                J = self.A[cur].dim
+                if "in" in spec and int(spec["in"]) != J:
+                    raise DimensionError(f"layer {n}: conv expects {spec['in']} input channels, the input has {J}")
+                geom = ConvGeometry(grid, spec.get("k", 3), spec.get("pad", 0))
+                I = int(spec["out"])
+                l = len(self.Z)
+                P = ProductSpace((self.A[cur],) * geom.K, name=f"{name}.P{l}")
+                self.Z.append(AffineSpace(I, f"{name}.Z{l}"))
+                self.weight_spaces.append(AffineMaps(P, self.Z[l]))
+                self.A.append(AffineSpace(I, f"{name}.A{len(self.A)}"))
+                rec = _Layer("conv", cur, len(self.A) - 1, grid, geom.out_hw, geom, l,
+                             get_activation(spec.get("act", "identity")))
+                self.layer_inputs.append(P)
+                cur, grid = len(self.A) - 1, geom.out_hw
+            elif kind in ("avgpool", "maxpool"):
+                geom = PoolGeometry(grid, spec.get("k", 2))
+                rec = _Layer(kind, cur, cur, grid, geom.out_hw, geom)
+                grid = geom.out_hw
+            elif kind == "flatten":
+                if flat:
+                    raise ConfigurationError(f"layer {n}: flatten after flatten/dense")
+                rec = _Layer("flatten", cur, cur, grid, None)
+                flat = True
+            elif kind == "dense":
+                if not flat:
+                    raise ConfigurationError(f"layer {n}: a dense layer needs a flatten before it")
+                D = self._flat_space(cur, grid)
+                if "in" in spec and int(spec["in"]) != D.dim:
+                    raise DimensionError(f"layer {n}: dense expects {spec['in']} inputs, the flattened input has {D.dim}")
+                l = len(self.Z)
+                self.Z.append(AffineSpace(int(spec["out"]), f"{name}.Z{l}"))
+                self.weight_spaces.append(AffineMaps(D, self.Z[l]))
+                self.A.append(AffineSpace(int(spec["out"]), f"{name}.A{len(self.A)}"))
+                rec = _Layer("dense", cur, len(self.A) - 1, grid, None, None, l,
+                             get_activation(spec.get("act", "identity")))
+                self.layer_inputs.append(D)
+                cur, grid = len(self.A) - 1, None
+            else:
+                raise ConfigurationError(
+                    f"layer {n}: unknown type {kind!r}; use conv, avgpool, maxpool, flatten or dense")
+            self.layers.append(rec)
+        if not self.Z:
+            raise ConfigurationError("the architecture has no parametrized layer (conv or dense)")
+        self.out_index, self.out_grid = cur, grid
+        self.output_space = self._flat_space(cur, grid)
+        self.weight_space = ProductSpace(tuple(self.weight_spaces), name=f"{name}.W")
+        self.params = [r for r in self.layers if r.param is not None]
+        self._reference = None
+
+    def _flat_space(self, a_idx, grid):
+        return self.A[a_idx] if grid is None else ProductSpace((self.A[a_idx],) * _grid_T(grid))
+
+    @classmethod
+    def from_oracle(cls, in_shape, arch, Ws, bs, name: str = "cnn"):
+        """``(net, weights)`` from the reference files' layout: ``arch`` as there (a list of
+        dicts or its JSON string), ``Ws[l]`` ``(I, J, k, k)`` or ``(e, d)`` (channel-major
+        flatten), ``bs[l]``; the weights as a Point (reference frames)."""
+        if isinstance(arch, str):
+            import json
+
+            arch = json.loads(arch)
+        net = cls(in_shape, arch, name=name)
+        return net, net.weights_from(from_oracle_weights(net, Ws, bs))
+
+    @property
+    def L(self) -> int:
+        """Number of parametrized layers."""
+        return len(self.Z)
+
+    def reference_frames(self) -> "CNNFrames":
+        """The reference frame of every space (cached)."""
+        if self._reference is None:
+            self._reference = CNNFrames(self, [a.reference_frame for a in self.A],
+                                        [z.reference_frame for z in self.Z])
+        return self._reference
+
+    def _frames(self, frames):
+        if frames is None:
+            return self.reference_frames()
+        if not isinstance(frames, CNNFrames) or frames.net is not self:
+            raise SpaceMismatchError(f"frames must be CNNFrames of {self.name}, got {frames!r}")
+        return frames
+
+    # ------------------------------------------------------------ abstract maps (F.1.2)
+    def padding_point(self, a_idx: int) -> Point:
+        """The padding point of ``A[a_idx]``: the origin of its reference frame (a Point)."""
+        A = self.A[a_idx]
+        return Point(A.reference_frame, np.zeros(A.dim))
+
+    def patch_map(self, l: int, frame_A: Frame | None = None, padding: str = "point") -> AffineMap:
+        """The patch map ``A^|T_in| → P^|T|`` of conv layer ``l`` (an :class:`AffineMap`).
+
+        Built in the power frames of ``frame_A`` (default: the reference frame): linear part
+        the 0/1 selection ``S`` (``I_J`` blocks), offset the padding point's coordinates in
+        ``frame_A`` at every ``(t, δ)`` outside the image.  ``padding="zeros"`` pads with the
+        coordinates 0 instead (a *different* map unless ``frame_A`` fixes the padding point:
+        the negative control of Thm 4.1).
+
+        >>> net = AbstractCNN((1, 2, 2), [{"type": "conv", "out": 1, "k": 2, "pad": 1}])
+        >>> A = net.A[0]
+        >>> kappa = A.reference_frame.derive([[2.0]], [3.0])
+        >>> m = net.patch_map(0)
+        >>> m.matrix(power_frame(kappa, 4), power_frame(power_frame(kappa, 4), 9))[0]  # law D.2
+        array([0., 0., 0., 0., 3.])
+        """
+        rec = self._param_layer(l, "conv")
+        fA = frame_A or self.A[rec.a_in].reference_frame
+        S, b = self._patch_parts(l, fA, padding)
+        geom = rec.geom
+        return AffineMap(power_frame(fA, geom.T_in), power_frame(power_frame(fA, geom.K), geom.T), S, b)
+
+    def location_patch_maps(self, l: int, frame_A: Frame | None = None, padding: str = "point") -> list:
+        """The factors of :meth:`patch_map`: for every location ``t`` the affine map
+        ``A^|T_in| → A^|Δ|`` that cuts out the patch at ``t`` (padding as there)."""
+        rec = self._param_layer(l, "conv")
+        fA = frame_A or self.A[rec.a_in].reference_frame
+        S, b = self._patch_parts(l, fA, padding)
+        geom, J = rec.geom, fA.space.dim
+        n = geom.K * J
+        fin, fP = power_frame(fA, geom.T_in), power_frame(fA, geom.K)
+        return [AffineMap(fin, fP, S[t * n:(t + 1) * n, :], b[t * n:(t + 1) * n, :] if isinstance(b, sp.MatrixBase)
+                          else b[t * n:(t + 1) * n]) for t in range(geom.T)]
+
+    def _patch_parts(self, l, fA, padding):
+        """``(S, b)`` of the patch map in the power frames of ``fA`` (see :meth:`patch_map`)."""
+        rec = self.params[l]
+        geom, J = rec.geom, self.A[rec.a_in].dim
+        if padding == "point":
+            pad = self.padding_point(rec.a_in).coords(fA)
+        elif padding == "zeros":
+            pad = np.zeros(J)
+        else:
+            raise ConfigurationError(f"padding must be 'point' or 'zeros', got {padding!r}")
+        field = field_of(pad)
+        src = geom.source.reshape(-1)
+        inside = src >= 0
+        S = np.zeros((src.size, J, geom.T_in, J))
+        r = np.flatnonzero(inside)
+        S[r, :, src[r], :] = np.eye(J)
+        S = S.reshape(src.size * J, geom.T_in * J)
+        mask = (~inside).astype(int)
+        if field.symbolic:
+            padv = sp.ImmutableMatrix(pad)
+            return sp.ImmutableMatrix(S.astype(int)), sp.ImmutableMatrix(sp.Matrix.vstack(*[padv * int(m) for m in mask]))
+        return S, np.kron(mask, np.asarray(pad, dtype=float))
+
+    def pool_map(self, n: int, frame_A: Frame | None = None) -> AffineMap:
+        """Average pooling (layer record ``n``) as an affine map ``A^|T| → A^|T'|``, matrix
+        ``P_avg ⊗ I_J`` with zero offset in the power frames of ``frame_A``."""
+        rec = self.layers[n]
+        if rec.kind != "avgpool":
+            raise ConfigurationError(f"layer {n} is {rec.kind}, not avgpool")
+        fA = frame_A or self.A[rec.a_in].reference_frame
+        return AffineMap(power_frame(fA, rec.geom.T_in), power_frame(fA, rec.geom.T),
+                         _avg_matrix(rec.geom, fA.space.dim, fA.field.symbolic))
+
+    def _param_layer(self, l: int, kind: str | None = None) -> _Layer:
+        if not 0 <= l < self.L:
+            raise ConfigurationError(f"{self.name} has parametrized layers 0..{self.L - 1}, got {l}")
+        rec = self.params[l]
+        if kind is not None and rec.kind != kind:
+            raise ConfigurationError(f"layer {l} is a {rec.kind} layer, not {kind}")
+        return rec
+
+    # ------------------------------------------------------------ weights ↔ coordinates
+    def weights_from(self, Wbars: Sequence, frames: "CNNFrames | None" = None) -> Point:
+        """The Point of the weight space whose coordinates in ``frames`` are ``Wbars``.
+
+        ``Wbars[l] = [W_l b_l]``: ``(I, |Δ|·J + 1)`` for a conv layer (offset-major patch
+        order), ``(e, d + 1)`` for a dense layer (flattened input location-major).
+        """
+        F = self._frames(frames)
+        if len(Wbars) != self.L:
+            raise DimensionError(f"{self.name} has {self.L} parametrized layers, got {len(Wbars)} weight matrices")
+        parts = []
+        for l, M in enumerate(Wbars):
+            shape = self.weight_spaces[l].shape
+            if tuple(M.shape) != shape:
+                raise DimensionError(f"layer {l}: W̄ must be {shape}, got {tuple(M.shape)}")
+            parts.append(field_of(M).vec(M) if isinstance(M, sp.MatrixBase) else np.asarray(M, float).reshape(-1, order="F"))
+        field = field_of(*parts)
+        return Point(F.weight_space_frame, field.concat([field.asvector(p) for p in parts]))
+
+    def layer_points(self, weights: Point, frames: "CNNFrames | None" = None) -> list:
+        """``[ω_0, ω_1, …]``: the layers' weights as Points of ``W_l`` in the frames' induced frames."""
+        F = self._frames(frames)
+        if not isinstance(weights, Point) or weights.space is not self.weight_space:
+            raise SpaceMismatchError(f"weights must be a Point of {self.weight_space.name}, got {weights!r}")
+        parts = self.weight_space.split(weights.coords(F.weight_space_frame))
+        return [Point(F.weight_frame(l), p) for l, p in enumerate(parts)]
+
+    def layer_weights(self, weights: Point, frames: "CNNFrames | None" = None) -> list:
+        """``[W̄_0, W̄_1, …]`` in ``frames`` (the law F.4 / D.2 through the core)."""
+        out = []
+        for l, p in enumerate(self.layer_points(weights, frames)):
+            x = p.coords()
+            out.append(field_of(x).unvec(x, self.weight_spaces[l].shape))
+        return out
+
+    def random_weights(self, rng, scale: float = 1.0, frames: "CNNFrames | None" = None) -> Point:
+        """Weights with i.i.d. ``N(0, scale²/fan_in)`` coordinates in ``frames``."""
+        rng = np.random.default_rng(rng)
+        Ws = [rng.normal(size=Wl.shape) * scale / np.sqrt(Wl.shape[1]) for Wl in self.weight_spaces]
+        return self.weights_from(Ws, frames)
+
+    def input_coords(self, X, frames: "CNNFrames | None" = None) -> np.ndarray:
+        """Images ``(N, C, H, W)`` (reference frame of ``A[0]``) as ``(N, |T|, C)`` coordinates
+        in ``frames.A[0]`` (the same change at every location)."""
+        F = self._frames(frames)
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 4 or X.shape[1:] != self.in_shape:
+            raise DataError(f"{self.name} takes images of shape (N, {', '.join(map(str, self.in_shape))}), got {X.shape}")
+        C = self.in_shape[0]
+        x = X.reshape(X.shape[0], C, -1).transpose(0, 2, 1)
+        ch = self.A[0].reference_frame.change_to(F.A[0])
+        if ch.is_identity:
+            return x.copy()
+        return x @ np.asarray(ch.B, float).T + np.asarray(ch.c, float)
+
+    def coordinates(self, weights: Point, frames: "CNNFrames | None" = None, padding: str = "point") -> "CoordinateCNN":
+        """The coordinate network in ``frames`` (weights by F.4, activations by D.3, padding γ).
+
+        ``padding="zeros"`` pads with the coordinates 0 instead of the padding point's (the
+        negative control of Thm 4.1: a different network wherever κ moves the padding point).
+        """
+        F = self._frames(frames)
+        if padding not in ("point", "zeros"):
+            raise ConfigurationError(f"padding must be 'point' or 'zeros', got {padding!r}")
+        Ws = [np.asarray(W, dtype=float) for W in self.layer_weights(weights, F)]
+        ops = []
+        for n, rec in enumerate(self.layers):
+            if rec.kind == "conv":
+                pad = (self.padding_point(rec.a_in).coords(F.A[rec.a_in]) if padding == "point"
+                       else np.zeros(self.A[rec.a_in].dim))
+                ops.append(("conv", rec.geom, Ws[rec.param], np.asarray(pad, float), F.activation(rec.param)))
+            elif rec.kind == "dense":
+                ops.append(("dense", Ws[rec.param], F.activation(rec.param)))
+            else:
+                ops.append((rec.kind, rec.geom))
+        return CoordinateCNN(ops)
+
+    def forward(self, weights: Point, X, frames: "CNNFrames | None" = None, padding: str = "point"):
+        """Outputs in ``frames`` (flattened location-major if the network ends on a grid)."""
+        F = self._frames(frames)
+        return self.coordinates(weights, F, padding).forward(self.input_coords(X, F))
+
+    # ------------------------------------------------------------ maps in frames
+    def maps(self, weights: Point, frames: "CNNFrames | None" = None, padding: str = "point") -> list:
+        """The network read in ``frames`` as core maps: a list of ``(kind, Map, layer)``.
+
+        ``kind`` is ``patches`` (a conv layer's per-location patch maps, a list, not part of
+        the chain), ``weights`` (for a conv: ``(I_|T| ⊗ W) ∘`` patch map, ``A^|T_in| → Z^|T|``;
+        for a dense layer the affine map ``ω``), ``act`` (the activation at every location),
+        ``avgpool`` (affine) or ``maxpool`` (coordinatewise max in these frames, smooth
+        almost everywhere).  Every map is built from coordinates in ``frames``.
+        """
+        F = self._frames(frames)
+        omegas = self.layer_points(weights, F)
+        out = []
+        for n, rec in enumerate(self.layers):
+            if rec.kind == "conv":
+                l, g = rec.param, rec.geom
+                fA, fZ, fP = F.A[rec.a_in], F.Z[l], F.patch_frame(l)
+                out.append(("patches", self.location_patch_maps(l, fA, padding), l))
+                S, pb = self._patch_parts(l, fA, padding)
+                om = self.weight_spaces[l].map_of(omegas[l])
+                Wl, bl = om.linear(fP, fZ), om.offset(fP, fZ)
+                field = field_of(Wl, bl, pb)
+                Wt = field.kron(field.eye(g.T), field.asmatrix(Wl))
+                bt = field.concat([field.asvector(bl)] * g.T)
+                # the conv layer on the grid: (I_T ⊗ W) ∘ patch map, i.e. Z = W A^exp + b 1ᵀ
+                Wg = field.matmul(Wt, field.asmatrix(S))
+                bg = field.matmul(Wt, field.asvector(pb)) + bt
+                out.append(("weights", AffineMap(power_frame(fA, g.T_in), power_frame(fZ, g.T), Wg, bg), l))
+                out.append(("act", _grid_activation(power_frame(fZ, g.T), power_frame(F.A[rec.a_out], g.T),
+                                                    F.activation(l), g.T), l))
+            elif rec.kind == "dense":
+                l = rec.param
+                fD, fZ = F.layer_input_frame(l), F.Z[l]
+                om = self.weight_spaces[l].map_of(omegas[l])
+                out.append(("weights", AffineMap(fD, fZ, om.linear(fD, fZ), om.offset(fD, fZ)), l))
+                out.append(("act", activation_map(fZ, F.A[rec.a_out], F.activation(l)), l))
+            elif rec.kind == "avgpool":
+                out.append(("avgpool", self.pool_map(n, F.A[rec.a_in]), None))
+            elif rec.kind == "maxpool":
+                out.append(("maxpool", _max_pool_map(power_frame(F.A[rec.a_in], rec.geom.T_in),
+                                                     power_frame(F.A[rec.a_in], rec.geom.T), rec.geom), None))
+        return out
+
+    def input_points(self, Xc, frames: "CNNFrames | None" = None) -> list:
+        """Points of ``A[0]^|T|`` from coordinates ``(N, |T|, C)`` given in ``frames.A[0]``."""
+        F = self._frames(frames)
+        f0 = power_frame(F.A[0], self.in_shape[1] * self.in_shape[2])
+        if isinstance(Xc, (list, tuple)):  # symbolic: one sympy column per example
+            return [Point(f0, x) for x in Xc]
+        Xc = np.asarray(Xc, dtype=float)
+        return [Point(f0, x.reshape(-1)) for x in Xc]
+
+    def __repr__(self) -> str:
+        kinds = " → ".join(r.kind for r in self.layers)
+        return f"AbstractCNN({self.name!r}, in={self.in_shape}, {kinds})"
+
+
+def _avg_matrix(geom: PoolGeometry, J: int, symbolic: bool):
+    T, Tin, s2 = geom.T, geom.T_in, geom.s * geom.s
+    P = np.zeros((T, Tin), dtype=int)
+    for t in range(T):
+        P[t, geom.windows[t]] = 1
+    if symbolic:
+        return sp.ImmutableMatrix(sp.kronecker_product(sp.Matrix(P), sp.eye(J)) * sp.Rational(1, s2))
+    return np.kron(P / s2, np.eye(J))
+
+
+def _grid_activation(frame_Z: Frame, frame_A: Frame, act: Activation, T: int) -> SmoothMap:
+    """The activation applied at every one of ``T`` locations: ``Z^T → A^T`` (block diagonal)."""
+    n = frame_Z.space.dim // T
+
+    def f(x):
+        field = field_of(x)
+        if field.symbolic:
+            return field.concat([act(p) for p in field.split(field.asvector(x), [n] * T)])
+        return act(np.asarray(x, float).reshape(T, n)).reshape(-1)
+
+    def jac(x):
+        field = field_of(x)
+        if field.symbolic:
+            return field.block_diag([act.jacobian(p) for p in field.split(field.asvector(x), [n] * T)])
+        Js = act.jacobian(np.asarray(x, float).reshape(T, n))  # (T, n, n)
+        out = np.zeros((T * n, T * n))
+        for t in range(T):
+            out[t * n:(t + 1) * n, t * n:(t + 1) * n] = Js[t]
+        return out
+
+    return SmoothMap(frame_Z, frame_A, f, jac)
+
+
+def _max_pool_map(frame_in: Frame, frame_out: Frame, geom: PoolGeometry) -> SmoothMap:
+    """Coordinatewise max over each window, in the given frames (numeric)."""
+    J = frame_in.space.dim // geom.T_in
+
+    def arg(x):
+        a = np.asarray(x, float).reshape(geom.T_in, J)[geom.windows]  # (T, s², J)
+        return a, np.argmax(a, axis=1)
+
+    def f(x):
+        a, i = arg(x)
+        return np.take_along_axis(a, i[:, None, :], axis=1)[:, 0, :].reshape(-1)
+
+    def jac(x):
+        _, i = arg(x)
+        out = np.zeros((geom.T * J, geom.T_in * J))
+        for t in range(geom.T):
+            for j in range(J):
+                out[t * J + j, geom.windows[t, i[t, j]] * J + j] = 1.0
+        return out
+
+    return SmoothMap(frame_in, frame_out, f, jac)
+
+
+# =========================================================================== frames
+class CNNFrames:
+    """A frame on every local activation space ``A_s`` and pre-activation space ``Z_l``.
+
+    The same frame of a local space is used at every location (power frames), in every
+    patch (the patch frame ``power_frame(A, |Δ|)``) and for the flattened input of a dense
+    layer (``power_frame(A, |T|)``: ``I_|T| ⊗ Ω``, ``γ`` at every location).
+    """
+
+    def __init__(self, net: AbstractCNN, A_frames: Sequence[Frame], Z_frames: Sequence[Frame]):
+        A_frames, Z_frames = tuple(A_frames), tuple(Z_frames)
+        if len(A_frames) != len(net.A) or len(Z_frames) != len(net.Z):
+            raise DimensionError(f"{net.name} needs {len(net.A)} A-frames and {len(net.Z)} Z-frames, "
+                                 f"got {len(A_frames)} and {len(Z_frames)}")
+        for s, (f, sp_) in enumerate(zip(A_frames + Z_frames, net.A + net.Z)):
+            if not isinstance(f, Frame) or f.space is not sp_:
+                raise SpaceMismatchError(f"frame {s} must be a frame of {sp_.name}, got {f!r}")
+        self.net, self.A, self.Z = net, A_frames, Z_frames
+
+    def derive(self, A: dict | None = None, Z: dict | None = None, name: str = "‡") -> "CNNFrames":
+        """New frames: ``a‡ = Ω a + γ`` on ``A[s]`` for ``A={s: (Ω, γ)}``, and
+        ``z = Φ z‡ + τ`` on ``Z[l]`` for ``Z={l: (Φ, τ)}`` (the directions of Appendix D)."""
+        A, Z = dict(A or {}), dict(Z or {})
+        newA = list(self.A)
+        for s, (Om, g) in A.items():
+            newA[s] = self.A[s].derive(Om, g, name=f"{self.A[s].name}{name}")
+        newZ = list(self.Z)
+        for l, (Phi, tau) in Z.items():
+            field = field_of(Phi, tau)
+            Pinv = field.inv(field.asmatrix(Phi))
+            t = field.zeros(self.net.Z[l].dim) if tau is None else field.asvector(tau)
+            newZ[l] = self.Z[l].derive(Pinv, -field.matmul(Pinv, t), name=f"{self.Z[l].name}{name}")
+        return CNNFrames(self.net, newA, newZ)
+
+    def patch_frame(self, l: int) -> Frame:
+        """The frame of conv layer ``l``'s patch space ``A^|Δ|`` (a power frame)."""
+        rec = self.net._param_layer(l, "conv")
+        return power_frame(self.A[rec.a_in], rec.geom.K)
+
+    def layer_input_frame(self, l: int) -> Frame:
+        """Frame of the input space of ``W_l``: the patch frame, or the flattened input's."""
+        rec = self.net._param_layer(l)
+        if rec.kind == "conv":
+            return self.patch_frame(l)
+        D = self.net.layer_inputs[l]
+        return power_frame(self.A[rec.a_in], len(D.factors)) if isinstance(D, ProductSpace) else self.A[rec.a_in]
+
+    def weight_frame(self, l: int) -> Frame:
+        """The frame of ``W_l`` induced by the layer's input frame and ``Z[l]``."""
+        return self.net.weight_spaces[l].frame(self.layer_input_frame(l), self.Z[l])
+
+    @property
+    def weight_space_frame(self) -> Frame:
+        return self.net.weight_space.frame_from([self.weight_frame(l) for l in range(self.net.L)])
+
+    @property
+    def output_frame(self) -> Frame:
+        net = self.net
+        if net.out_grid is None:
+            return self.A[net.out_index]
+        return power_frame(self.A[net.out_index], _grid_T(net.out_grid))
+
+    def activation(self, l: int) -> Activation:
+        """``φ_l`` in these frames (Eqn. D.3), the same at every location."""
+        rec = self.net._param_layer(l)
+        fA, fZ = self.A[rec.a_out], self.Z[l]
+        if fA.is_reference and fZ.is_reference:
+            return rec.activation
+        chA = self.net.A[rec.a_out].reference_frame.change_to(fA)
+        chZ = fZ.change_to(self.net.Z[l].reference_frame)
+        return ConjugatedActivation(rec.activation, chA.B, chA.c, chZ.B, chZ.c)
+
+    def __repr__(self) -> str:
+        return f"CNNFrames(A: [{', '.join(f.name for f in self.A)}]; Z: [{', '.join(f.name for f in self.Z)}])"
+
+
+# =========================================================================== coordinates
+class CoordinateCNN:
+    """A convolutional network in coordinates, vectorized over examples and locations.
+
+    ``ops``: ``("conv", ConvGeometry, W̄, pad, act)`` with ``W̄`` offset-major and ``pad`` the
+    padding coordinates; ``("avgpool" | "maxpool", PoolGeometry)``; ``("flatten", None)``;
+    ``("dense", W̄, act)``.  :meth:`forward` takes ``(N, |T|, C)`` input coordinates.
+    The conv layer is the im2col product of Eqn. F.2: ``Z = W A^exp + b 1ᵀ``.
+    """
+
+    def __init__(self, ops):
+        self.ops = list(ops)
+
+    @staticmethod
+    def expand(a, geom: ConvGeometry, pad) -> np.ndarray:
+        """``A^exp``: the patches ``(N, |T|, |Δ|·J)`` (offset-major) of ``a`` ``(N, |T_in|, J)``."""
+        N, Tin, J = a.shape
+        if Tin != geom.T_in:
+            raise DimensionError(f"a {geom} needs {geom.T_in} input locations, got {Tin}")
+        padded = np.concatenate([a, np.broadcast_to(np.asarray(pad, float), (N, 1, J))], axis=1)
+        idx = np.where(geom.source >= 0, geom.source, Tin)  # padding → the appended location
+        return padded[:, idx, :].reshape(N, geom.T, geom.K * J)
+
+    def forward(self, x, keep: bool = False):
+        """Outputs ``(N, D)``; with ``keep``, also ``[(ā, z)]`` per parametrized layer
+        (``ā`` ``(N, |T|, d+1)``, ``z`` ``(N, |T|, I)``)."""
+        a = np.asarray(x, dtype=float)
+        kept = []
+        for op in self.ops:
+            kind = op[0]
+            if kind == "conv":
+                _, geom, Wb, pad, act = op
+                P = self.expand(a, geom, pad)
+                z = P @ Wb[:, :-1].T + Wb[:, -1]
+                if keep:
+                    kept.append((np.concatenate([P, np.ones(P.shape[:2] + (1,))], axis=2), z))
+                N, T, I = z.shape
+                a = act(z.reshape(N * T, I)).reshape(N, T, I)
+            elif kind == "avgpool":
+                a = a[:, op[1].windows, :].mean(axis=2)
+            elif kind == "maxpool":
+                a = a[:, op[1].windows, :].max(axis=2)
+            elif kind == "flatten":
+                a = a.reshape(a.shape[0], -1)
+            elif kind == "dense":
+                _, Wb, act = op
+                z = a @ Wb[:, :-1].T + Wb[:, -1]
+                if keep:
+                    kept.append((np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)[:, None, :], z[:, None, :]))
+                a = act(z)
+        out = a.reshape(a.shape[0], -1)
+        return (out, kept) if keep else out
+
+
+# =========================================================================== oracle convention
+def patch_permutation(J: int, K: int) -> np.ndarray:
+    """``perm`` with ``patch_channel_major = patch_offset_major[perm]``: channel-major index
+    ``j·K + δ`` reads offset-major index ``δ·J + j``.
+
+    >>> patch_permutation(2, 3).tolist()
+    [0, 2, 4, 1, 3, 5]
+    """
+    return np.array([d * J + j for j in range(J) for d in range(K)], dtype=np.int64)
+
+
+def flatten_permutation(C: int, T: int) -> np.ndarray:
+    """``perm`` with ``flat_channel_major = flat_location_major[perm]`` (index ``c·T + t``
+    reads ``t·C + c``)."""
+    return patch_permutation(C, T)
+
+
+def layer_input_permutation(net: AbstractCNN, l: int) -> np.ndarray:
+    """The permutation of ``ā`` (homogeneous 1 last, fixed) from this module's order to the
+    reference files' order for parametrized layer ``l``."""
+    rec = net._param_layer(l)
+    J = net.A[rec.a_in].dim
+    if rec.kind == "conv":
+        p = patch_permutation(J, rec.geom.K)
+    else:
+        D = net.layer_inputs[l]
+        p = flatten_permutation(J, len(D.factors)) if isinstance(D, ProductSpace) else np.arange(J)
+    return np.concatenate([p, [p.size]])
+
+
+def to_oracle_weights(net: AbstractCNN, Wbars) -> list:
+    """``[(W, b)]`` in the reference files' shapes: ``(I, J, k, k)`` for conv layers,
+    ``(e, d)`` (channel-major flatten) for dense layers."""
+    out = []
+    for l, Wb in enumerate(Wbars):
+        Wb = np.asarray(Wb, float)
+        p = layer_input_permutation(net, l)
+        W = Wb[:, p[:-1]]
+        rec = net._param_layer(l)
+        if rec.kind == "conv":
+            J = net.A[rec.a_in].dim
+            W = W.reshape(W.shape[0], J, rec.geom.k, rec.geom.k)
+        out.append((W, Wb[:, -1].copy()))
+    return out
+
+
+def from_oracle_weights(net: AbstractCNN, Ws, bs) -> list:
+    """Inverse of :func:`to_oracle_weights`: ``[W̄_l]`` in this module's order."""
+    out = []
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        W = np.asarray(W, float).reshape(np.shape(W)[0], -1)
+        p = layer_input_permutation(net, l)[:-1]
+        Wm = np.empty_like(W)
+        Wm[:, p] = W
+        out.append(np.hstack([Wm, np.asarray(b, float).reshape(-1, 1)]))
+    return out
+
+
+def oracle_theta(net: AbstractCNN, Wbars) -> np.ndarray:
+    """``θ = [vec W̄_0; vec W̄_1; …]`` in the reference files' order (column-stacking of
+    ``[W.reshape(I, -1) b]``)."""
+    return np.concatenate([np.hstack([W.reshape(W.shape[0], -1), b[:, None]]).reshape(-1, order="F")
+                           for W, b in to_oracle_weights(net, Wbars)])
