@@ -169,7 +169,8 @@ def frames_input():
         st.just(np.eye(3)), st.just([[1, None], [0, 1]]), st.just("eye"), st.just(np.eye(2)),
         st.just([[1e-300, 0.0], [0.0, 1e300]]),
     )
-    vecs = st.one_of(st.none(), st.lists(st.one_of(_floats, st.none()), min_size=0, max_size=3))
+    vecs = st.one_of(st.none(), st.lists(st.one_of(_floats, st.none()), min_size=0, max_size=3),
+                     st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=2))
     return st.tuples(mats, vecs, st.booleans())
 
 
@@ -391,7 +392,8 @@ def _run_value(case):
 
 VALUES = st.tuples(st.sampled_from(["point", "vector", "covector"]),
                    st.one_of(st.lists(st.one_of(_floats, st.none(), st.text(max_size=2)),
-                                      min_size=0, max_size=3), bad_arrays(3, 3)),
+                                      min_size=0, max_size=3), bad_arrays(3, 3),
+                             st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=2)),  # valid ones too
                    st.sampled_from([_REF, _NUM, _SYM]))
 
 

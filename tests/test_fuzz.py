@@ -112,7 +112,7 @@ def test_frame_targets_reach_valid_inputs(name):
     strategy, run = fuzzing.TARGETS[name]
     seen = set()
 
-    @settings(max_examples=60, suppress_health_check=_QUIET, database=None)
+    @settings(max_examples=150, suppress_health_check=_QUIET, database=None)
     @given(case=strategy)
     def collect(case):
         seen.add(fuzzing.classify(run, case)[0])
