@@ -26,7 +26,13 @@ import numpy as np
 import sympy as sp
 from scipy.special import expit
 
-from geomkfac.errors import ConfigurationError, DimensionError
+from geomkfac.errors import (
+    ConfigurationError,
+    DimensionError,
+    FieldMismatchError,
+    NonFiniteError,
+    SingularFrameChangeError,
+)
 
 __all__ = [
     "Activation",
@@ -243,6 +249,26 @@ def get_activation(name_or_activation) -> Activation:
 
 
 # --------------------------------------------------------------------------- Eqn. D.3
+def _check_invertible(name: str, m) -> None:
+    """A change of frame's linear part must be finite and invertible (exactly, for sympy;
+    numerically, 2-norm condition number below ``1/(n ε)``)."""
+    if isinstance(m, sp.MatrixBase):
+        if m.shape[0] and sp.simplify(m.det()) == 0:
+            raise SingularFrameChangeError(
+                f"ConjugatedActivation: {name} is singular (det = 0); a change of frame needs "
+                "an invertible matrix"
+            )
+        return
+    if not np.all(np.isfinite(m)):
+        raise NonFiniteError(f"ConjugatedActivation: {name} contains NaN or inf")
+    n = m.shape[0]
+    if n and not np.linalg.cond(m) < 1.0 / (n * np.finfo(np.float64).eps):
+        raise SingularFrameChangeError(
+            f"ConjugatedActivation: {name} is singular (condition number "
+            f"{np.linalg.cond(m):.3g}); a change of frame needs an invertible matrix"
+        )
+
+
 class ConjugatedActivation(Activation):
     """The activation in changed frames, ``φ‡(z‡) = Ω φ(Φ z‡ + τ) + γ`` (Eqn. D.3).
 
@@ -305,6 +331,11 @@ class ConjugatedActivation(Activation):
         for nm, v in (("gamma", self.gamma), ("tau", self.tau)):
             if (v.shape[0] if not isinstance(v, sp.MatrixBase) else v.shape[0]) != n:
                 raise DimensionError(f"ConjugatedActivation: {nm} must have length {n}")
+        for nm, m in (("Omega", self.Omega), ("Phi", self.Phi)):
+            _check_invertible(nm, m)
+        for nm, v in (("gamma", self.gamma), ("tau", self.tau)):
+            if not isinstance(v, sp.MatrixBase) and not np.all(np.isfinite(v)):
+                raise NonFiniteError(f"ConjugatedActivation: {nm} contains NaN or inf")
         self.name = f"conj({base.name})"
         self._float_cache = None
 
@@ -312,7 +343,12 @@ class ConjugatedActivation(Activation):
     def _infer_n(*params):
         for p in params:
             if p is not None:
-                shape = p.shape
+                shape = p.shape if isinstance(p, sp.MatrixBase) else np.shape(p)
+                if not shape:
+                    raise DimensionError(
+                        "ConjugatedActivation: Omega, Phi must be n×n and gamma, tau of length n, "
+                        f"got a scalar {p!r}"
+                    )
                 return int(shape[0])
         raise ConfigurationError(
             "ConjugatedActivation needs at least one of Omega, gamma, Phi, tau to know its width"
@@ -329,9 +365,14 @@ class ConjugatedActivation(Activation):
             if kind == "vector" and m.shape[1] != 1:
                 m = sp.ImmutableMatrix(m.reshape(m.shape[0] * m.shape[1], 1))
             return m
-        if kind == "vector":
-            return np.asarray(p, dtype=float).reshape(-1)
-        return np.asarray(p, dtype=float)
+        try:
+            arr = np.asarray(p, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise FieldMismatchError(
+                f"ConjugatedActivation: a {kind} must hold numbers ({exc}); pass floats or a "
+                "sympy Matrix"
+            ) from None
+        return arr.reshape(-1) if kind == "vector" else arr
 
     @property
     def is_symbolic(self) -> bool:

@@ -48,14 +48,13 @@ Matrix([
 from __future__ import annotations
 
 from fractions import Fraction
-from numbers import Number
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import scipy.linalg
 import sympy
 
-from geomkfac.errors import DimensionError, FieldMismatchError, GeomKFACError
+from geomkfac.errors import DimensionError, FieldMismatchError, GeomKFACError, NonFiniteError
 
 __all__ = [
     "Field",
@@ -181,7 +180,15 @@ class NumericField(Field):
                 )
             return np.array(x.evalf(), dtype=np.float64)
         try:
-            return np.asarray(x, dtype=np.float64)
+            raw = np.asarray(x)
+            if raw.dtype == object and any(e is None for e in raw.flat):
+                raise FieldMismatchError(
+                    "cannot convert None to a number (NumPy would make it NaN); give every "
+                    "coordinate a value"
+                )
+            return raw.astype(np.float64, copy=False)
+        except FieldMismatchError:
+            raise
         except (TypeError, ValueError) as exc:
             raise FieldMismatchError(
                 f"cannot convert {type(x).__name__} to a float64 array ({exc}); "
@@ -432,12 +439,25 @@ def to_sympy_number(x: Any, policy: str | None = None) -> sympy.Expr:
         return sympy.Rational(x.numerator, x.denominator)
     if isinstance(x, (float, np.floating)):
         xf = float(x)
+        if not np.isfinite(xf):
+            raise NonFiniteError(
+                f"cannot convert {xf} to an exact (sympy) number; NaN and inf have no exact "
+                "value: check the computation that produced it, or use the NUMERIC field"
+            )
         if xf.is_integer():
             return sympy.Integer(int(xf))
         if (policy or _float_policy[-1]) == "rational":
             return sympy.Rational(xf)
         return sympy.Float(xf)
-    return sympy.sympify(x)
+    if x is None:
+        raise FieldMismatchError("cannot convert None to an exact number; give every entry a value")
+    try:
+        return sympy.sympify(x, strict=not isinstance(x, str))
+    except (sympy.SympifyError, TypeError, ValueError) as exc:
+        raise FieldMismatchError(
+            f"cannot convert {type(x).__name__} {str(x)[:40]!r} to an exact number ({exc}); "
+            "pass numbers or sympy expressions"
+        ) from None
 
 
 _to_sympy_number = to_sympy_number

@@ -673,7 +673,27 @@ def run_script(path: str | Path, argv: Sequence[str] | None = None) -> int:
 # ----------------------------------------------------------------------------- CLI
 
 
+def _check_report_path(report: str) -> None:
+    """Refuse an unwritable ``--report`` before running any proof (ConfigurationError)."""
+    target = Path(report)
+    parent = target.parent if str(target.parent) else Path(".")
+    problem = None
+    if target.is_dir():
+        problem = "it is a directory"
+    elif not parent.is_dir():
+        problem = f"the folder {parent} does not exist"
+    elif target.exists() and not os.access(target, os.W_OK):
+        problem = "the file is not writable"
+    elif not target.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        problem = f"the folder {parent} is not writable"
+    if problem:
+        raise ConfigurationError(f"--report {report}: cannot write the report ({problem}); "
+                                 "give a writable file path")
+
+
 def _command(args: argparse.Namespace) -> int:
+    if args.report:
+        _check_report_path(args.report)
     paths = select(discover(args.dir), args.ids)
 
     def progress(r: ProofResult) -> None:
@@ -691,8 +711,14 @@ def _command(args: argparse.Namespace) -> int:
         if r.error is not None:
             print(f"\n{r.id} raised:\n{r.error}", file=sys.stderr)
     if args.report:
-        Path(args.report).write_text(format_markdown(results) + (f"\n{cov}\n" if cov else ""),
-                                     encoding="utf-8")
+        try:
+            Path(args.report).write_text(format_markdown(results) + (f"\n{cov}\n" if cov else ""),
+                                         encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"--report {args.report}: cannot write the report ({exc.strerror or exc}); "
+                "give a writable file path"
+            ) from None
         print(f"report written to {args.report}")
     if args.latex:
         Path(args.latex).write_text(format_latex(results, cov), encoding="utf-8")

@@ -34,7 +34,13 @@ from geomkfac.activations_sym import (
     get_activation,
     is_symbolic,
 )
-from geomkfac.errors import ConfigurationError, DimensionError, SingularFrameChangeError
+from geomkfac.errors import (
+    ConfigurationError,
+    DimensionError,
+    NonFiniteError,
+    NotSymmetricError,
+    SingularFrameChangeError,
+)
 
 __all__ = [
     "CoordinateMLP",
@@ -456,10 +462,26 @@ def whitening(mean, cov) -> LayerChange:
     """
     if is_symbolic(mean, cov):
         mean, cov = _to_sym(mean), _to_sym(cov)
+        if cov.shape[0] != cov.shape[1] or cov.shape[0] != len(mean):
+            raise DimensionError(f"whitening: need an n×n covariance and n means, got "
+                                 f"{cov.shape} and {len(mean)}")
+        if any(sp.simplify(e) != 0 for e in (cov - cov.T)):
+            raise NotSymmetricError("whitening: the covariance is not symmetric; pass Σ = E[(a−μ)(a−μ)ᵀ]")
         Omega = sp.ImmutableMatrix(cov.cholesky(hermitian=False).inv())
         return LayerChange(Omega=Omega, gamma=sp.ImmutableMatrix(-Omega * mean))
-    mean = np.asarray(mean, dtype=float).reshape(-1)
-    cov = np.asarray(cov, dtype=float)
+    try:
+        mean = np.asarray(mean, dtype=float).reshape(-1)
+        cov = np.asarray(cov, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DimensionError(f"whitening: mean and covariance must be numeric arrays ({exc})") from None
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or cov.shape[0] != mean.shape[0] or not mean.size:
+        raise DimensionError(f"whitening: need an n×n covariance and n means (n >= 1), got "
+                             f"{cov.shape} and {mean.shape}")
+    if not (np.all(np.isfinite(cov)) and np.all(np.isfinite(mean))):
+        raise NonFiniteError("whitening: the mean or covariance contains NaN or inf")
+    # symmetric up to round-off of the sums that formed it (relative 1e-10 of the largest entry)
+    if not np.allclose(cov, cov.T, rtol=0.0, atol=1e-10 * max(np.abs(cov).max(), 1e-300)):
+        raise NotSymmetricError("whitening: the covariance is not symmetric; pass Σ = E[(a−μ)(a−μ)ᵀ]")
     evals, U = np.linalg.eigh(cov)
     if evals.min() <= 1e-12 * max(evals.max(), 1.0):
         raise SingularFrameChangeError(
@@ -504,7 +526,16 @@ def random_affine(n: int, rng, scale: float = 1.0, cond: float = 4.0) -> LayerCh
     ``Ω = U diag(s) V`` with Haar-random orthogonal ``U, V`` and singular values ``s`` in
     ``[1/√cond, √cond]``; likewise ``Φ``; shifts ``γ, τ ~ N(0, scale²)``.
     """
-    rng = np.random.default_rng(rng)
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigurationError(f"random_affine: n must be a positive integer, got {n!r}")
+    for what, v, lo in (("scale", scale, 0.0), ("cond", cond, 1.0)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(v) or v < lo:
+            raise ConfigurationError(f"random_affine: {what} must be a finite number >= {lo}, got {v!r}")
+    try:
+        rng = np.random.default_rng(rng)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"random_affine: rng must be a seed or a Generator ({exc})") from None
 
     def mat():
         U, _ = np.linalg.qr(rng.standard_normal((n, n)))

@@ -52,6 +52,7 @@ import sympy
 
 from geomkfac.errors import (
     DimensionError,
+    NonFiniteError,
     SingularFrameChangeError,
     SpaceMismatchError,
 )
@@ -571,6 +572,11 @@ class Frame(_display.Displayable):
             raise DimensionError(
                 f"a change of frame on {self.space.name} (dim {n}) needs c of length {n}, got {cv.shape[0]}"
             )
+        if not field.symbolic and not (np.all(np.isfinite(Bm)) and np.all(np.isfinite(cv))):
+            raise NonFiniteError(
+                f"the change of frame{' ' + repr(name) if name else ''} on {self.space.name} has "
+                f"NaN or inf in {'B' if not np.all(np.isfinite(Bm)) else 'c'}; y = B x + c needs finite B and c"
+            )
         Binv = _Binv
         try:
             if Binv is None:
@@ -684,6 +690,11 @@ class _Value(_display.Displayable):
             )
         field = field_of(coords)
         x = field.asvector(coords)
+        if not field.symbolic and not np.all(np.isfinite(x)):
+            raise NonFiniteError(
+                f"{type(self).__name__} of {frame.space.name} has NaN or inf coordinates "
+                f"{_fmt_coords(x)}; give finite coordinates"
+            )
         if x.shape[0] != frame.space.dim:
             raise DimensionError(
                 f"{type(self).__name__} of {frame.space.name} (dim {frame.space.dim}) needs "
@@ -722,6 +733,11 @@ class _Value(_display.Displayable):
                 f"asked for coordinates of a {self._kind} of {self.space.name} in a frame of {where}"
             )
         x = self._transform(self._frame.change_to(frame), self._coords[self._frame])
+        if not field_of(x).symbolic and not np.all(np.isfinite(x)):
+            raise NonFiniteError(
+                f"the coordinates of this {self._kind} overflow in frame {frame.name} "
+                f"({_fmt_coords(x)}); rescale the coordinates or the change of frame"
+            )
         self._coords[frame] = x
         return x
 

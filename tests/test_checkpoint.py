@@ -133,11 +133,11 @@ def test_failed_write_keeps_old_checkpoint(tmp_path, monkeypatch):
     save_checkpoint(p, old, step=5)
     before = p.read_bytes()
 
-    def half_then_fail(fh, **arrays):
+    def half_then_fail(fh, arrays):
         fh.write(b"PK\x03\x04 half a zip archive")
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(ckmod.np, "savez", half_then_fail)
+    monkeypatch.setattr(ckmod, "_write_npz", half_then_fail)
     with pytest.raises(CheckpointError, match="could not write checkpoint.*disk full"):
         save_checkpoint(p, _Weights([(3, 3)], seed=2), step=6)
     monkeypatch.undo()
@@ -155,10 +155,10 @@ def test_killed_write_keeps_old_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import os, numpy as np
         import geomkfac.nn.checkpoint as ck
-        def die(fh, **arrays):
+        def die(fh, arrays):
             fh.write(b"PK\\x03\\x04 partial"); fh.flush()
             os._exit(9)
-        ck.np.savez = die
+        ck._write_npz = die
         class M:
             def get_Wbars(self): return [np.zeros((3, 2))]
         ck.save_checkpoint({str(p)!r}, M(), step=4)

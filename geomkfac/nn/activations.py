@@ -28,7 +28,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomkfac.errors import ConfigurationError, DimensionError
+from geomkfac.errors import (
+    ConfigurationError,
+    DimensionError,
+    NonFiniteError,
+    SingularFrameChangeError,
+)
 
 __all__ = [
     "Activation",
@@ -210,10 +215,26 @@ def get_activation(name) -> Activation:
     return ACTIVATIONS[key]()
 
 
+def _floats(x, name: str, dtype=np.float64) -> np.ndarray:
+    try:
+        a = np.array(x, dtype=dtype, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise DimensionError(f"{name} must be an array of numbers ({exc})") from None
+    if not np.all(np.isfinite(a)):
+        raise NonFiniteError(f"{name} contains NaN or inf; a change of basis must be finite")
+    return a
+
+
 def _square(M, name: str) -> np.ndarray:
-    M = np.array(M, dtype=np.float64, copy=True)
+    M = _floats(M, name)
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
         raise DimensionError(f"{name} must be a square matrix (a change of basis), got shape {M.shape}")
+    n = M.shape[0]
+    if n and not np.linalg.cond(M) < 1.0 / (n * np.finfo(np.float64).eps):
+        raise SingularFrameChangeError(
+            f"{name} is singular (condition number {np.linalg.cond(M):.3g}); a change of basis "
+            "needs an invertible matrix"
+        )
     M.setflags(write=False)
     return M
 
@@ -221,7 +242,7 @@ def _square(M, name: str) -> np.ndarray:
 def _vector(v, d: int, name: str, dtype) -> np.ndarray:
     if v is None:
         v = np.zeros(d, dtype=dtype)
-    v = np.array(v, dtype=dtype, copy=True)
+    v = _floats(v, name, dtype)
     if v.shape != (d,):
         raise DimensionError(f"{name} must have shape ({d},), got {v.shape}")
     v.setflags(write=False)
@@ -264,13 +285,15 @@ class ConjugatedActivation(Activation):
     def __init__(self, base, Omega=None, gamma=None, Phi=None, tau=None):
         self.base = get_activation(base)
         d = None
-        for M in (Omega, Phi):
-            if M is not None:
-                d = np.shape(M)[0]
-                break
-        for v in (gamma, tau):
-            if d is None and v is not None:
-                d = np.shape(v)[0]
+        for M in (Omega, Phi, gamma, tau):
+            if d is None and M is not None:
+                shape = np.shape(M)
+                if not shape:
+                    raise DimensionError(
+                        "Omega and Phi must be (d, d) matrices and gamma, tau (d,) vectors, "
+                        f"got a scalar {M!r}"
+                    )
+                d = shape[0]
         if d is None:
             raise DimensionError(
                 "ConjugatedActivation needs at least one of Omega, gamma, Phi, tau to fix its width"

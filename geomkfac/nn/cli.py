@@ -392,6 +392,20 @@ def _hyper_for(names, args, probe):
     return hyper
 
 
+def _check_out_dir(out: str) -> None:
+    """Create ``--out`` (or check it) before any work: ConfigurationError if it cannot hold
+    the run's files."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--out {out}: cannot create the output directory ({exc.strerror or exc}); "
+            "give a writable directory"
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"--out {out}: the directory is not writable; give a writable one")
+
+
 def _summary_table(rows) -> str:
     head = ("optimizer", "status", "final loss", "steps", "seconds")
     body = [(r.name, r.status, "-" if r.final_loss is None else f"{r.final_loss:.6g}",
@@ -422,6 +436,9 @@ def run(args) -> int:
         v = getattr(args, flag)
         if v is not None and v < (0 if flag == "steps" else 1):
             raise ConfigurationError(f"--{flag.replace('_', '-')} must be positive, got {v}")
+    if args.seed < 0:
+        raise ConfigurationError(f"--seed must be a non-negative integer, got {args.seed}")
+    _check_out_dir(args.out)
     loss_name = args.loss or _DEFAULT_LOSS[args.task]
     loss = get_loss(loss_name)
     if args.task == "classification" and loss.name not in ("softmax_ce",):
@@ -457,7 +474,6 @@ def run(args) -> int:
     hyper = _hyper_for(names, args, probe)
     steps = args.steps if (args.steps is not None or args.epochs is not None) else 100
     out = args.out
-    os.makedirs(out, exist_ok=True)
     ext = "jsonl" if args.format == "jsonl" else "csv"
     results, histories = [], {}
     for name in names:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 import os
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError
+from geomkfac.nn.fileformat import PARSE_ERRORS
 
 __all__ = [
     "TASKS",
@@ -123,9 +123,31 @@ class Dataset:
 
 
 def _check_task(task: str) -> str:
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise ConfigurationError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return task
+
+
+def _float_dtype(dtype) -> np.dtype:
+    """``dtype`` as a NumPy floating dtype (ConfigurationError otherwise: an integer dtype
+    would truncate the data, e.g. 0.7 to 0)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ConfigurationError(f"dtype {dtype!r} is not a NumPy dtype; use float64 or float32") from None
+    if dt.kind != "f":
+        raise ConfigurationError(
+            f"dtype {dt} is not a floating-point type; data are stored as float64 or float32"
+        )
+    return dt
+
+
+def _count(value, what: str, lo: int, error=ConfigurationError) -> int:
+    """``value`` as an integer ``>= lo`` (bools and non-integral numbers refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < lo:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+        raise error(f"{what} must be {kind}, got {value!r}")
+    return int(value)
 
 
 def make_dataset(X, Y=None, task: str = "autoencoder", name: str = "data", dtype=np.float64,
@@ -147,7 +169,12 @@ def make_dataset(X, Y=None, task: str = "autoencoder", name: str = "data", dtype
     geomkfac.errors.DataError: data: label 5 (example 1) is out of range 0..2 for 3 classes
     """
     _check_task(task)
-    X = np.asarray(X)
+    dtype = _float_dtype(dtype)
+    if not isinstance(name, str):
+        raise ConfigurationError(f"the data set's name must be a string, got {type(name).__name__}")
+    if num_classes is not None:
+        num_classes = _count(num_classes, "num_classes", 1)
+    X = _as_array(X, name, "X")
     if X.ndim < 2 or X.shape[0] == 0:
         raise DataError(f"{name}: X must have shape (N, d) with N >= 1 examples, got {X.shape}")
     if X.dtype.kind not in "biuf":
@@ -157,7 +184,7 @@ def make_dataset(X, Y=None, task: str = "autoencoder", name: str = "data", dtype
         raise DataError(f"{name}: X contains NaN or inf values")
     N = X.shape[0]
     if task == "autoencoder":
-        Y = X if Y is None else np.asarray(Y)
+        Y = X if Y is None else _as_array(Y, name, "Y")
         if Y.dtype.kind not in "biuf":
             raise DataError(f"{name}: Y must be numeric, got dtype {Y.dtype}")
         if Y.ndim < 2 or Y.shape[0] != N:
@@ -168,7 +195,7 @@ def make_dataset(X, Y=None, task: str = "autoencoder", name: str = "data", dtype
         return Dataset(X, Y, task, name, None)
     if Y is None:
         raise DataError(f"{name}: classification needs labels Y, none were given")
-    Y = np.asarray(Y)
+    Y = _as_array(Y, name, "Y")
     if Y.ndim == 2 and Y.shape[1] == 1:
         Y = Y[:, 0]
     if Y.ndim != 1 or Y.shape[0] != N:
@@ -191,6 +218,13 @@ def make_dataset(X, Y=None, task: str = "autoencoder", name: str = "data", dtype
     return Dataset(X, Y, task, name, int(num_classes))
 
 
+def _as_array(a, name: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise DataError(f"{name}: {what} is not a rectangular array ({exc})") from None
+
+
 def load_digits(task: str = "autoencoder", dtype=np.float64) -> Dataset:
     """The embedded 8×8 handwritten digits (1,797 images), pixels scaled to ``[0, 1]``.
 
@@ -209,6 +243,7 @@ def load_digits(task: str = "autoencoder", dtype=np.float64) -> Dataset:
     ((1797, 64), 0.0, 1.0, True)
     """
     _check_task(task)
+    dtype = _float_dtype(dtype)
     ref = importlib.resources.files("geomkfac.data").joinpath("digits.npz")
     with ref.open("rb") as fh:
         with np.load(fh, allow_pickle=False) as d:
@@ -233,9 +268,12 @@ def load_npz(path, task: str = "autoencoder", dtype=np.float64) -> Dataset:
         classification), or holds arrays of the wrong shape.
     """
     _check_task(task)
-    path = os.fspath(path)
+    dtype = _float_dtype(dtype)
+    path = _fspath(path, "data file")
     if not os.path.exists(path):
         raise DataError(f"{path}: no such data file")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: not a file; pass the path of an .npz file")
     try:
         with np.load(path, allow_pickle=False) as d:
             keys = set(d.files)
@@ -248,13 +286,20 @@ def load_npz(path, task: str = "autoencoder", dtype=np.float64) -> Dataset:
             Y = d["Y"] if "Y" in keys else None
     except DataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    except PARSE_ERRORS as exc:
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
     if task == "autoencoder":
         return make_dataset(X, None, task, name=path, dtype=dtype)
     if Y is None:
         raise DataError(f"{path}: classification needs integer labels under key 'Y'")
     return make_dataset(X, Y, task, name=path, dtype=dtype)
+
+
+def _fspath(path, what: str) -> str:
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise DataError(f"the {what} must be given as a path, got {type(path).__name__}") from None
 
 
 def _read_maybe_gzip(path: str) -> bytes:
@@ -268,8 +313,8 @@ def _read_maybe_gzip(path: str) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: corrupt gzip stream ({exc})") from None
+        except PARSE_ERRORS as exc:
+            raise DataError(f"{path}: corrupt gzip stream ({type(exc).__name__}: {exc})") from None
     return raw
 
 
@@ -289,7 +334,7 @@ def load_idx(path) -> np.ndarray:
     array([[0, 1, 2],
            [3, 4, 5]], dtype=uint8)
     """
-    path = os.fspath(path)
+    path = _fspath(path, "IDX file")
     raw = _read_maybe_gzip(path)
     if len(raw) < 4:
         raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
@@ -349,7 +394,8 @@ def load_idx_dataset(images, labels=None, task: str = "autoencoder", dtype=np.fl
     images are used as given. Images with several axes are flattened.
     """
     _check_task(task)
-    images = os.fspath(images)
+    dtype = _float_dtype(dtype)
+    images = _fspath(images, "IDX images file")
     X = load_idx(images)
     if X.ndim < 2:
         raise DataError(f"{images}: images must have at least 2 dimensions (N, ...), got {X.shape}")
@@ -359,7 +405,7 @@ def load_idx_dataset(images, labels=None, task: str = "autoencoder", dtype=np.fl
         if task == "classification":
             raise DataError(f"{images}: classification needs a labels file (--idx-labels)")
         return make_dataset(X, None, task, name=images, dtype=dtype)
-    labels = os.fspath(labels)
+    labels = _fspath(labels, "IDX labels file")
     y = load_idx(labels)
     if y.ndim != 1:
         raise DataError(f"{labels}: labels must be 1-D (N,), got shape {y.shape}")
@@ -395,10 +441,9 @@ class BatchIterator:
     """
 
     def __init__(self, num_examples: int, batch_size: int, seed: int = 0):
-        if int(num_examples) < 1:
-            raise DataError(f"cannot iterate over {num_examples} examples")
-        if int(batch_size) < 1:
-            raise ConfigurationError(f"batch size must be a positive integer, got {batch_size}")
+        _count(num_examples, "the number of examples to iterate over", 1, DataError)
+        _count(batch_size, "batch size", 1)
+        _count(seed, "the seed", 0)
         self.num_examples = int(num_examples)
         self.batch_size = min(int(batch_size), self.num_examples)
         self.seed = int(seed)
@@ -446,14 +491,48 @@ class BatchIterator:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state from :meth:`state_dict` (it must describe the same data and batches)."""
+        """Restore a state from :meth:`state_dict` (it must describe the same data and batches).
+
+        Raises
+        ------
+        ConfigurationError
+            ``state`` is not such a dictionary, describes other data, batch size or seed,
+            or a position that no sequence of batches reaches (nothing is modified).
+        """
+        keys = ("seed", "batch_size", "num_examples", "epoch", "position")
+        if not isinstance(state, dict):
+            raise ConfigurationError(
+                f"a data-iterator state must be a dict from state_dict(), got {type(state).__name__}"
+            )
+        missing = [k for k in keys if k not in state]
+        if missing or len(state) != len(keys):
+            raise ConfigurationError(
+                f"a data-iterator state has exactly the entries {', '.join(keys)}; "
+                f"got {', '.join(sorted(map(str, state))) or 'none'}"
+            )
+        vals = {k: _count(state[k], f"the data iterator's {k}", 0) for k in keys}
         for key in ("seed", "batch_size", "num_examples"):
-            if int(state[key]) != getattr(self, key):
+            if vals[key] != getattr(self, key):
                 raise ConfigurationError(
-                    f"saved data iterator has {key} = {int(state[key])} but this run uses "
+                    f"saved data iterator has {key} = {vals[key]} but this run uses "
                     f"{getattr(self, key)}; resume with the same data, batch size and seed"
                 )
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+        pos = vals["position"]
+        if pos >= self.num_examples or pos % self.batch_size:
+            raise ConfigurationError(
+                f"saved data iterator is at position {pos}, which batches of {self.batch_size} "
+                f"over {self.num_examples} examples never reach (0, {self.batch_size}, "
+                f"{2 * self.batch_size}, ... below {self.num_examples})"
+            )
+        self.epoch = vals["epoch"]
+        self.position = pos
         self._perm = None
 
+    @property
+    def batches_taken(self) -> int:
+        """How many batches have been drawn so far: ``epoch · batches_per_epoch + position / batch_size``.
+
+        >>> it = BatchIterator(5, 2); _ = [it.next_indices() for _ in range(4)]; it.batches_taken
+        4
+        """
+        return self.epoch * self.batches_per_epoch + self.position // self.batch_size

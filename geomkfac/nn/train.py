@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geomkfac.errors import CheckpointError, ConfigurationError, NonFiniteError
+from geomkfac.errors import CheckpointError, ConfigurationError, DataError, NonFiniteError
 from geomkfac.nn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from geomkfac.nn.data import BatchIterator, Dataset
 
@@ -104,9 +104,81 @@ def _to_scalar(v):
     return None
 
 
+def _complete_lines(path: str) -> list[str]:
+    """The lines of a metrics file, each with its newline; a last line without one (torn by
+    a kill in the middle of a write) is dropped."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the metrics file ({exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a metrics file (not UTF-8 text)") from None
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    return lines
+
+
+def _parse_metrics(path: str, fmt: str, lines: list[str]) -> list[tuple[str, dict]]:
+    """``(line, record)`` per record line; DataError naming the line when one is damaged."""
+    def bad(i, what):
+        return DataError(
+            f"{path}: line {i + 1} of the metrics file is damaged ({what}); delete the file "
+            "or remove that line"
+        )
+
+    out = []
+    if fmt == "jsonl":
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError as exc:
+                raise bad(i, exc) from None
+            if not isinstance(rec, dict) or isinstance(rec.get("step"), bool) \
+                    or not isinstance(rec.get("step"), int):
+                raise bad(i, "no integer 'step'")
+            out.append((line, rec))
+        return out
+    if not lines:
+        return out
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a CSV metrics file ({exc})") from None
+    header = rows[0]
+    if "step" not in header:
+        raise DataError(f"{path}: not a metrics file (no 'step' column in {header[:6]})")
+    for i, (line, row) in enumerate(zip(lines[1:], rows[1:]), start=1):
+        if len(row) != len(header):
+            raise bad(i, f"{len(row)} fields for {len(header)} columns")
+        rec = {}
+        for k, v in zip(header, row):
+            if v == "":
+                continue
+            try:
+                num = float(v)
+                rec[k] = int(num) if k in ("step", "epoch") else num
+            except (ValueError, OverflowError):
+                rec[k] = v
+        if not isinstance(rec.get("step"), int):
+            raise bad(i, "no integer 'step'")
+        out.append((line, rec))
+    return out
+
+
 def read_metrics(path, fmt: str | None = None) -> list[dict]:
     """Read a metrics file written by :class:`MetricsWriter` (numbers parsed, empty cells
-    dropped).
+    dropped). A torn last line (no newline: the writer was killed mid-line) is ignored.
+
+    Raises
+    ------
+    DataError
+        The file cannot be read, or a complete line is damaged (naming the line).
 
     Examples
     --------
@@ -115,24 +187,13 @@ def read_metrics(path, fmt: str | None = None) -> list[dict]:
     >>> w = MetricsWriter(p); w.write({"step": 1, "epoch": 0, "loss": 0.5}); w.close()
     >>> read_metrics(p)
     [{'step': 1, 'epoch': 0, 'loss': 0.5}]
+    >>> with open(p, "a") as fh: _ = fh.write("2,0,0.4")   # torn: no newline
+    >>> read_metrics(p)
+    [{'step': 1, 'epoch': 0, 'loss': 0.5}]
     """
     fmt = _format_for(path, fmt)
-    with open(path, newline="") as fh:
-        if fmt == "jsonl":
-            return [json.loads(line) for line in fh if line.strip()]
-        out = []
-        for row in csv.DictReader(fh):
-            rec = {}
-            for k, v in row.items():
-                if v in ("", None):
-                    continue
-                try:
-                    num = float(v)
-                    rec[k] = int(num) if k in ("step", "epoch") else num
-                except ValueError:
-                    rec[k] = v
-            out.append(rec)
-        return out
+    path = os.fspath(path)
+    return [rec for _, rec in _parse_metrics(path, fmt, _complete_lines(path))]
 
 
 class MetricsWriter:
@@ -148,26 +209,27 @@ class MetricsWriter:
         self.path = os.fspath(path)
         self.format = _format_for(self.path, fmt)
         self._columns = None
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        if resume_step is not None and os.path.exists(self.path):
-            self._truncate(resume_step)
-            self._fh = open(self.path, "a", newline="")
-        else:
-            self._fh = open(self.path, "w", newline="")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            if resume_step is not None and os.path.exists(self.path):
+                self._truncate(resume_step)
+                self._fh = open(self.path, "a", newline="")
+            else:
+                self._fh = open(self.path, "w", newline="")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{self.path}: cannot write the metrics file ({exc}); choose a writable path"
+            ) from None
 
     def _truncate(self, step: int) -> None:
-        with open(self.path, newline="") as fh:
-            lines = fh.read().splitlines(keepends=True)
-        if self.format == "csv":
-            if not lines:
-                return
+        """Keep the records up to ``step`` (the checkpoint's); a torn last line is dropped,
+        never merged with the next record."""
+        lines = _complete_lines(self.path)
+        records = _parse_metrics(self.path, self.format, lines)
+        keep = [line for line, rec in records if rec["step"] <= step]
+        if self.format == "csv" and lines:
             self._columns = next(csv.reader([lines[0]]))
-            keep = [lines[0]] + [
-                ln for ln, row in zip(lines[1:], csv.DictReader(lines))
-                if row.get("step") and int(float(row["step"])) <= step
-            ]
-        else:
-            keep = [ln for ln in lines if ln.strip() and int(json.loads(ln)["step"]) <= step]
+            keep = [lines[0]] + keep
         data = "".join(keep).encode()
         atomic_write(self.path, lambda fh: fh.write(data))
 
@@ -222,6 +284,41 @@ def _check_resume_config(saved: dict, config: dict, path: str) -> None:
             f"{path}: cannot resume, the run configuration differs from the checkpoint's ("
             + "; ".join(diffs) + "); use the same settings or start afresh without --resume"
         )
+
+
+def _nonneg_int(value, what: str, lo: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < lo:
+        kind = "a non-negative integer" if lo == 0 else "a positive integer"
+        raise ConfigurationError(f"{what} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def _check_resume_counters(ckpt, optimizer, iterator, path: str) -> None:
+    """The step counter, the data iterator and the optimizer must agree: every update draws
+    one batch and advances the optimizer once."""
+    if iterator.batches_taken != ckpt.step:
+        raise CheckpointError(
+            f"{path}: inconsistent checkpoint, step {ckpt.step} but the data iterator has drawn "
+            f"{iterator.batches_taken} batches; start afresh without --resume"
+        )
+    saved = ckpt.extra.get("optimizer_steps")
+    count = getattr(optimizer, "step_count", None)
+    if saved is not None and (isinstance(saved, bool) or not isinstance(saved, int) or saved != count):
+        raise CheckpointError(
+            f"{path}: inconsistent checkpoint, the optimizer state counts {count} steps but "
+            f"the checkpoint recorded {saved!r}; start afresh without --resume"
+        )
+    seconds = ckpt.extra.get("seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not math.isfinite(seconds) or seconds < 0:
+        raise CheckpointError(f"{path}: inconsistent checkpoint, elapsed time {seconds!r}")
+
+
+def _without_step_label(text: str, optimizer) -> str:
+    """The optimizer's message without its own 0-based ``"step k: "`` label (the loop
+    reports the 1-based update number instead, so the two counts are never mixed)."""
+    label = f"step {getattr(optimizer, 'step_count', None)}: "
+    return text[len(label):] if text.startswith(label) else text
 
 
 def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: int | None = None,
@@ -279,22 +376,48 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
         last good checkpoint when the optimizer hit NaN/inf (nothing is checkpointed after
         that point).
     """
+    if not isinstance(data, Dataset):
+        raise DataError(
+            f"train needs a Dataset (from load_digits, load_npz, make_dataset, ...), "
+            f"got {type(data).__name__}"
+        )
+    for what, obj, methods in (("model", model, ("get_Wbars", "set_Wbars")),
+                               ("optimizer", optimizer, ("step", "state_dict", "load_state_dict"))):
+        lacking = [m for m in methods if not callable(getattr(obj, m, None))]
+        if lacking:
+            raise ConfigurationError(
+                f"the {what} lacks {', '.join(lacking)}; pass an nn.MLP and an optimizer "
+                "from get_optimizer"
+            )
     if (steps is None) == (epochs is None):
         raise ConfigurationError("give exactly one of steps or epochs")
+    if steps is not None:
+        steps = _nonneg_int(steps, "steps", 0)
+    else:
+        epochs = _nonneg_int(epochs, "epochs", 0)
     iterator = BatchIterator(data.num_examples, batch_size, seed)
-    total = int(steps) if steps is not None else int(epochs) * iterator.batches_per_epoch
-    if total < 0:
-        raise ConfigurationError(f"the number of steps must be non-negative, got {total}")
-    if checkpoint_every is not None and int(checkpoint_every) < 1:
-        raise ConfigurationError(f"checkpoint_every must be a positive integer, got {checkpoint_every}")
+    total = steps if steps is not None else epochs * iterator.batches_per_epoch
+    if checkpoint_every is not None:
+        checkpoint_every = _nonneg_int(checkpoint_every, "checkpoint_every", 1)
     if eval_every is None:
         eval_every = max(1, total // 10)
-    elif int(eval_every) < 1:
-        raise ConfigurationError(f"eval_every must be a positive integer, got {eval_every}")
+    else:
+        eval_every = _nonneg_int(eval_every, "eval_every", 1)
+    if not isinstance(name, str):
+        raise ConfigurationError(f"the run's name must be a string, got {type(name).__name__}")
     if loss is None:
         loss = getattr(optimizer, "loss", None)
+    if config is not None and not isinstance(config, dict):
+        raise ConfigurationError(f"config must be a dict, got {type(config).__name__}")
     config = dict(config or {})
-    ckpt_path = None if checkpoint_path is None else os.fspath(checkpoint_path)
+    ckpt_path = None
+    if checkpoint_path is not None:
+        try:
+            ckpt_path = os.fspath(checkpoint_path)
+        except TypeError:
+            raise ConfigurationError(
+                f"checkpoint_path must be a path, got {type(checkpoint_path).__name__}"
+            ) from None
 
     step, elapsed = 0, 0.0
     last_ckpt, last_ckpt_step = None, None
@@ -304,6 +427,7 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
         ckpt = load_checkpoint(ckpt_path)
         _check_resume_config(ckpt.config, config, ckpt_path)
         step = ckpt.restore(model, optimizer, iterator)
+        _check_resume_counters(ckpt, optimizer, iterator, ckpt_path)
         elapsed = float(ckpt.extra.get("seconds", 0.0))
         last_ckpt, last_ckpt_step = ckpt_path, step
 
@@ -311,10 +435,13 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
         nonlocal last_ckpt, last_ckpt_step
         if not all(np.all(np.isfinite(W)) for W in model.get_Wbars()):
             raise NonFiniteError(
-                f"the weights are not finite after step {step}; not overwriting the checkpoint"
+                f"the weights are not finite after update {step}; not overwriting the checkpoint"
             )
+        extra = {"seconds": elapsed, "name": name}
+        if isinstance(getattr(optimizer, "step_count", None), int):
+            extra["optimizer_steps"] = optimizer.step_count
         save_checkpoint(ckpt_path, model, optimizer, iterator, step=step, config=config,
-                        extra={"seconds": elapsed, "name": name})
+                        extra=extra)
         last_ckpt, last_ckpt_step = ckpt_path, step
 
     writer = None
@@ -344,7 +471,7 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
             elapsed += time.perf_counter() - t0
             lval = float(info.loss)
             if not math.isfinite(lval):  # the optimizer should have raised already
-                raise NonFiniteError(f"loss is {lval} at step {attempt}")
+                raise NonFiniteError(f"the loss of update {attempt} is {lval}")
             step = attempt
             rec = {"step": step, "epoch": epoch, "loss": lval,
                    "grad_norm": float(getattr(info, "grad_norm", float("nan"))),
@@ -357,7 +484,7 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
                 rec["eval_loss"] = evaluate(model, loss, data)
                 if not math.isfinite(rec["eval_loss"]):
                     raise NonFiniteError(
-                        f"loss on the full training set is {rec['eval_loss']} after step {step}"
+                        f"the loss on the full training set is {rec['eval_loss']} after update {step}"
                     )
             history.append(rec)
             if writer is not None:
@@ -379,7 +506,8 @@ def train(model, optimizer, data: Dataset, *, steps: int | None = None, epochs: 
         where = (f"the last good checkpoint is {last_ckpt} (step {last_ckpt_step})"
                  if last_ckpt is not None else
                  "no checkpoint was written before (use a checkpoint interval to keep one)")
-        message = f"training {name!r} stopped, update {attempt} was not applied ({exc}); {where}"
+        message = (f"training {name!r} stopped, update {attempt} was not applied "
+                   f"({_without_step_label(str(exc), optimizer)}); {where}")
         if loss is not None:  # the failed update was not applied: the weights are the last good ones
             last = evaluate(model, loss, data)
             final_loss = last if math.isfinite(last) else None

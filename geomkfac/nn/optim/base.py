@@ -129,6 +129,148 @@ def _is_finite(x) -> bool:
     return bool(np.all(np.isfinite(x)))
 
 
+# --------------------------------------------------------------------------- state validation
+
+
+def _kind(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, np.ndarray):
+        return "array"
+    if v is None:
+        return "None"
+    return type(v).__name__
+
+
+def _list_groups(state) -> dict:
+    """``{key: n}`` for the per-layer lists ``key.n`` of a state dict."""
+    return {k[:-2]: v for k, v in state.items() if k.endswith(".n")}
+
+
+def _check_state(d, own: dict, shapes, name: str, dtype) -> None:
+    """Raise :class:`CheckpointError` unless ``d`` has the structure of ``own`` (see
+    :meth:`Optimizer.load_state_dict`)."""
+    if not isinstance(d, dict):
+        raise CheckpointError(
+            f"an optimizer state must be a dict as returned by state_dict(), got {type(d).__name__}"
+        )
+    if not all(isinstance(k, str) for k in d):
+        raise CheckpointError("optimizer state keys must be strings")
+    got = str(d.get("name", ""))
+    if got != name:
+        raise CheckpointError(f"optimizer state is for {got!r} but this optimizer is {name!r}")
+    groups = _list_groups(own)
+    where = f"{name!r} state"
+    for key, n in _list_groups(d).items():
+        if key not in groups:
+            continue
+        if _kind(n) != "int" or n < -1:
+            raise CheckpointError(f"{where}: {key}.n must be an integer >= -1, got {n!r}")
+        own_n = groups[key]
+        if n >= 0 and own_n >= 0 and n != own_n:
+            raise CheckpointError(
+                f"{where}: {key} has {n} entries but this optimizer has {own_n}; "
+                "resume with the same architecture"
+            )
+    entry = {k: _entry_of(k, groups) for k in set(d) | set(own)}
+    fixed_own = {k for k in own if entry[k] is None}
+    fixed_in = {k for k in d if entry[k] is None}
+    if fixed_own != fixed_in:
+        missing, unknown = sorted(fixed_own - fixed_in), sorted(fixed_in - fixed_own)
+        raise CheckpointError(
+            f"{where} does not fit this optimizer"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unexpected {', '.join(unknown)}" if unknown else "")
+            + "; load a state saved by the same optimizer"
+        )
+    entries_in = {k for k in d if entry[k] is not None}
+    want = {(g, i) for g in groups for i in range(max(int(d[f"{g}.n"]), 0))}
+    have = {entry[k][:2] for k in entries_in}
+    if have != want:
+        bad = sorted(f"{g}.{i}" for g, i in have ^ want)[:4]
+        raise CheckpointError(f"{where}: per-layer entries do not match their counts ({', '.join(bad)})")
+    for k in sorted(fixed_in | entries_in):
+        v, ref = d[k], own.get(k)
+        if k == "name":
+            continue
+        kind = _kind(v)
+        if ref is not None and kind != _kind(ref):
+            raise CheckpointError(f"{where}: {k} must be {_kind(ref)}, got {kind}")
+        if kind == "int" and k == "step" and v < 0:
+            raise CheckpointError(f"{where}: the step counter must be >= 0, got {v}")
+        if kind == "float" and not np.isfinite(v):
+            raise CheckpointError(f"{where}: {k} is {v}, not finite")
+        if kind == "array":
+            if ref is not None and v.dtype != ref.dtype:
+                raise CheckpointError(f"{where}: {k} has dtype {v.dtype}, expected {ref.dtype}")
+            if ref is not None and ref.size and v.size and v.shape != ref.shape:
+                raise CheckpointError(
+                    f"{where}: {k} has shape {v.shape}, expected {ref.shape}; "
+                    "resume with the same architecture"
+                )
+            if ref is not None and not (ref.size and v.size):
+                # an empty placeholder on one side (e.g. no previous update yet)
+                if v.ndim != ref.ndim:
+                    raise CheckpointError(f"{where}: {k} has {v.ndim} axes, expected {ref.ndim}")
+                if v.size and v.ndim == 1 and v.shape[0] not in _flat_lengths(shapes):
+                    raise CheckpointError(
+                        f"{where}: {k} has length {v.shape[0]}, which fits neither the "
+                        f"{sum(int(np.prod(s)) for s in shapes)} parameters nor the "
+                        f"{len(shapes)} layers; resume with the same architecture"
+                    )
+            if ref is None and not entry[k][2]:  # a per-layer array ``key.i``
+                if v.dtype != dtype:
+                    raise CheckpointError(f"{where}: {k} has dtype {v.dtype}, expected the model's {dtype}")
+                _check_layer_entry(where, k, v, shapes)
+            if v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+                raise CheckpointError(f"{where}: {k} holds NaN or inf")
+        elif ref is None and (not entry[k][2] or kind not in ("int", "float", "str", "bool")):
+            raise CheckpointError(f"{where}: {k} must be an array, got {kind}")
+        elif ref is None and kind == "int" and v < 0:
+            raise CheckpointError(f"{where}: {k} must be >= 0, got {v}")
+
+
+def _entry_of(k: str, groups) -> tuple | None:
+    """``(group, i, rest)`` when ``k`` is entry ``i`` of a per-layer list ``group``
+    (``group.i``, or ``group.i.rest`` for an entry with several parts), else None."""
+    for g in sorted(groups, key=len, reverse=True):
+        if k.startswith(g + "."):
+            idx, _, rest = k[len(g) + 1:].partition(".")
+            if idx.isdigit():
+                return g, int(idx), rest
+    return None
+
+
+def _flat_lengths(shapes) -> set:
+    """Lengths a 1-D state entry may have: all parameters, one per layer, a layer's widths."""
+    out = {sum(int(np.prod(s)) for s in shapes), len(shapes)}
+    for s in shapes:
+        out.update(int(x) for x in s)
+    return out
+
+
+def _check_layer_entry(where, k, v, shapes) -> None:
+    """A per-layer array this optimizer does not hold yet: it must fit layer ``i``'s
+    parameter shape ``(out, in+1)``."""
+    i = int(k.rpartition(".")[2])
+    if i >= len(shapes):
+        return  # a list not indexed by layer: nothing to compare with
+    shape = tuple(shapes[i])
+    rectangular = v.ndim == 2 and v.shape[0] != v.shape[1]
+    if (rectangular and v.shape != shape) or v.ndim > len(shape) or \
+            any(s not in shape for s in v.shape):
+        raise CheckpointError(
+            f"{where}: {k} has shape {v.shape}, which does not fit layer {i} with parameters "
+            f"of shape {shape}; resume with the same architecture"
+        )
+
+
 # --------------------------------------------------------------------------- base class
 
 
@@ -282,13 +424,26 @@ class Optimizer:
         return d
 
     def load_state_dict(self, d) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned.
+
+        The incoming state is validated against this optimizer's own current
+        :meth:`state_dict` before anything is modified: the same keys, and for each entry
+        the same kind (int, float, bool, str, array), dtype and shape; integers such as the
+        step counter non-negative and floats finite. Per-layer lists (``<key>.n`` with
+        entries ``<key>.0 …``, or ``<key>.0.<part> …``) may be present or absent
+        (``n = -1``) on either side; a per-layer array this optimizer does not hold yet must
+        have the model's dtype, match the layer's parameter shape where it is rectangular
+        and use only that layer's widths where it is square or 1-D, so the state of another
+        architecture is refused (the parts of multi-part entries are checked for their kind,
+        finiteness and non-negative integers only).
+
+        Raises
+        ------
+        CheckpointError
+            ``d`` is not a state of this optimizer for this model (nothing is modified).
+        """
+        _check_state(d, self.state_dict(), self._shapes, self.name, self.dtype)
         d = dict(d)
-        name = str(d.get("name", ""))
-        if name != self.name:
-            raise CheckpointError(
-                f"optimizer state is for {name!r} but this optimizer is {self.name!r}"
-            )
         try:
             self.step_count = int(d["step"])
             self.rng = rng_from_array(d["rng"])
