@@ -301,6 +301,11 @@ def natural_gradient_update(metric: Metric, weights: Point, dh: Covector, lr, da
         raise SpaceMismatchError(f"weights must be a Point of {metric.space.name}, got {weights!r}")
     if not isinstance(dh, Covector) or dh.space is not metric.space:
         raise SpaceMismatchError(f"dh must be a Covector on {metric.space.name}, got {dh!r}")
+    for name, val in (("lr", lr), ("damping", damping)):
+        if isinstance(val, bool) or not (isinstance(val, (int, float, np.number)) or is_symbolic(val)):
+            raise ConfigurationError(f"{name} must be a number (or a sympy expression), got {val!r}")
+        if not is_symbolic(val) and not np.isfinite(float(val)):
+            raise ConfigurationError(f"{name} must be finite, got {val!r}")
     if damping == 0:
         v = metric.sharp(dh)
     else:

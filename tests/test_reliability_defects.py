@@ -1,6 +1,5 @@
 """One test per reliability defect found by trying the public API as a careless user would
-(each reproduces the original report; the numbers follow the report's list). Defects whose
-code lives in modules outside this layer are marked ``xfail`` with the place to fix them.
+(each reproduces the original report; the numbers follow the report's list).
 """
 
 from __future__ import annotations
@@ -117,8 +116,6 @@ def test_2_broken_npy_header_in_checkpoint(tmp_path):
         load_checkpoint(p)
 
 
-@pytest.mark.xfail(reason="geomkfac/nn/shaped.py (the layer backend's loader) should catch "
-                          "geomkfac.nn.fileformat.PARSE_ERRORS like load_npz", strict=False)
 def test_2_broken_npy_header_in_shaped_npz(tmp_path):
     from geomkfac.nn.shaped import load_shaped_npz
 
@@ -392,11 +389,6 @@ def test_11_wrong_types_in_this_layer():
         train(model, get_optimizer("sgd", model, "mse"), _data(), steps="2")
 
 
-_ELSEWHERE = ("the check belongs in a module outside this layer (nn/model.py, nn/optim/base.py "
-              "input checks, nn/losses.py check_targets)")
-
-
-@pytest.mark.xfail(reason=_ELSEWHERE, strict=False)
 @pytest.mark.parametrize("call", [
     lambda: gnn.MLP(["a", 1]),
     lambda: gnn.MLP([2, 1], seed=-1),
@@ -407,9 +399,39 @@ _ELSEWHERE = ("the check belongs in a module outside this layer (nn/model.py, nn
     lambda: get_optimizer("sgd", gnn.MLP([2, 2]), "softmax_ce").step(np.ones((2, 2)), [1, [2]]),
 ], ids=["mlp-sizes", "mlp-seed", "optimizer-model", "lr-overflow", "string-batch", "one-layer-act",
         "ragged-targets"])
-def test_11_12_open_elsewhere(call):
+def test_11_12_wrong_types_and_values_give_library_errors(call):
     with pytest.raises(GeomKFACError):
         call()
+
+
+def test_10_empty_batch_and_overflowing_inputs():
+    from geomkfac.errors import DataError, NonFiniteError
+    from geomkfac.kfac import independence_metric
+    from geomkfac.networks import AbstractMLP
+
+    net = AbstractMLP([2, 2], ["identity"], name="rel10")
+    w = net.random_weights(0)
+    with pytest.raises(DataError, match="empty"):
+        independence_metric(net, w, np.empty((0, 2)), "gaussian", 1)
+    model = gnn.MLP([2, 3, 1], seed=0)
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    with pytest.raises(NonFiniteError):
+        gnn.kfac_factors(model, X * 1e200, None, "mse")
+    assert all(np.isfinite(A).all() for A, _ in gnn.kfac_factors(model, X, None, "mse"))  # control
+
+
+def test_11_natural_gradient_update_checks_its_step_size():
+    from geomkfac.kfac import kfac_metric, loss_differential, natural_gradient_update
+    from geomkfac.networks import AbstractMLP
+
+    net = AbstractMLP([2, 1], ["identity"], name="rel11")
+    w = net.random_weights(0)
+    X, Y = np.random.default_rng(1).normal(size=(6, 2)), np.zeros((6, 1))
+    g, dh = kfac_metric(net, w, X, "gaussian"), loss_differential(net, w, X, Y, "gaussian")
+    for bad in ("abc", float("nan"), True):
+        with pytest.raises(ConfigurationError):
+            natural_gradient_update(g, w, dh, bad)
+    natural_gradient_update(g, w, dh, 0.1)  # control: a number is accepted
 
 
 def test_12_bad_input_is_no_longer_accepted_silently():

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomkfac.errors import ConfigurationError, DataError, DimensionError
+from geomkfac.errors import ConfigurationError, DataError, DimensionError, NonFiniteError
 from geomkfac.nn.layers.base import rows_product
 from geomkfac.nn.losses import get_loss, loss_for_model
 from geomkfac.nn.model import MLP, Cache
@@ -298,7 +298,14 @@ def kfac_factors(model: MLP, X, Y, loss, fisher: str = "exact", mc_samples: int 
     fisher = _fisher_type(fisher)
     f, cache = _forward(model, X)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    return kfac_factors_from_cache(model, cache, f, Y, loss, fisher, rng, mc_samples)
+    factors = kfac_factors_from_cache(model, cache, f, Y, loss, fisher, rng, mc_samples)
+    for i, (A, G) in enumerate(factors):
+        if not (np.all(np.isfinite(A)) and np.all(np.isfinite(G))):
+            raise NonFiniteError(
+                f"the K-FAC factors of layer {i} are not finite (NaN or inf): the inputs or the "
+                "weights overflow; scale the data or check the model"
+            )
+    return factors
 
 
 def _per_example_from_Dz(cache: Cache, Dz_list) -> np.ndarray:

@@ -159,7 +159,16 @@ class MLP:
     """
 
     def __init__(self, sizes, activations="tanh", seed=0, dtype=np.float64, init="glorot"):
+        try:
+            ok = all(not isinstance(s, bool) and float(s) == int(s) for s in sizes)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ConfigurationError(f"sizes must be a list of whole numbers (widths), got {sizes!r}")
         sizes = tuple(int(s) for s in sizes)
+        if not isinstance(seed, np.random.Generator) and seed is not None and (
+                isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ConfigurationError(f"seed must be a whole number >= 0 (or a numpy Generator), got {seed!r}")
         if len(sizes) < 2 or min(sizes) < 1:
             raise ConfigurationError(
                 f"sizes must list at least an input and an output width, all >= 1, got {sizes}"
@@ -169,6 +178,7 @@ class MLP:
             raise ConfigurationError(f"dtype must be float64 or float32, got {dtype}")
         L = len(sizes) - 1
         if isinstance(activations, (str, Activation)):
+            get_activation(activations)  # checked even when there is no hidden layer to use it
             acts = [activations] * (L - 1) + ["identity"]
         else:
             acts = list(activations)

@@ -23,12 +23,12 @@ The loaders of :mod:`geomkfac.nn.data` give flat inputs ``(N, d)``; a CNN wants 
 from __future__ import annotations
 
 import os
-import zipfile
 
 import numpy as np
 
 from geomkfac.errors import DataError
 from geomkfac.nn.data import Dataset
+from geomkfac.nn.fileformat import PARSE_ERRORS
 
 __all__ = ["as_images", "as_sequences", "next_row_task", "load_shaped_npz", "SHAPED_TASKS"]
 
@@ -89,7 +89,7 @@ def load_shaped_npz(path, task: str = "classification", dtype=np.float64) -> Dat
             Y = d["Y"] if "Y" in d.files else None
     except DataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except PARSE_ERRORS as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     if X.dtype.kind not in "biuf" or X.ndim < 2 or X.shape[0] == 0:
         raise DataError(f"{path}: X must be a numeric array (N, ...) with N >= 1, got {X.dtype} {X.shape}")

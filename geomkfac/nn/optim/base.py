@@ -292,6 +292,10 @@ class Optimizer:
     def __init__(self, model, loss, **hyper):
         from geomkfac.nn.losses import loss_for_model  # late import: nn-core module
 
+        if not all(hasattr(model, a) for a in ("get_Wbars", "forward_cache", "dtype")):
+            raise ConfigurationError(
+                f"an optimizer needs a geomkfac.nn model (MLP or Sequential), got {type(model).__name__}"
+            )
         unknown = sorted(set(hyper) - set(self.defaults))
         if unknown:
             raise ConfigurationError(
@@ -316,7 +320,10 @@ class Optimizer:
         v = h[key]
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
             raise ConfigurationError(f"hyperparameter {key!r} must be a number, got {v!r}")
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:
+            raise ConfigurationError(f"hyperparameter {key!r} is too large for a float: {v!r}") from None
         bad = not np.isfinite(v)
         if lo is not None:
             bad |= v <= lo if lo_open else v < lo
@@ -367,6 +374,8 @@ class Optimizer:
         X = self.model.check_batch(X)
         if X.shape[0] == 0:
             raise DataError("got an empty batch (N = 0)")
+        if X.dtype.kind not in "biuf":
+            raise DataError(f"the input batch must hold numbers, got dtype {X.dtype}")
         if not np.issubdtype(X.dtype, np.floating) or X.dtype != self.dtype:
             X = X.astype(self.dtype)
         if not _is_finite(X):
@@ -374,6 +383,12 @@ class Optimizer:
                 f"step {self.step_count}: the input batch X contains NaN or inf; clean the data"
             )
         C = self.model.output_shape(X.shape[1:])[-1]
+        try:
+            Y = np.asarray(Y)
+        except ValueError as exc:  # ragged nested lists
+            raise DataError(f"the targets are not a regular array ({exc}); give one row per example") from None
+        if Y.dtype.kind not in "biuf":
+            raise DataError(f"the targets must hold numbers, got dtype {Y.dtype}")
         Y = self.loss.check_targets(Y, C, X.shape[0])
         return X, Y
 
