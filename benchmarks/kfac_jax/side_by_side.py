@@ -61,6 +61,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 DEFAULT_VENV = ROOT / ".venv-kfac-jax"
 RESULTS = HERE.parent / "results"
+if str(ROOT) not in sys.path:  # this checkout's geomkfac, not another installed copy
+    sys.path.insert(0, str(ROOT))
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -123,10 +125,19 @@ def environment():
     import geomkfac
 
     return {"python": platform.python_version(), "numpy": np.__version__,
-            "geomkfac": getattr(geomkfac, "__version__", None), "nproc": os.cpu_count(),
+            "geomkfac": getattr(geomkfac, "__version__", None), "geomkfac_commit": _commit(), "nproc": os.cpu_count(),
             "machine": platform.machine(), "processor": _cpu_model(),
             "openblas_env": {v: os.environ.get(v) for v in OPENBLAS_VARS},
             "blas": blas_info()}
+
+
+def _commit():
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _cpu_model():
@@ -491,6 +502,7 @@ def main(argv=None):
     limiter = None
     if args.threads:
         try:
+            import scipy.linalg  # noqa: F401  (load SciPy's BLAS too before limiting)
             import threadpoolctl
 
             limiter = threadpoolctl.threadpool_limits(args.threads)
