@@ -471,7 +471,7 @@ def main(argv=None):
     p.add_argument("--nets", nargs="*", choices=list(NETS), help="steps mode: which nets")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--target", type=float, default=20.0, help="target mode: the loss to reach")
+    p.add_argument("--target", type=float, default=15.0, help="target mode: the loss to reach")
     p.add_argument("--max-steps", type=int, default=400)
     p.add_argument("--max-seconds", type=float, default=60.0)
     p.add_argument("--venv", default=str(DEFAULT_VENV))
