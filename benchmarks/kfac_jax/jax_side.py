@@ -106,8 +106,15 @@ def main(argv):
         kw.update(hyper)
         return kfac_jax.Optimizer(**kw)
 
+    # one optimizer / jitted step per setting, shared by the throwaway compile run and the
+    # measured run (a new kfac_jax.Optimizer or jax.jit would compile everything again)
+    compiled = {}
+
     def kfac_runner(hyper):
-        opt = make_kfac(hyper)
+        key_ = ("kfac", json.dumps(hyper, sort_keys=True))
+        if key_ not in compiled:
+            compiled[key_] = make_kfac(hyper)
+        opt = compiled[key_]
         key = jax.random.PRNGKey(0)
         state = {"params": fresh_params()}
         state["opt"] = opt.init(state["params"], key, batch)
@@ -124,17 +131,22 @@ def main(argv):
         return step, state
 
     def sgd_runner(hyper):
-        tx = optax.sgd(learning_rate=float(hyper.get("lr", 0.01)),
-                       momentum=float(hyper.get("momentum", 0.9)))
+        key_ = ("sgd", json.dumps(hyper, sort_keys=True))
+        if key_ not in compiled:
+            tx = optax.sgd(learning_rate=float(hyper.get("lr", 0.01)),
+                           momentum=float(hyper.get("momentum", 0.9)))
+
+            @jax.jit
+            def _step(p, s):
+                value, g = jax.value_and_grad(
+                    lambda q: bernoulli(forward(q, X), Y))(p)
+                updates, s = tx.update(g, s, p)
+                return optax.apply_updates(p, updates), s, value
+
+            compiled[key_] = (tx, _step)
+        tx, _step = compiled[key_]
         state = {"params": fresh_params()}
         state["opt"] = tx.init(state["params"])
-
-        @jax.jit
-        def _step(p, s):
-            value, g = jax.value_and_grad(
-                lambda q: bernoulli(forward(q, X), Y))(p)
-            updates, s = tx.update(g, s, p)
-            return optax.apply_updates(p, updates), s, value
 
         def step():
             p, s, value = _step(state["params"], state["opt"])
@@ -146,6 +158,22 @@ def main(argv):
 
     def runner(run):
         return (kfac_runner if run["optimizer"] == "kfac" else sgd_runner)(dict(run["hyper"]))
+
+    gemm = None
+    if job.get("gemm"):
+        m, k, n = job["gemm"]
+        rng = np.random.default_rng(0)
+        a = jnp.asarray(rng.standard_normal((m, k)).astype(np.float32))
+        b = jnp.asarray(rng.standard_normal((k, n)).astype(np.float32))
+        mm = jax.jit(jnp.dot)
+        jax.block_until_ready(mm(a, b))
+        ts = []
+        for _ in range(int(job.get("gemm_repeats", 20))):
+            t0 = time.perf_counter()
+            jax.block_until_ready(mm(a, b))
+            ts.append(time.perf_counter() - t0)
+        gemm = {"shape": [m, k, n], "median_s": statistics.median(ts),
+                "gflops_per_s": 2 * m * k * n / statistics.median(ts) / 1e9}
 
     results = []
     for run in job["runs"]:
@@ -170,11 +198,13 @@ def main(argv):
                 rec.update(step_times_s=times, median_s=statistics.median(times),
                            losses=losses, final_loss=float(eval_loss(state["params"])))
             else:
-                # compile on a throwaway copy, then train from the initial point on the clock
+                # compile every variant of the step on a throwaway run, then train from the
+                # initial point on the clock
                 step, _ = runner(run)
                 t0 = time.perf_counter()
-                step()
-                rec["compile_step_s"] = time.perf_counter() - t0
+                for _ in range(int(job.get("compile_steps", 11))):
+                    step()
+                rec["compile_run_s"] = time.perf_counter() - t0
                 step, state = runner(run)
                 clock, trace, reached = 0.0, [], None
                 for t in range(int(job["max_steps"])):
@@ -196,22 +226,6 @@ def main(argv):
         except Exception as exc:  # report and go on with the next run
             rec["error"] = f"{type(exc).__name__}: {exc}"
         results.append(rec)
-
-    gemm = None
-    if job.get("gemm"):
-        m, k, n = job["gemm"]
-        rng = np.random.default_rng(0)
-        a = jnp.asarray(rng.standard_normal((m, k)).astype(np.float32))
-        b = jnp.asarray(rng.standard_normal((k, n)).astype(np.float32))
-        mm = jax.jit(jnp.dot)
-        jax.block_until_ready(mm(a, b))
-        ts = []
-        for _ in range(int(job.get("gemm_repeats", 20))):
-            t0 = time.perf_counter()
-            jax.block_until_ready(mm(a, b))
-            ts.append(time.perf_counter() - t0)
-        gemm = {"shape": [m, k, n], "median_s": statistics.median(ts),
-                "gflops_per_s": 2 * m * k * n / statistics.median(ts) / 1e9}
 
     import importlib.metadata as md
 

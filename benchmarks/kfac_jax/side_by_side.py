@@ -314,6 +314,8 @@ def mode_steps(args):
                        "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": JAX_KFAC},
                                 {"name": "sgd", "optimizer": "sgd", "hyper": sgd}]}
                 rec["load_before_jax"] = loadavg()
+                if net == nets[0]:  # next to the XLA GEMM the JAX side times first
+                    out["numpy_gemm_1000x784x1000"] = numpy_gemm(1000, 784, 1000)
                 jx = run_jax(args.venv, job, tmp, args.threads)
                 rec["load_after_jax"] = loadavg()
             rec["jax"] = jx
