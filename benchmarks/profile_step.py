@@ -149,9 +149,14 @@ def gemm_floors(model, N, repeats, k_dirs=2):
             Dz[i].T @ Dz[i]
         bwd()
 
-    def inverses():
+    import scipy.linalg
+
+    def inverses():  # damped Cholesky inverses (potrf + potri), as the backend's
         for M in Ainv + Ginv:
-            np.linalg.inv(M + 0.1 * np.eye(M.shape[0], dtype=dt))
+            Md = M + 0.1 * np.eye(M.shape[0], dtype=dt)
+            potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (Md,))
+            c, _ = potrf(Md, lower=False)
+            potri(c, lower=False, overwrite_c=True)
 
     def precond():
         for g, a, q in zip(G, Ainv, Ginv):
