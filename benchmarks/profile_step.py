@@ -33,6 +33,7 @@ import cProfile
 import io
 import json
 import pstats
+import re
 import statistics
 import sys
 import time
@@ -255,6 +256,8 @@ def profile(kind, args, sizes, N, steps, warmup):
     pr.disable()
     s = io.StringIO()
     pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(25)
+    listing = re.sub(r"\S*/site-packages/", "site-packages/",
+                     s.getvalue().replace(str(sbs.ROOT) + "/", ""))
     floors = gemm_floors(model, N, repeats=5)
     rows = phase_table(times, steps, floors)
     instrumented = 1e3 * total / steps
@@ -266,7 +269,7 @@ def profile(kind, args, sizes, N, steps, warmup):
             "phases": rows, "labels_ms_per_step": {k: 1e3 * v / steps for k, v in times.items()},
             "calls": dict(timer.calls), "wrapped": wrapped,
             "gemm_floors_ms": {k: 1e3 * v for k, v in floors.items()},
-            "cprofile": s.getvalue()}
+            "cprofile": listing}
 
 
 def markdown(res):

@@ -116,8 +116,9 @@ def blas_info():
         import threadpoolctl
     except ImportError:
         return None
-    return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
-                                      "filepath")}
+    return [{"internal_api": d.get("internal_api"), "version": d.get("version"),
+             "architecture": d.get("architecture"), "num_threads": d.get("num_threads"),
+             "library": os.path.basename(d.get("filepath") or "")}
             for d in threadpoolctl.threadpool_info()]
 
 
