@@ -62,13 +62,25 @@ def as_sym_matrix(x) -> sp.ImmutableMatrix:
     return sp.ImmutableMatrix(arr.tolist())
 
 
-def as_exact_sym(x) -> sp.ImmutableMatrix:
-    """Like :func:`as_sym_matrix`, but floats become the exact binary Rationals they denote."""
+def as_exact_sym(x, policy: str = "rational") -> sp.ImmutableMatrix:
+    """Like :func:`as_sym_matrix`, but floats become the exact binary Rationals they denote.
+
+    This is the conversion of the symbolic path of the networks (conjugated activations,
+    frame changes and numeric data met by symbolic weights): it stays exact so that the
+    abstract pipeline's symbolic results are exact identities.  ``policy="float"`` keeps
+    floats as sympy ``Float`` s (integer-valued floats become Integers either way), as the
+    SYMBOLIC field does by default (:func:`geomkfac.fields.float_policy`).
+
+    >>> as_exact_sym([0.5, 2.0]).T, as_exact_sym([0.5, 2.0], policy="float").T
+    (Matrix([[1/2, 2]]), Matrix([[0.5, 2]]))
+    """
     if isinstance(x, sp.MatrixBase):
         return sp.ImmutableMatrix(x)
     arr = np.asarray(x)
     if arr.dtype.kind == "f":
-        arr = np.vectorize(sp.Rational, otypes=[object])(arr)
+        from geomkfac.fields import to_sympy_number
+
+        arr = np.vectorize(lambda v: to_sympy_number(float(v), policy), otypes=[object])(arr)
     return as_sym_matrix(arr)
 
 

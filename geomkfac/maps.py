@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 import sympy
 
+from geomkfac import display as _display
 from geomkfac.errors import ConfigurationError, DimensionError, FieldMismatchError, SpaceMismatchError
 from geomkfac.fields import Field, field_of
 from geomkfac.spaces import AffineSpace, Frame, FrameChange, Point, Vector
@@ -182,7 +183,7 @@ class ComposedMap(Map):
         return f"ComposedMap({self.outer!r} ∘ {self.inner!r})"
 
 
-class AffineMap(Map):
+class AffineMap(_display.Displayable, Map):
     """An affine map ``A → Z``, ``z = W a + b`` in (``domain_frame``, ``codomain_frame``).
 
     Parameters
@@ -327,8 +328,17 @@ class AffineMap(Map):
     def _sympystr(self, printer) -> str:
         return f"AffineMap({self.domain.name} → {self.codomain.name}, [W b] = {printer.doprint(self.matrix())})"
 
-    def _repr_latex_(self) -> str:
-        return rf"$[\bar W]_{{{self.domain_frame.name},{self.codomain_frame.name}}} = {sympy.latex(sympy.Matrix(self.matrix()))}$"
+    def _display(self, frame=None, codomain_frame=None):
+        """``[W b]`` in (``frame``, ``codomain_frame``) (defaults: the map's own frames)."""
+        return _display.affine_map_display(self, frame, codomain_frame)
+
+    def display(self, frame=None, codomain_frame=None):
+        """``[W b]`` in the frames (``frame`` on the domain, ``codomain_frame`` on the codomain)."""
+        return self._display(frame, codomain_frame)
+
+    def latex(self, frame=None, codomain_frame=None) -> str:
+        """The LaTeX of ``[W b]`` in the frames (math mode, without ``$``)."""
+        return self._display(frame, codomain_frame).latex
 
 
 class AffineMaps(AffineSpace):
@@ -490,9 +500,12 @@ class SmoothMap(Map):
     >>> sq = SmoothMap.from_sympy(A.reference_frame, Z.reference_frame, [x**2], [x])
     >>> sq.jacobian(Point(A.reference_frame, [sympy.Integer(3)]))
     Matrix([[6]])
-    >>> k = A.reference_frame.derive([[2]], name="k")                # x' = 2x
+    >>> k = A.reference_frame.derive(sympy.Matrix([[2]]), name="k")  # x' = 2x, exact
     >>> sq.jacobian(Point(A.reference_frame, [sympy.Integer(3)]), k)
     Matrix([[3]])
+    >>> kf = A.reference_frame.derive([[2]], name="kf")  # a numeric frame: B⁻¹ = 0.5 is a float
+    >>> sq.jacobian(Point(A.reference_frame, [sympy.Integer(3)]), kf)
+    Matrix([[3.0]])
     """
 
     def __init__(self, domain_frame: Frame, codomain_frame: Frame, f: Callable, jacobian: Callable | None = None):

@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 import sympy
 
+from geomkfac import display as _display
 from geomkfac.errors import (
     ConfigurationError,
     DegenerateMetricError,
@@ -84,7 +85,7 @@ def _check_nonneg_scalar(s, what: str) -> None:
         raise NotPSDError(f"{what} by the negative number {s} would not be positive semidefinite; use a scalar >= 0")
 
 
-class _SymmetricTensor:
+class _SymmetricTensor(_display.Displayable):
     """Shared machinery: a symmetric matrix in a frame, transformed and cached per frame."""
 
     _label = "tensor"
@@ -219,11 +220,14 @@ class _SymmetricTensor:
     def _sympystr(self, printer) -> str:
         return f"{type(self).__name__}(on {self.space.name}, in {self._frame.name}: {printer.doprint(sympy.Matrix(self.matrix(self._frame)))})"
 
+    def _display(self, frame=None):
+        """The matrix in ``frame`` (default: its own), see :mod:`geomkfac.display`."""
+        return _display.tensor_display(self, frame)
+
     def _repr_latex_(self) -> str | None:
-        M = self.matrix(self._frame)
-        if not self._field.symbolic and M.shape[0] > 12:
+        if not self._field.symbolic and self._size() > 12:  # too large to typeset usefully
             return None
-        return rf"$\mathrm{{{self._symbol}}}_{{{self._frame.name}}} = {sympy.latex(sympy.Matrix(M))}$"
+        return super()._repr_latex_()
 
     _symbol = "T"
 
@@ -439,6 +443,10 @@ class AdditiveMetric(Metric):
     @property
     def metrics(self) -> tuple[Metric, ...]:
         return self._metrics
+
+    def _display(self, frame=None):
+        """The diagonal blocks in a product frame (else the matrix), see :mod:`geomkfac.display`."""
+        return _display.additive_display(self, frame)
 
     def blocks(self, product_frame: Frame | None = None) -> list:
         """The diagonal blocks in a product frame (default: the metric's own)."""
@@ -774,9 +782,9 @@ class KroneckerMetric(Metric):
         A, G = self.factors()
         return f"KroneckerMetric(on {self.space.name}: {printer.doprint(sympy.Matrix(A))} ⊗ {printer.doprint(sympy.Matrix(G))})"
 
-    def _repr_latex_(self) -> str | None:
-        A, G = self.factors()
-        return rf"${sympy.latex(sympy.Matrix(A))} \otimes {sympy.latex(sympy.Matrix(G))}$"
+    def _display(self, frame=None):
+        """``A ⊗ G`` in an induced frame (default: its own), kept factored."""
+        return _display.kronecker_display(self, frame)
 
 
 #: the tensor product of ``E[α ⊗ α]`` and a metric, kept factored

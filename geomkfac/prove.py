@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import re
 import sys
 import time
@@ -79,15 +80,21 @@ __all__ = [
 STATEMENT_ORDER: tuple[str, ...] = (
     "B.1",
     "B.2",
+    "B.3 covectors",
+    "B.3 composition",
+    "B.4",
+    "B.5 sharp",
     "C.1/C.2",
     "D.2/D.3",
     "Lemma E.1",
+    "Rem 3.1",
     "Thm 3.2",
     "Thm 3.4",
     "Prop 3.5",
     "Ex. 3.3",
     "Thm 3.8",
     "Thm 2.1",
+    "§1",
     "§2.1",
     "§3 sympy = NumPy",
     "F.1–F.3",
@@ -101,12 +108,14 @@ STATEMENT_ORDER: tuple[str, ...] = (
     "Thm 4.2",
 )
 
-#: The statements of the paper that must each have a proof (paper-notes §4): the coverage
+#: The statements of the paper that must each have a proof (paper-notes §4, with §1's claim
+#: on permutations of the weight entries and Remark 3.1): the coverage
 #: that ``geomkfac prove`` reports.  Rows beyond these (laws of the core, controls the issue
 #: tracker asked for, the convolution and recurrent equations) are listed in the table too.
 PAPER_STATEMENTS: tuple[str, ...] = (
     "B.1", "B.2", "C.1/C.2", "D.2/D.3", "Lemma E.1", "Thm 3.2", "Thm 3.4", "Prop 3.5",
     "Ex. 3.3", "Thm 3.8", "Thm 2.1", "§2.1", "Thm 4.1", "Thm F.3", "Thm 4.2", "Thm G.3",
+    "§1", "Rem 3.1",
 )
 
 _REQUIRED_KEYS = ("holds", "discrepancy", "negative_control", "negative_discrepancy",
@@ -296,7 +305,8 @@ def _matches(proof_id: str, stem: str, selector: str) -> bool:
 def select(paths: Sequence[Path], ids: Iterable[str]) -> list[Path]:
     """Keep the scripts whose ``ID`` (or file stem) matches one of ``ids``.
 
-    Matching ignores case, spaces and the words Thm/Lemma/Prop/Ex.; an id matches
+    An id given exactly (case and spaces aside) selects that script alone.  Otherwise
+    matching ignores case, spaces and the words Thm/Lemma/Prop/Ex.; an id matches
     by prefix (``"B"`` selects ``B.1`` and ``B.2``; ``"3.2"`` selects ``Thm 3.2``;
     ``"§2.1"`` or ``"sec2.1"`` selects ``§2.1``, while ``"2.1"`` selects ``Thm 2.1``).
 
@@ -310,7 +320,9 @@ def select(paths: Sequence[Path], ids: Iterable[str]) -> list[Path]:
         return list(paths)
     chosen: list[Path] = []
     for selector in ids:
-        hits = [p for p in paths if _matches(_peek_id(p), p.stem, selector)]
+        # an exact id wins over prefixes and parts ("Thm G.3" is not "Eqn. 4.7/G.3")
+        exact = [p for p in paths if _peek_id(p).lower().replace(" ", "") == selector.lower().replace(" ", "")]
+        hits = exact or [p for p in paths if _matches(_peek_id(p), p.stem, selector)]
         if not hits:
             known = ", ".join(_peek_id(p) for p in paths)
             raise ConfigurationError(f"no proof with id {selector!r}; known ids: {known}")
@@ -343,7 +355,12 @@ def run_proof(path: str | Path, fast: bool = False) -> ProofResult:
     try:
         module = load_proof(path)
         proof_id, statement, method = module.ID, module.STATEMENT, module.METHOD
-        out = module.check(fast=fast)
+        # a proof decides symbolic identities exactly: never by the randomized zero test
+        # that interactive equality uses by default (geomkfac.fields.zero_test)
+        from geomkfac.fields import zero_test
+
+        with zero_test("proof"):
+            out = module.check(fast=fast)
         seconds = time.perf_counter() - start
         missing = [k for k in _REQUIRED_KEYS if k not in out]
         if missing:
@@ -366,17 +383,52 @@ def run_proof(path: str | Path, fast: bool = False) -> ProofResult:
             details={"error": traceback.format_exc()})
 
 
-def run_proofs(paths: Sequence[Path], fast: bool = False, progress=None) -> list[ProofResult]:
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _run_one(args) -> ProofResult:
+    path, fast = args
+    return run_proof(path, fast=fast)
+
+
+def run_proofs(paths: Sequence[Path], fast: bool = False, progress=None, jobs: int = 1) -> list[ProofResult]:
     """Run several scripts and return their results in the order of ``STATEMENT_ORDER``.
 
-    ``progress(result)`` is called after each proof, if given.
+    ``progress(result)`` is called after each proof, if given.  With ``jobs > 1`` the scripts
+    run in that many worker processes (each proof is independent and seeds its own random
+    numbers, so the results do not depend on ``jobs``).
     """
+    paths = list(paths)
     results = []
-    for path in paths:
-        result = run_proof(path, fast=fast)
-        if progress is not None:
-            progress(result)
-        results.append(result)
+    if jobs > 1 and len(paths) > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        # fresh interpreters ("spawn": no BLAS thread pool inherited across fork), each with
+        # one BLAS thread: the proofs' matrices are small, and the workers share the CPUs
+        saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
+        os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
+        try:
+            with cf.ProcessPoolExecutor(max_workers=min(jobs, len(paths)),
+                                        mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_run_one, (p, fast)) for p in paths]
+                for fut in cf.as_completed(futures):
+                    result = fut.result()
+                    if progress is not None:
+                        progress(result)
+                    results.append(result)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    else:
+        for path in paths:
+            result = run_proof(path, fast=fast)
+            if progress is not None:
+                progress(result)
+            results.append(result)
     return sorted(results, key=lambda r: _order_key(r.id))
 
 
@@ -449,11 +501,102 @@ def format_markdown(results: Sequence[ProofResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_TEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "\\": r"\textbackslash{}"}
+_TEX_UNICODE = {"→": r"$\to$", "←": r"$\leftarrow$", "↔": r"$\leftrightarrow$", "≤": r"$\le$",
+                "≥": r"$\ge$", "≈": r"$\approx$", "≠": r"$\ne$", "×": r"$\times$", "⊗": r"$\otimes$",
+                "∘": r"$\circ$", "·": r"$\cdot$", "♯": r"$\sharp$", "♭": r"$\flat$", "∈": r"$\in$",
+                "ᵀ": r"$^{\top}$", "⁻": r"$^{-}$", "¹": r"$^{1}$", "²": r"$^{2}$", "ᴷ": r"$^{K}$",
+                "‡": r"$^{\ddagger}$", "†": r"$^{\dagger}$", "′": r"$'$", "∞": r"$\infty$",
+                "—": "---", "–": "--", "…": r"\ldots{}", "§": r"\S{}", "|": r"$|$",
+                "ā": r"$\bar{a}$", "̄": "", "∇": r"$\nabla$", "∂": r"$\partial$", "√": r"$\surd$",
+                "±": r"$\pm$", "ε": r"$\varepsilon$"}
+
+
+def latex_escape(text: str) -> str:
+    r"""Plain text as LaTeX text: special characters escaped, Greek letters and common
+    math symbols as math commands, any other non-ASCII character as ``?``.
+
+    >>> latex_escape("G_κ = B⁻ᵀ G B⁻¹ (50%)")
+    'G\\_$\\kappa$ = B$^{-}$$^{\\top}$ G B$^{-}$$^{1}$ (50\\%)'
+    """
+    from geomkfac.display import GREEK
+
+    out = []
+    for ch in str(text):
+        if ch in _TEX_SPECIAL:
+            out.append(_TEX_SPECIAL[ch])
+        elif ch in GREEK:
+            out.append("$" + GREEK[ch] + "$")
+        elif ch in _TEX_UNICODE:
+            out.append(_TEX_UNICODE[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        else:
+            out.append("?")
+    return "".join(out)
+
+
+def _latex_details(details: dict[str, Any]) -> list[str]:
+    lines = [r"\begin{itemize}"]
+    for key, value in details.items():
+        if key == "error":
+            continue
+        if isinstance(value, dict):
+            lines.append(r"\item " + latex_escape(key) + ":")
+            lines += _latex_details(value) if value else []
+        elif isinstance(value, str) and "\n" in value:
+            body = r" \\ ".join(latex_escape(ln) if ln.strip() else r"~" for ln in value.splitlines())
+            lines.append(r"\item " + latex_escape(key) + r": {\small\ttfamily " + body + "}")
+        else:
+            if isinstance(value, float):
+                value = f"{value:.3e}"
+            lines.append(r"\item " + latex_escape(key) + ": " + latex_escape(value))
+    if len(lines) == 1:
+        lines.append(r"\item (no details)")
+    lines.append(r"\end{itemize}")
+    return lines
+
+
+def format_latex(results: Sequence[ProofResult], coverage_line: str | None = None) -> str:
+    r"""A standalone LaTeX document: the table of results (full statements), the summary,
+    the coverage line, and one subsection per statement with what its proof computed.
+
+    Examples
+    --------
+    >>> r = ProofResult("X.1", "κ is one", "symbolic", True, 0.0,
+    ...                 "one equals two", 1.0, True, 0.01, {"matrix": "[1 0]\n[0 1]"})
+    >>> tex = format_latex([r])
+    >>> tex.startswith(r"\documentclass{article}"), r"X.1 & $\kappa$ is one & symbolic & holds" in tex
+    (True, True)
+    """
+    head = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{longtable}",
+            r"\begin{document}", r"\section*{Statements of the paper, each with a negative control}",
+            r"\begin{longtable}{lp{5.5cm}llrlrr}",
+            " & ".join(latex_escape(h) for h in _HEADER) + r" \\ \hline"]
+    body = [" & ".join(latex_escape(c) for c in row) + r" \\" for row in _rows(results, None)]
+    tail = [r"\end{longtable}", "", latex_escape(_summary(results)) + r"\par"]
+    if coverage_line:
+        tail.append(latex_escape(coverage_line) + r"\par")
+    for r in results:
+        tail.append(r"\subsection*{" + latex_escape(r.id) + ": " + latex_escape(r.statement) + "}")
+        tail.append(latex_escape(f"method: {r.method}; statement {r.status}, discrepancy {_fmt(r.discrepancy)}; "
+                                 f"negative control ({r.negative_control}) {r.negative_status}, discrepancy "
+                                 f"{_fmt(r.negative_discrepancy)}; {r.seconds:.2f} s") + r"\par")
+        if r.error is not None:
+            tail.append(r"The proof raised: {\small\ttfamily " + r" \\ ".join(latex_escape(ln) for ln in r.error.splitlines()[-3:]) + "}")
+        else:
+            tail += _latex_details(r.details)
+    tail.append(r"\end{document}")
+    return "\n".join(head + body + tail) + "\n"
+
+
 def _summary(results: Sequence[ProofResult]) -> str:
     n_ok = sum(r.passed for r in results)
     total = sum(r.seconds for r in results)
     return (f"{n_ok}/{len(results)} statements hold with their negative controls failing "
-            f"({total:.1f} s)")
+            f"({total:.1f} s of proof time)")
 
 
 def coverage(ids: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -474,8 +617,8 @@ def format_coverage(ids: Iterable[str]) -> str:
     """One line: how many of the paper's statements have a proof, and the missing ones by name.
 
     >>> print(format_coverage(PAPER_STATEMENTS))
-    coverage: 16/16 of the paper's statements have a proof
-    >>> format_coverage(["B.1"]).startswith("coverage: 1/16 of the paper's statements have a proof; missing: B.2, ")
+    coverage: 18/18 of the paper's statements have a proof
+    >>> format_coverage(["B.1"]).startswith("coverage: 1/18 of the paper's statements have a proof; missing: B.2, ")
     True
     """
     covered, missing = coverage(ids)
@@ -536,8 +679,11 @@ def _command(args: argparse.Namespace) -> int:
     def progress(r: ProofResult) -> None:
         print(f"  {r.id:<10} {r.status:<6} ({r.seconds:.2f} s)", file=sys.stderr, flush=True)
 
-    results = run_proofs(paths, fast=args.fast, progress=None if args.quiet else progress)
+    start = time.perf_counter()
+    results = run_proofs(paths, fast=args.fast, progress=None if args.quiet else progress, jobs=args.jobs)
+    wall = time.perf_counter() - start
     print(format_table(results))
+    print(f"wall-clock time: {wall:.1f} s ({args.jobs} worker process{'es' if args.jobs > 1 else ''})")
     cov = None if args.ids else format_coverage(_peek_id(p) for p in discover(args.dir))
     if cov:
         print(cov)
@@ -548,11 +694,24 @@ def _command(args: argparse.Namespace) -> int:
         Path(args.report).write_text(format_markdown(results) + (f"\n{cov}\n" if cov else ""),
                                      encoding="utf-8")
         print(f"report written to {args.report}")
+    if args.latex:
+        Path(args.latex).write_text(format_latex(results, cov), encoding="utf-8")
+        print(f"LaTeX written to {args.latex}")
     return 0 if all(r.passed for r in results) else 1
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``geomkfac prove [IDS…] [--fast] [--report FILE.md] [--dir PROOFS_DIR]``."""
+    """Add ``geomkfac prove [IDS…] [--fast] [--report FILE.md] [--latex FILE.tex] [--dir PROOFS_DIR]``."""
     parser = subparsers.add_parser(
         "prove",
         help="check the paper's statements, each with a negative control",
@@ -564,8 +723,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fast", action="store_true",
                         help="fewer seeds and steps (same tolerances)")
     parser.add_argument("--report", metavar="FILE.md", help="also write the table as Markdown")
+    parser.add_argument("--latex", metavar="FILE.tex",
+                        help="also write the table and each statement's details as a LaTeX document")
     parser.add_argument("--dir", metavar="PROOFS_DIR", default=None,
                         help="folder of proof scripts (default: proofs/ of the source checkout)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--jobs", type=_positive_int, default=min(4, os.cpu_count() or 1), metavar="N",
+                        help="run the proofs in N worker processes (default: the number of CPUs, at "
+                             "most 4; 1 runs them one after the other)")
     parser.set_defaults(func=_command)
     return parser

@@ -55,6 +55,7 @@ from geomkfac.errors import (
     SingularFrameChangeError,
     SpaceMismatchError,
 )
+from geomkfac import display as _display
 from geomkfac.fields import NUMERIC, Field, SingularMatrixError, field_of
 
 __all__ = [
@@ -130,7 +131,7 @@ class DualSpace:
         return f"DualSpace({self.name!r}, dim={self.dim})"
 
 
-class AffineSpace:
+class AffineSpace(_display.Displayable):
     """An affine space of dimension ``dim`` with a reference frame.
 
     Spaces compare by identity. ``A * B`` and ``A ** K`` give (cached)
@@ -202,6 +203,10 @@ class AffineSpace:
 
     __str__ = lambda self: self.name  # noqa: E731
 
+    def _display(self, frame=None):
+        """Dimension and a frame (origin, basis) of the space (:mod:`geomkfac.display`)."""
+        return _display.space_display(self, frame)
+
 
 class ProductSpace(AffineSpace):
     """The direct product ``A₁ × … × A_K`` (cached per tuple of factors).
@@ -269,8 +274,10 @@ class ProductSpace(AffineSpace):
         field = field_of(*changes)
         B = field.block_diag([field.asmatrix(ch.B) for ch in changes])
         c = field.concat([field.asvector(ch.c) for ch in changes])
+        # B⁻¹ blockwise from the factors (a symbolic inverse of the whole block matrix is slow)
+        Binv = field.block_diag([field.asmatrix(ch.B_inv) for ch in changes])
         name = "(" + ", ".join(fr.name for fr in frames) + ")"
-        frame = self._reference.derive(B, c, name=name, _check=False)
+        frame = self._reference.derive(B, c, name=name, _check=False, _Binv=Binv)
         frame._factor_frames = frames
         self._product_frames[frames] = frame
         return frame
@@ -317,7 +324,7 @@ def stack_homogeneous(space: ProductSpace, coords):
 # --------------------------------------------------------------------------- frames
 
 
-class FrameChange:
+class FrameChange(_display.Displayable):
     """A change of coordinates ``y = B x + c`` from frame ``source`` to ``target``.
 
     ``B`` and ``c`` are in the change's :attr:`field`. The identity change is stored
@@ -485,12 +492,16 @@ class FrameChange:
         Binv = self.B_inv if field is self.field else field.asmatrix(self.B_inv)
         return field.matmul(field.transpose(Binv), w)
 
+    def _display(self, frame=None):
+        """``y = B x + c`` with the matrices (``frame`` is not used: a change has two)."""
+        return _display.change_display(self)
+
     def __repr__(self) -> str:
         kind = "identity" if self._identity else f"{self.field!r}"
         return f"FrameChange({self.source.name} → {self.target.name}, {kind})"
 
 
-class Frame:
+class Frame(_display.Displayable):
     """An affine basis (origin + linear basis) of an affine space.
 
     Frames are hashable and compared by identity. Make new ones with :meth:`derive`;
@@ -646,6 +657,10 @@ class Frame:
             other._changes.setdefault(self, ch.inverse())
         return ch
 
+    def _display(self, frame=None):
+        """Origin and basis of this frame in ``frame``'s coordinates (default: the reference)."""
+        return _display.frame_display(self, frame)
+
     def __repr__(self) -> str:
         return f"Frame({self.name!r} on {self.space.name})"
 
@@ -656,7 +671,7 @@ class Frame:
 # --------------------------------------------------------------------------- values
 
 
-class _Value:
+class _Value(_display.Displayable):
     """A coordinate-free value given by coordinates in a frame; cached per frame."""
 
     _kind = "value"
@@ -732,8 +747,9 @@ class _Value:
     def _sympystr(self, printer) -> str:
         return f"{type(self).__name__}({self.space.name}, {printer.doprint(self.coords())} in {self._frame.name})"
 
-    def _repr_latex_(self) -> str:
-        return rf"${type(self).__name__}_{{{self._frame.name}}} = {sympy.latex(sympy.Matrix(self.field.asvector(self.coords()) if self.field.symbolic else self.coords()))}$"
+    def _display(self, frame=None):
+        """The coordinates in ``frame`` (default: the value's own), see :mod:`geomkfac.display`."""
+        return _display.value_display(self, frame)
 
 
 def _is_scalar(s) -> bool:

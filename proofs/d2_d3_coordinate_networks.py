@@ -14,7 +14,9 @@ The route through frames (numeric): the same network as an
 ``A_i`` and ``Z_i`` and the output space ``A_L`` — and the coordinate network read in those
 frames by the core (weights through the induced frames of ``Aff(A_{i−1}, Z_i)``, activations
 from :meth:`FrameChoice.activation`).  Checked against the closed form on arrays: the weights
-``W̄‡`` agree, and ``f‡(x‡) = Ω_L f(x) + γ_L`` (the output read in the changed output frame).
+``W̄‡`` agree — read through the induced frames, and as each layer's
+:class:`~geomkfac.maps.AffineMap` (made in the reference frames) asked for its matrix in
+``(κ_{A_{i−1}}, κ_{Z_i})`` — and ``f‡(x‡) = Ω_L f(x) + γ_L`` (the output read in the changed output frame).
 And through the core maps (:class:`~geomkfac.networks.MLPSample`: ``AffineMap`` s and
 activation ``SmoothMap`` s built in κ): the output *point* is the reference network's output.
 
@@ -72,6 +74,11 @@ def _frame_route(net, Ws, X, changes):
     closed = reparameterize(net, changes)                       # D.2/D.3 on arrays
     cnet_k = anet.coordinates(w, kappa)                         # D.2/D.3 through the core frames
     d_w = max(float(np.max(np.abs(np.asarray(a, float) - b))) for a, b in zip(cnet_k.Wbars, closed.Wbars))
+    # the layers as core AffineMaps (made in the reference frames), asked for [W b] in κ
+    omegas, _ = anet.layer_maps(w)
+    d_w = max(d_w, max(float(np.max(np.abs(np.asarray(omegas[i].matrix(kappa.A[i - 1], kappa.Z[i]), float)
+                                            - closed.Wbars[i - 1])))
+                       for i in range(1, anet.L + 1)))
     X_t = changes[0].apply_activations(X)
     L = len(widths) - 1
     f_expected = changes[L].apply_activations(net.forward(X))   # Ω_L f(x) + γ_L, from the arrays

@@ -5,7 +5,7 @@ induced frame the matrix ``F̂ = |T| kron(E_T[ā āᵀ], E_T[Dz Dzᵀ])``.
 Method: numeric (float64, several seeds).  A CNN 2×4×4 → conv 2→2 3×3 pad 1 tanh →
 conv 2→2 2×2 pad 0 tanh → flatten → dense 18→2, Gaussian output Fisher (unit variance).
 
-* Pipeline: :func:`geomkfac.networks.conv.layer_kfac_metric` — per sample ξ and location t the
+* Pipeline: :func:`geomkfac.networks.conv_kfac.layer_kfac_metric` — per sample ξ and location t the
   patch ``α_{ξ,t}`` (a Point), the rest of the network ``ϕ_{ξ,t}`` (core maps, the other
   locations fixed), pullbacks of the output metric, expectations over (ξ, t), ``scale = |T|``.
 * Closed form, from arrays computed by independent code (``proofs/_conv.py``): ``ā`` cut out by
@@ -24,14 +24,12 @@ from __future__ import annotations
 import numpy as np
 from _conv import fd_location_jacobians, layer_abar, rel
 
-from geomkfac.networks.conv import (
-    AbstractCNN,
+from geomkfac.networks.conv import AbstractCNN, layer_input_permutation, to_oracle_weights
+from geomkfac.networks.conv_kfac import (
     layer_exact_block,
-    layer_input_permutation,
     layer_kfac_metric,
     layer_per_location_sum,
     layer_samples,
-    to_oracle_weights,
 )
 from geomkfac.output_metrics import GaussianFisher
 

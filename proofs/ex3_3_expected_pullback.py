@@ -7,9 +7,15 @@ Method: numeric (float64, several seeds).  A 3-4-3 tanh MLP (identity output) an
 inputs.  ``geomkfac.kfac.expected_pullback`` (the abstract pipeline: chain of pushforwards,
 evaluation maps ``āᵀ ⊗ I``) is compared with independent computations:
 
-* softmax output Fisher → the Fisher by its definition (2.4), ``E_x Σ_y p(y|x) ∇ℓ_y ∇ℓ_yᵀ``,
-  enumerating every class with the per-example gradients of the NumPy backend
-  ``geomkfac.nn`` (its own forward/backward code);
+* the output Fisher of each likelihood → the Fisher by its definition (2.4),
+  ``E_x E_{y ~ p(y|x)} [∇ℓ_y ∇ℓ_yᵀ]``, the expectation over the model's own targets
+  computed *exactly* by enumeration, with the per-example gradients ``∇ℓ_y`` of the NumPy
+  backend ``geomkfac.nn`` (its own forward/backward code and losses, no output metric):
+  softmax categorical — every class ``y`` with weight ``p_y(x)``; independent Bernoulli on
+  logits — every ``y ∈ {0, 1}³`` with weight ``Π_c p_c^{y_c} (1 − p_c)^{1 − y_c}``; Gaussian
+  (unit variance) — ``y = f(x) + ε`` over the 2-point Gauss–Hermite grid ``ε ∈ {±1}³``
+  (weights 2⁻³), exact here because ``∇ℓ_y ∇ℓ_yᵀ = Jᵀ ε εᵀ J`` is quadratic in ``ε`` and the
+  rule integrates every polynomial of degree ≤ 3 in each ``ε_c`` exactly;
 * Gaussian output Fisher (unit variance) and the Euclidean metric → ``E_x[Jᵀ J]`` with ``J``
   by central finite differences of the network in the weight coordinates;
 * Bregman metric of ``φ(z) = log(1 + e^{z₀}) + z₁⁴/12 + z₁²/2 + cosh(z₀ − z₂) + z₂²/2`` →
@@ -22,6 +28,8 @@ model's predictive distribution) must *not* equal the Fisher: relative differenc
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import sympy as sp
 from _pipeline import fd_jacobian, nn_model, problem, rel
@@ -31,12 +39,14 @@ from geomkfac.nn.curvature import per_example_grads
 from geomkfac.output_metrics import BregmanMetric, loss_for
 
 ID = "Ex. 3.3"
-STATEMENT = ("the expected pullback (3.2) of the output Fisher is the Fisher (2.4); of the "
-             "Euclidean metric the Gauss-Newton matrix; of a Bregman metric the GGN")
+STATEMENT = ("the expected pullback (3.2) of the output Fisher is the Fisher (2.4) "
+             "(categorical, Bernoulli, Gaussian); of the Euclidean metric the Gauss-Newton "
+             "matrix; of a Bregman metric the GGN")
 METHOD = "numeric"
 
 # Tolerances (why):
-# - enumeration vs pipeline: both exact up to float64 round-off on O(1) entries → 1e-10.
+# - enumeration / exact quadrature vs pipeline: both exact up to float64 round-off on O(1)
+#   entries (sums of at most 2³ outer products per example) → 1e-10.
 ENUM_TOL = 1e-10
 # - central differences with h = 1e-6: truncation ~h²·f''' ≈ 1e-12, round-off ~ε/h ≈ 2e-10
 #   per Jacobian entry, relative error of Jᵀ G J ≲ 1e-8; second differences of the loss
@@ -57,15 +67,43 @@ def _softmax(f):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _expected_outer(model, X, loss, targets_and_weights):
+    """``(1/N) Σ_n Σ_y w_n(y) ∇ℓ_y(x_n) ∇ℓ_y(x_n)ᵀ`` with per-example gradients from
+    geomkfac.nn; ``targets_and_weights`` yields ``(Y, w)``: a target for every example and
+    its probability (or quadrature weight) per example."""
+    F = 0.0
+    N = X.shape[0]
+    for Y, w in targets_and_weights:  # one backward pass per target, vectorized over examples
+        g = per_example_grads(model, X, Y, loss)
+        F = F + (g * w[:, None]).T @ g / N
+    return F
+
+
 def _fisher_by_enumeration(model, X, f):
-    """``(1/N) Σ_n Σ_c p_c(x_n) g_nc g_ncᵀ`` with per-example gradients from geomkfac.nn."""
+    """Categorical (2.4): every class ``c`` with probability ``softmax(f)_c``."""
     N, C = f.shape
     P = _softmax(f)
-    F = 0.0
-    for c in range(C):  # one backward pass per class label (C is 3), vectorized over examples
-        g = per_example_grads(model, X, np.full(N, c), "softmax_ce")
-        F = F + (g * P[:, c:c + 1]).T @ g / N
-    return F
+    return _expected_outer(model, X, "softmax_ce",
+                           ((np.full(N, c), P[:, c]) for c in range(C)))
+
+
+def _bernoulli_fisher_by_enumeration(model, X, f):
+    """Independent Bernoulli on logits (2.4): every ``y ∈ {0,1}^C`` with ``Π p^y (1−p)^(1−y)``."""
+    N, C = f.shape
+    p = 1.0 / (1.0 + np.exp(-f))
+    pairs = []
+    for bits in itertools.product((0.0, 1.0), repeat=C):
+        y = np.array(bits)
+        pairs.append((np.tile(y, (N, 1)), np.prod(np.where(y == 1.0, p, 1.0 - p), axis=1)))
+    return _expected_outer(model, X, "bernoulli", pairs)
+
+
+def _gaussian_fisher_by_quadrature(model, X, f):
+    """Unit-variance Gaussian (2.4): ``y = f + ε`` on the 2-point Gauss–Hermite grid ``{±1}^C``."""
+    N, C = f.shape
+    pairs = [(f + np.array(eps), np.full(N, 0.5 ** C))
+             for eps in itertools.product((-1.0, 1.0), repeat=C)]
+    return _expected_outer(model, X, "mse", pairs)
 
 
 def _loss_hessian_fd(loss, f, y, h=1e-3):
@@ -91,8 +129,13 @@ def _seed(seed, N):
     F_pipe = np.asarray(K.expected_pullback(net, w, X, "categorical").matrix(), dtype=float)
     F_enum = _fisher_by_enumeration(model, X, f)
     out["softmax Fisher vs enumeration (2.4)"] = (rel(F_pipe, F_enum), ENUM_TOL)
-    out["Gaussian Fisher vs E[JᵀJ] (FD)"] = (
-        rel(K.expected_pullback(net, w, X, "gaussian").matrix(), JtJ), FD_TOL)
+    F_bern = np.asarray(K.expected_pullback(net, w, X, "bernoulli").matrix(), dtype=float)
+    out["Bernoulli Fisher vs enumeration (2.4)"] = (
+        rel(F_bern, _bernoulli_fisher_by_enumeration(model, X, f)), ENUM_TOL)
+    F_gauss = np.asarray(K.expected_pullback(net, w, X, "gaussian").matrix(), dtype=float)
+    out["Gaussian Fisher vs exact quadrature (2.4)"] = (
+        rel(F_gauss, _gaussian_fisher_by_quadrature(model, X, f)), ENUM_TOL)
+    out["Gaussian Fisher vs E[JᵀJ] (FD)"] = (rel(F_gauss, JtJ), FD_TOL)
     out["Euclidean → Gauss-Newton vs E[JᵀJ] (FD)"] = (
         rel(K.expected_pullback(net, w, X, "euclidean").matrix(), JtJ), FD_TOL)
     breg = BregmanMetric(_PHI, _z)

@@ -11,7 +11,7 @@ conv 2→2 2×2 pad 0 tanh → flatten → dense 18→2, squared error (Gaussian
   ``A^|T_in|``), against an independent shift-and-add convolution with explicit loops over
   output channels, input channels and offsets (``proofs/_conv.py``), the weights converted to
   the reference files' layout ``(I, J, k, k)`` by :func:`~geomkfac.networks.conv.to_oracle_weights`.
-* Gradient: the pipeline's ``dh`` (:func:`~geomkfac.networks.conv.loss_differential`: per
+* Gradient: the pipeline's ``dh`` (:func:`~geomkfac.networks.conv_kfac.loss_differential`: per
   location ``Dz_t = ϕ_{ξ,t}* dℓ``, then ``Σ_t ψ_{α_t}* Dz_t``, i.e. ``Σ_t Dz_t ā_tᵀ``; and the
   same through the stacked evaluation map ``ψ^(:)``; mean over samples) against central
   finite differences of the mean loss of the direct forward.
@@ -26,12 +26,8 @@ from __future__ import annotations
 import numpy as np
 from _conv import direct_forward, direct_patches, rel
 
-from geomkfac.networks.conv import (
-    AbstractCNN,
-    layer_input_permutation,
-    loss_differential,
-    to_oracle_weights,
-)
+from geomkfac.networks.conv import AbstractCNN, layer_input_permutation, to_oracle_weights
+from geomkfac.networks.conv_kfac import loss_differential
 from geomkfac.output_metrics import SquaredError
 from geomkfac.spaces import power_frame
 

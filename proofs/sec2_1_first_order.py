@@ -1,25 +1,42 @@
 """§2.1: exact natural gradient is invariant to smooth nonlinear reparameterizations
 only to first order.
 
-A tiny model ``f(x; w) = w₃ tanh(w₁ x + w₂) + w₄`` with Gaussian (unit variance) output
-has the exact Fisher ``F(w) = E_x[Jᵀ J]``.  Reparameterize ``w = r(u)`` with a smooth
-*nonlinear* ``r``; the Fisher and gradient in ``u`` are ``J_rᵀ F J_r`` and ``J_rᵀ ∇h``, so
-the natural-gradient step in ``u`` is ``J_r⁻¹`` times the step in ``w``: the two updates
-agree to first order in the step size ε and differ by ``½ ε² r''[Δu, Δu] + O(ε³)``.
-The script measures the difference of the two updated networks' outputs for ε over two
+A tiny model ``f(x; w) = w₃ tanh(w₁ x + w₂) + w₄`` with Gaussian (unit variance) output.
+Everything runs on the library's geometry core: the weight space ``W`` and the output
+space ``Z`` (one coordinate per example) are :class:`AffineSpace` objects, the network on
+the batch is a :class:`SmoothMap` ``Ψ : W → Z`` (Jacobian: sympy's derivative of ``f``), the
+Fisher is the :class:`Pullback` of the Euclidean metric of ``Z`` along ``Ψ`` at ``w`` scaled by
+``1/N`` (Eqn. 2.4 / 3.2 for a unit-variance Gaussian), the differential of the loss is the
+pulled-back covector ``Ψ*(f − y)/N`` (``Map.pullback_covector``) and the step is
+``natural_gradient(F, dh)`` (``♯``), applied as ``Point − ε Vector``.
+
+A smooth *nonlinear* reparameterization ``w = r(u)`` is a second :class:`SmoothMap`
+``r : U → W``; in ``u`` the network is ``Ψ ∘ r`` (a composed map: Jacobian by the chain
+rule) and the whole step is recomputed there.  The two updated networks' outputs differ
+by ``½ ε² r''[Δu, Δu] + O(ε³)``: the script measures the difference for ε over two
 decades and fits the log-log slope, which must be 2 (first order only, not exact).
 
-Negative control: the same measurement for an *affine* reparameterization ``r(u) = M u + c``
-(M dense, not diagonal) must fail to show the ε² law: the discrepancy stays at round-off
-at every ε, because there the natural gradient is exactly invariant (Thm 3.2).
+Negative control: the same measurement for an *affine* reparameterization, given as a
+second affine frame κ on ``W`` (``w = M u + c``, M dense): the differential is handed to ♯
+in κ coordinates while the Fisher stays given in the reference frame (the core's laws
+``B⁻ᵀ`` and ``B⁻ᵀ G B⁻¹``, and ♯ of a covector given in another frame than the metric's),
+and the update is taken in κ coordinates.  The ε² law must fail to show: the discrepancy stays
+at round-off at every ε, because there the natural gradient is exactly invariant
+(Thm 3.2).  A wrong transformation law or ♯ in the core shows up here as an O(ε)
+discrepancy, a wrong chain rule or pullback in the nonlinear case as a slope ≠ 2.
 
-Method: numeric (float64), several random seeds; Jacobians by sympy differentiation.
+Method: numeric (float64), several random seeds; Jacobians by sympy differentiation
+(``r`` through ``SmoothMap.from_sympy``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import sympy as sp
+
+from geomkfac.maps import SmoothMap
+from geomkfac.metrics import Metric, Pullback, natural_gradient
+from geomkfac.spaces import AffineSpace, Covector, Point
 
 ID = "§2.1"
 STATEMENT = ("exact natural gradient is invariant to smooth nonlinear reparameterizations "
@@ -38,84 +55,102 @@ NOT_EXACT_FLOOR = 1e-8
 #   exact identity shows differences ≲ 1e-10; an ε² law would be ≥ 1e-8 at ε = 1e-2.
 ROUND_OFF = 1e-9
 
-_x, _w = sp.Symbol("x"), sp.symbols("w1:5")
+_w = sp.symbols("w1:5")
 _u = sp.symbols("u1:5")
+# a smooth nonlinear reparameterization w = r(u), invertible near the points used
+_R_EXPR = [_u[0] + sp.Rational(3, 10) * _u[1] ** 2,
+           _u[1] + sp.Rational(3, 10) * sp.sin(_u[2]),
+           _u[2] + sp.Rational(3, 10) * _u[3] * _u[0],
+           _u[3] + sp.Rational(3, 10) * sp.tanh(_u[0])]
+
+
+_x = sp.Symbol("x")
 _F_EXPR = _w[2] * sp.tanh(_w[0] * _x + _w[1]) + _w[3]
 _f = sp.lambdify((_x, _w), _F_EXPR, "numpy")
-_jac = sp.lambdify((_x, _w), [sp.diff(_F_EXPR, wi) for wi in _w], "numpy")
-# a smooth nonlinear reparameterization w = r(u), invertible near the points used
-_R_EXPR = sp.Matrix([_u[0] + sp.Rational(3, 10) * _u[1] ** 2,
-                     _u[1] + sp.Rational(3, 10) * sp.sin(_u[2]),
-                     _u[2] + sp.Rational(3, 10) * _u[3] * _u[0],
-                     _u[3] + sp.Rational(3, 10) * sp.tanh(_u[0])])
-_r = sp.lambdify((_u,), list(_R_EXPR), "numpy")
-_r_jac = sp.lambdify((_u,), _R_EXPR.jacobian(_u), "numpy")
+_df = sp.lambdify((_x, _w), [sp.diff(_F_EXPR, wi) for wi in _w], "numpy")
 
 
-def _model_jacobian(X, w):
-    """Per-example Jacobian ``J`` (N × 4) of the output with respect to ``w``."""
-    cols = _jac(X, w)
-    return np.column_stack([np.broadcast_to(c, X.shape) for c in cols])
+def _network(W, Z, X):
+    """``Ψ : W → Z``, ``w ↦ (f(x_n; w))_n`` for the batch ``X``, as a SmoothMap whose
+    Jacobian is the sympy derivative of ``f`` (evaluated for the whole batch at once)."""
+    def jacobian(w):
+        return np.column_stack([np.broadcast_to(col, X.shape) for col in _df(X, w)])
+
+    return SmoothMap(W.reference_frame, Z.reference_frame, lambda w: _f(X, w), jacobian)
 
 
-def _ng_step(X, Y, w):
-    """The exact natural-gradient direction ``F(w)⁻¹ ∇h(w)`` (Gaussian output, Eqn. 2.4)."""
-    J = _model_jacobian(X, w)
-    F = J.T @ J / len(X)
-    grad = J.T @ (_f(X, w) - Y) / len(X)
-    return np.linalg.solve(F, grad)
+def _ng_step(psi, Z, Y, at):
+    """The exact natural gradient ``F⁻¹ dh`` at the Point ``at`` (a Vector), with
+    ``F = (1/N) Ψ*g_Z`` and ``dh = Ψ*((f − y)/N)``, both in the frame of ``at``."""
+    N = Z.dim
+    F = Pullback(Metric.identity(Z.reference_frame), psi, at=at) * (1.0 / N)
+    residual = psi(at).coords(Z.reference_frame) - Y
+    dh = psi.pullback_covector(Covector(Z.reference_frame, residual / N), at=at)
+    return natural_gradient(F, dh), F, dh
 
 
-def _discrepancies(X, Y, u0, eps, reparam, reparam_jac):
-    """max |f(X; r(u₁)) − f(X; w₁)| for each step size, w₀ = r(u₀)."""
-    w0 = np.asarray(reparam(u0), dtype=float)
-    Jr = np.asarray(reparam_jac(u0), dtype=float)
-    step_w = _ng_step(X, Y, w0)
-    # in u: F_u = Jrᵀ F Jr and ∇_u h = Jrᵀ ∇h, so F_u⁻¹ ∇_u h = Jr⁻¹ F⁻¹ ∇h
-    J = _model_jacobian(X, w0) @ Jr
-    F_u = J.T @ J / len(X)
-    grad_u = J.T @ (_f(X, w0) - Y) / len(X)
-    step_u = np.linalg.solve(F_u, grad_u)
+def _discrepancies(psi, Z, Y, w0, eps, u0=None, r=None, kappa=None):
+    """max |f(X; w₁ via the reparameterization) − f(X; w₁ direct)| for each ε."""
+    step_w, F, dh = _ng_step(psi, Z, Y, w0)
+    if r is not None:                      # nonlinear: the model Ψ ∘ r on U
+        step_u, F_u, _ = _ng_step(psi @ r, Z, Y, u0)
+        via = [r(u0 - e * step_u) for e in eps]
+    else:
+        # affine: the step in the frame κ of W.  The differential is handed over in κ
+        # coordinates (covector law), F stays given in the reference frame (so ♯ needs its
+        # matrix in κ: metric law), the step comes back as κ coordinates and the update is
+        # taken there (point law when the network is evaluated).
+        dh_k = Covector(kappa, dh.coords(kappa))
+        step_u = natural_gradient(F, dh_k)
+        F_u = Metric(kappa, F.matrix(kappa))
+        u0k = w0.coords(kappa)
+        via = [Point(kappa, u0k - e * step_u.coords(kappa)) for e in eps]
     out = []
-    for e in eps:
+    for e, w_via in zip(eps, via):
         w_direct = w0 - e * step_w
-        w_via_u = np.asarray(reparam(u0 - e * step_u), dtype=float)
-        out.append(np.max(np.abs(_f(X, w_via_u) - _f(X, w_direct))))
-    return np.array(out), float(np.linalg.cond(F_u))
+        out.append(np.max(np.abs(psi(w_via).coords() - psi(w_direct).coords())))
+    return np.array(out), float(np.linalg.cond(F_u.matrix()))
 
 
 def check(fast: bool = False) -> dict:
     seeds = range(2) if fast else range(5)
     eps = np.logspace(-4, -2, 5 if fast else 9)
+    N = 24
+    W, U, Z = AffineSpace(4, "W"), AffineSpace(4, "U"), AffineSpace(N, "Z")
+    r = SmoothMap.from_sympy(U.reference_frame, W.reference_frame, _R_EXPR, _u)
     slopes, smallest_big, affine_max, worst_cond = [], np.inf, 0.0, 0.0
     table = {}
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        X = rng.normal(size=24)
-        u0 = rng.normal(size=4) * 0.3 + np.array([1.0, 0.0, 1.0, 0.0])
+        X = rng.normal(size=N)
+        psi = _network(W, Z, X)
+        u0 = Point(U.reference_frame, rng.normal(size=4) * 0.3 + np.array([1.0, 0.0, 1.0, 0.0]))
+        w0 = r(u0)
         # targets from a nearby model, so the natural-gradient step is O(1)
-        w_target = np.asarray(_r(u0), dtype=float) + 0.3 * rng.normal(size=4)
-        Y = _f(X, w_target) + 0.05 * rng.normal(size=24)
-        d, cond = _discrepancies(X, Y, u0, eps, _r, _r_jac)
+        w_target = Point(W.reference_frame, w0.coords() + 0.3 * rng.normal(size=4))
+        Y = psi(w_target).coords() + 0.05 * rng.normal(size=N)
+        d, cond = _discrepancies(psi, Z, Y, w0, eps, u0=u0, r=r)
         slope = float(np.polyfit(np.log(eps), np.log(d), 1)[0])
         slopes.append(slope)
         smallest_big = min(smallest_big, float(d[-1]))
         worst_cond = max(worst_cond, cond)
-        # affine reparameterization w = M u + c with a dense M
+        # affine reparameterization w = M u + c: a second frame κ of W, u = M⁻¹(w − c)
         M = rng.normal(size=(4, 4)) + 2 * np.eye(4)
         c = rng.normal(size=4)
-        d_aff, _ = _discrepancies(X, Y, u0, eps, lambda u: M @ u + c, lambda u: M)
+        kappa = W.reference_frame.derive(np.linalg.inv(M), -np.linalg.solve(M, c), name="κ")
+        d_aff, _ = _discrepancies(psi, Z, Y, w0, eps, kappa=kappa)
         affine_max = max(affine_max, float(np.max(d_aff)))
         table[f"seed {seed}"] = (f"nonlinear: slope {slope:.3f}, discrepancy "
                                  f"{d[0]:.1e} (ε={eps[0]:.0e}) … {d[-1]:.1e} (ε={eps[-1]:.0e}); "
-                                 f"affine: max {np.max(d_aff):.1e}")
+                                 f"affine frame: max {np.max(d_aff):.1e}")
     slope_err = max(abs(s - 2.0) for s in slopes)
     holds = slope_err <= SLOPE_TOL and smallest_big >= NOT_EXACT_FLOOR
     return {
         "holds": holds,
         "discrepancy": slope_err,
-        "negative_control": ("the ε² law for an affine reparameterization w = M u + c "
-                             "(dense M): must fail, the discrepancy stays at round-off"),
+        "negative_control": ("the ε² law for an affine reparameterization (a second frame κ "
+                             "of W, w = M u + c, M dense): must fail, the discrepancy stays at "
+                             "round-off"),
         "negative_discrepancy": affine_max,
         "negative_fails": affine_max <= ROUND_OFF,
         "details": {

@@ -6,7 +6,7 @@ single location, ``Ψ^l_{ξ,t} = ϕ^l_{ξ,t} ∘ ψ_{α_{ξ,t}}``) is.
 
 Method: numeric (float64, several seeds).  A CNN 2×2×4 → conv 2→2 3×3 pad 1 tanh → 2×2
 average pooling → flatten → dense 4→2, Gaussian output Fisher, N = 6;
-:func:`geomkfac.networks.conv.kfac_metric`:
+:func:`geomkfac.networks.conv_kfac.kfac_metric`:
 
 * its dense matrix in the product of the induced frames is block diagonal with the blocks
   ``|T_l| kron(A_l, G_l)`` of its factors (off-diagonal blocks exactly zero, Eqn. B.2);
@@ -35,7 +35,8 @@ import numpy as np
 
 from geomkfac.errors import DegenerateMetricError
 from geomkfac.maps import ComposedMap
-from geomkfac.networks.conv import AbstractCNN, kfac_metric, layer_kfac_metric, layer_samples, loss_differential
+from geomkfac.networks.conv import AbstractCNN
+from geomkfac.networks.conv_kfac import kfac_metric, layer_kfac_metric, layer_samples, loss_differential
 from geomkfac.output_metrics import GaussianFisher, SquaredError
 from geomkfac.pipeline import expected_pullback
 

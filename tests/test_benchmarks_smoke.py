@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,45 @@ def test_time_to_target_quick(time_to_target, tmp_path, capsys):
     for method in ("sgd_momentum", "adam", "kfac"):
         assert sum(line.startswith(method) for line in lines) == 2
     assert json.loads(out.read_text())["target"] == pytest.approx(res["target"])
+
+
+def test_layer_step_cost_quick(tmp_path, capsys):
+    mod = _load("layer_step_cost")
+    out = tmp_path / "lsc.json"
+    res = mod.main(["--quick", "--repeats", "1", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert [r["setting"] for r in res["cnn"]["rows"]] == ["-", "plain", "amortized"]
+    assert [r["setting"] for r in res["rnn"]["rows"]] == ["-", "plain", "amortized", "option1",
+                                                         "option2"]
+    for which in ("cnn", "rnn"):
+        for r in res[which]["rows"]:
+            assert r["step_s"] > 0 and r["gflops_per_s"] > 0 and math.isfinite(r["ratio_to_sgd"])
+    assert text.count("GFLOP/s") >= 2
+    assert json.loads(out.read_text())["rnn"]["which"] == "rnn"
+
+
+def test_layer_step_cost_flops_by_hand():
+    """One conv layer 1→2, 3×3, no padding, on 4×4 images, batch 1: T = 4 locations,
+    d+1 = 10, out = 2 — forward 2·4·2·10, weight gradient the same, no input gradient."""
+    import numpy as np
+
+    import geomkfac.nn as gnn
+
+    mod = _load("layer_step_cost")
+    net = gnn.Sequential([gnn.Conv2d(np.zeros((2, 1, 3, 3)), np.zeros(2))])
+    fl = mod.flops(net, np.zeros((1, 1, 4, 4)))
+    assert fl["forward_backward"] == 2 * (2 * 4 * 2 * 10)
+    assert fl["factors"] == 2 * 4 * 100 + 2 * 4 * 4
+    assert fl["inverses"] == 10 ** 3 + 2 ** 3
+    assert fl["precondition"] == 2 * 4 * 10 + 2 * 2 * 100
+
+
+def test_layer_time_to_target_quick(tmp_path, capsys):
+    mod = _load("layer_time_to_target")
+    res = mod.main(["--quick", "--json", str(tmp_path / "t.json")])
+    for which in ("cnn", "rnn"):
+        r = res[which]
+        assert "sgd" in r["table"] and r["table"]["sgd"]["updates_ratio"] == 1.0
+        assert all(np.isfinite(v) for _, _, v in r["runs"][0]["trace"])
+    assert {run["name"] for run in res["rnn"]["runs"]} >= {"kfac-option1", "kfac-option2"}
+    assert "target loss" in capsys.readouterr().out

@@ -25,14 +25,20 @@ def _losses(path):
     return [r["loss"] for r in read_metrics(path)]
 
 
-def test_default_cnn_on_digits_learns(tmp_path, capsys):
-    rc, out, err = _run(capsys, "--model", "cnn", "--task", "classification", "--optimizer", "kfac",
-                        "--act", "relu", "--lr", 0.3, "--damping", 0.01, "--steps", 25,
-                        "--batch-size", 64, "--out", tmp_path)
+def test_default_cnn_on_digits(tmp_path, capsys):
+    rc, out, err = _run(capsys, "--model", "cnn", "--task", "classification", "--optimizer", "sgd",
+                        "--steps", 2, "--batch-size", 32, "--eval-every", 2, "--out", tmp_path)
     assert rc == 0, err
-    ck = load_checkpoint(tmp_path / "checkpoint-kfac.npz")
+    ck = load_checkpoint(tmp_path / "checkpoint-sgd.npz")
     # the default architecture conv16k3p1-max2-conv32k3p1-avg2-dense10 on 1x8x8 images
     assert [W.shape for W in ck.Wbars] == [(16, 10), (32, 145), (10, 129)]
+
+
+def test_cnn_on_digits_learns(tmp_path, capsys):
+    rc, out, err = _run(capsys, "--arch", "conv8k3p1-max2-dense10", "--task", "classification",
+                        "--optimizer", "kfac", "--act", "relu", "--lr", 0.3, "--damping", 0.01,
+                        "--steps", 25, "--batch-size", 64, "--eval-every", 25, "--out", tmp_path)
+    assert rc == 0, err
     losses = _losses(tmp_path / "metrics-kfac.csv")
     assert losses[0] == pytest.approx(np.log(10), abs=0.3)  # near-uniform start
     assert np.mean(losses[-5:]) < 0.5 * losses[0]
@@ -51,7 +57,7 @@ def test_cnn_layer_string_and_resume(tmp_path, capsys):
 def test_rnn_digits_rows_classification(tmp_path, capsys):
     rc, out, err = _run(capsys, "--model", "rnn", "--task", "classification", "--optimizer", "kfac",
                         "--lr", 0.3, "--damping", 0.01, "--steps", 30, "--batch-size", 64,
-                        "--out", tmp_path)
+                        "--eval-every", 30, "--out", tmp_path)
     assert rc == 0, err
     ck = load_checkpoint(tmp_path / "checkpoint-kfac.npz")
     assert [W.shape for W in ck.Wbars] == [(64, 64 + 8 + 1), (10, 65)]  # rnn64-last-dense10
@@ -60,8 +66,8 @@ def test_rnn_digits_rows_classification(tmp_path, capsys):
 
 
 def test_rnn_next_row_sequence_task(tmp_path, capsys):
-    rc, out, err = _run(capsys, "--model", "rnn", "--task", "sequence", "--optimizer", "kfac,sgd",
-                        "--steps", 15, "--batch-size", 64, "--out", tmp_path)
+    rc, out, err = _run(capsys, "--model", "rnn", "--task", "sequence", "--optimizer", "kfac",
+                        "--steps", 6, "--batch-size", 64, "--eval-every", 6, "--out", tmp_path)
     assert rc == 0, err
     ck = load_checkpoint(tmp_path / "checkpoint-kfac.npz")
     assert [W.shape for W in ck.Wbars] == [(64, 73), (8, 65)]  # rnn64-dense8 at every step
@@ -96,6 +102,13 @@ def test_idx_images_are_1x28x28(tmp_path, capsys):
     assert rc == 0, err
     Wbars = load_checkpoint(tmp_path / "checkpoint-sgd.npz").Wbars
     assert [W.shape for W in Wbars] == [(2, 26), (10, 2 * 7 * 7 + 1)]
+    # the same images as 28 rows of 28 pixels: predict the next row (no labels needed)
+    rc, _, err = _run(capsys, "--arch", "rnn4-dense28", "--idx-images", tmp_path / "img",
+                      "--task", "sequence", "--optimizer", "sgd", "--steps", 2,
+                      "--out", tmp_path / "seq")
+    assert rc == 0, err
+    Wbars = load_checkpoint(tmp_path / "seq" / "checkpoint-sgd.npz").Wbars
+    assert [W.shape for W in Wbars] == [(4, 4 + 28 + 1), (28, 5)]
 
 
 @pytest.mark.parametrize("argv, msg", [

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
 from geomkfac.metrics import Metric
 from geomkfac.networks import conv as C
+from geomkfac.networks import conv_kfac as CK
 from geomkfac.networks.conv import AbstractCNN, ConvGeometry
 from geomkfac.output_metrics import CategoricalFisher, Euclidean, GaussianFisher, SoftmaxCrossEntropy, SquaredError
 from geomkfac.prove import find_proofs_dir, run_proof
@@ -89,11 +90,11 @@ def test_oracle_cnn_forward_gradient_and_type2_factors(cnn_case):
     X = case["X"]
     assert rel(net.forward(w, X), ref["f"]) <= TOL
     Y = np.eye(4)[case["Y"].astype(int)]
-    dh = C.loss_differential(net, w, X, Y, SoftmaxCrossEntropy())
+    dh = CK.loss_differential(net, w, X, Y, SoftmaxCrossEntropy())
     parts = net.weight_space.split(dh.coords())
     DW = [np.asarray(p).reshape(net.weight_spaces[l].shape, order="F") for l, p in enumerate(parts)]
     assert rel(C.oracle_theta(net, DW), ref["grad"]) <= TOL
-    for i, (A, G, T) in enumerate(C.oracle_kfac_factors(net, w, X, CategoricalFisher())):
+    for i, (A, G, T) in enumerate(CK.oracle_kfac_factors(net, w, X, CategoricalFisher())):
         assert T == int(ref[f"T{i}"])
         assert rel(A, ref[f"A{i}"]) <= TOL
         assert rel(G, ref[f"G{i}_type2"]) <= TOL
@@ -103,7 +104,7 @@ def test_oracle_cnn_forward_gradient_and_type2_factors(cnn_case):
 
 def _empirical_metrics(net, w, X, Y):
     loss = SoftmaxCrossEntropy()
-    outs = C.layer_samples(net, w, X, net.L - 1).outputs
+    outs = CK.layer_samples(net, w, X, net.L - 1).outputs
     return [Metric.outer(Covector(y.space.reference_frame, loss.grad(np.asarray(y.coords(y.space.reference_frame)), Y[n])))
             for n, y in enumerate(outs)]
 
@@ -115,7 +116,7 @@ def test_oracle_cnn_empirical_factors_and_closed_form_from_oracle_arrays(cnn_cas
     X = case["X"]
     Y = np.eye(4)[case["Y"].astype(int)]
     gs = _empirical_metrics(net, w, X, Y)
-    for i, (A, G, T) in enumerate(C.oracle_kfac_factors(net, w, X, gs)):
+    for i, (A, G, T) in enumerate(CK.oracle_kfac_factors(net, w, X, gs)):
         assert rel(G, ref[f"G{i}_empirical"]) <= TOL
         abar, Dz = ref[f"abar{i}"], ref[f"Dz{i}_empirical"]
         closed = T * np.kron(np.einsum("nta,ntb->ab", abar, abar) / abar.shape[0] / T,
@@ -129,10 +130,10 @@ def test_oracle_linear_conv_kfac_equals_exact_ggn():
     oracle's ggn; control: with tanh the two differ."""
     net, w, case, ref = load_case("id_conv_linear_T16_mse")
     X = case["X"]
-    m = np.asarray(C.layer_kfac_metric(net, w, X, Euclidean(), 0).matrix(), float)
-    e = np.asarray(C.layer_exact_block(net, w, X, Euclidean(), 0).matrix(), float)
+    m = np.asarray(CK.layer_kfac_metric(net, w, X, Euclidean(), 0).matrix(), float)
+    e = np.asarray(CK.layer_exact_block(net, w, X, Euclidean(), 0).matrix(), float)
     assert rel(m, e) <= TOL
-    (A, G, T), = C.oracle_kfac_factors(net, w, X, Euclidean())
+    (A, G, T), = CK.oracle_kfac_factors(net, w, X, Euclidean())
     assert rel(T * np.kron(A, G), ref["ggn"]) <= TOL
     assert rel(T * np.kron(A, G), ref["kfac_type2"]) <= TOL
     # gradient (outputs: oracle flattens channel-major, the library location-major)
@@ -140,7 +141,7 @@ def test_oracle_linear_conv_kfac_equals_exact_ggn():
     Yl = np.empty_like(case["Y"])
     Yl[:, perm] = case["Y"]
     assert rel(net.forward(w, X)[:, perm], ref["f"]) <= TOL
-    dh = C.loss_differential(net, w, X, Yl, SquaredError())
+    dh = CK.loss_differential(net, w, X, Yl, SquaredError())
     DW = [np.asarray(dh.coords()).reshape(net.weight_spaces[0].shape, order="F")]
     assert rel(C.oracle_theta(net, DW), ref["grad"]) <= TOL
     # control: a nonlinear conv layer breaks the identity
@@ -148,8 +149,8 @@ def test_oracle_linear_conv_kfac_equals_exact_ggn():
     arch[0]["act"] = "tanh"
     nt = AbstractCNN(X.shape[1:], arch, name="tanh_conv")
     wt = nt.weights_from([np.asarray(M, float) for M in net.layer_weights(w)])
-    mt = np.asarray(C.layer_kfac_metric(nt, wt, X, Euclidean(), 0).matrix(), float)
-    et = np.asarray(C.layer_exact_block(nt, wt, X, Euclidean(), 0).matrix(), float)
+    mt = np.asarray(CK.layer_kfac_metric(nt, wt, X, Euclidean(), 0).matrix(), float)
+    et = np.asarray(CK.layer_exact_block(nt, wt, X, Euclidean(), 0).matrix(), float)
     assert rel(mt, et) >= CONTROL_MIN
 
 
@@ -269,9 +270,9 @@ def test_symbolic_and_numeric_pipelines_agree():
     ws = net.weights_from([sp.Matrix(W).applyfunc(sp.nsimplify) for W in Wn])
     pts = net.input_points([sp.Matrix(x.reshape(-1)).applyfunc(sp.nsimplify) for x in net.input_coords(Xn)])
     for l in range(net.L):
-        Ms = C.layer_kfac_metric(net, ws, pts, GaussianFisher(), l).matrix()
+        Ms = CK.layer_kfac_metric(net, ws, pts, GaussianFisher(), l).matrix()
         assert isinstance(Ms, sp.MatrixBase) and Ms.free_symbols == set()
-        Mn = np.asarray(C.layer_kfac_metric(net, wn, Xn, GaussianFisher(), l).matrix(), float)
+        Mn = np.asarray(CK.layer_kfac_metric(net, wn, Xn, GaussianFisher(), l).matrix(), float)
         assert rel(np.array(sp.Matrix(Ms).evalf(30), dtype=float), Mn) <= TOL
 
 

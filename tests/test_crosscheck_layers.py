@@ -1,6 +1,6 @@
 """The fast NumPy backend against the abstract pipeline for convolutional and recurrent nets.
 
-The pipeline (:mod:`geomkfac.networks.conv`, :mod:`geomkfac.networks.rnn_kfac`) builds the
+The pipeline (:mod:`geomkfac.networks.conv_kfac`, :mod:`geomkfac.networks.rnn_kfac`) builds the
 K-FAC metric of a layer from core objects — per sample and location (or step) the patch
 (or state-input pair) as a point, the rest of the network as composed core maps, pullbacks
 of the output metric, expectations, the factored tensor product scaled by |T| — and reads
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from geomkfac import nn as gnn
-from geomkfac.networks import conv
+from geomkfac.networks import conv, conv_kfac
 from geomkfac.networks.rnn import AbstractRNN
 from geomkfac.networks import rnn_kfac
 from geomkfac.output_metrics import CategoricalFisher, GaussianFisher
@@ -52,7 +52,7 @@ def _cnn(seed, pad=1):
 @pytest.mark.parametrize("seed,pad", [(0, 1), (1, 0)])
 def test_conv_backend_factors_equal_the_pipeline(seed, pad):
     net, w, model, X, rng = _cnn(seed, pad)
-    ref = conv.oracle_kfac_factors(net, w, X, CategoricalFisher())
+    ref = conv_kfac.oracle_kfac_factors(net, w, X, CategoricalFisher())
     got = gnn.kfac_factors(model, X, None, "softmax_ce", fisher="exact")
     assert len(got) == len(ref)
     for blk, (A_ref, G_ref, T) in zip(got, ref):
@@ -69,7 +69,7 @@ def test_conv_backend_gradient_equals_the_pipeline_differential():
     net, w, model, X, rng = _cnn(2)
     Y = rng.integers(0, 3, size=X.shape[0])
     value, grad = gnn.loss_and_grad(model, X, Y, "softmax_ce")
-    dh = conv.loss_differential(net, w, X, np.eye(3)[Y], CategoricalFisher().loss())  # one-hot rows
+    dh = conv_kfac.loss_differential(net, w, X, np.eye(3)[Y], CategoricalFisher().loss())  # one-hot rows
     theta_order = np.asarray(dh.coords(net.reference_frames().weight_space_frame), float)
     # the pipeline's weight coordinates are in the abstract patch order: map them to θ
     Wbars = net.layer_weights(Point(net.reference_frames().weight_space_frame, theta_order))

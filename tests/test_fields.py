@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import sympy
 
-from geomkfac.errors import DimensionError, FieldMismatchError
-from geomkfac.fields import NUMERIC, SYMBOLIC, SingularMatrixError, field_of
+from geomkfac.errors import DimensionError, FieldMismatchError, GeomKFACError
+from geomkfac.fields import NUMERIC, SYMBOLIC, SingularMatrixError, field_of, float_policy, get_float_policy
 
 
 def test_field_of_picks_symbolic_if_any_input_is_sympy():
@@ -80,9 +80,19 @@ def test_numeric_equality_has_stated_tolerance():
 
 
 def test_exact_conversion_of_floats():
-    v = SYMBOLIC.asvector(np.array([0.5, 2.0, 0.1]))
+    with float_policy("rational"):  # opt in: floats become the binary rationals they denote
+        v = SYMBOLIC.asvector(np.array([0.5, 2.0, 0.1]))
     assert v[0] == sympy.Rational(1, 2) and v[1] == 2
+    assert v[2] == sympy.Rational(3602879701896397, 36028797018963968)
     assert float(v[2]) == 0.1  # exact binary value of 0.1
+
+
+def test_floats_stay_floats_by_default():
+    v = SYMBOLIC.asvector(np.array([0.5, 2.0, 0.1]))
+    assert isinstance(v[0], sympy.Float) and isinstance(v[2], sympy.Float) and v[1] == 2 and v[1].is_Integer
+    assert get_float_policy() == "float"
+    with pytest.raises(GeomKFACError):
+        float_policy("decimal")
 
 
 def test_psd_tests():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -210,3 +211,27 @@ def test_table_formats():
 
 def test_default_proofs_dir_is_found():
     assert find_proofs_dir().is_dir() and PROOFS
+
+
+def test_cli_prove_writes_latex(fake_dir, tmp_path, capsys):
+    from test_display import check_math  # the same well-formedness checker as the displays
+
+    d = fake_dir(z1_good=_GOOD, z2_false=_FALSE, z4_raises=_RAISES)
+    out = tmp_path / "proofs.tex"
+    assert cli.main(["prove", "--dir", str(d), "--latex", str(out), "--quiet"]) != 0
+    tex = out.read_text(encoding="utf-8")
+    assert tex.startswith(r"\documentclass{article}") and tex.rstrip().endswith(r"\end{document}")
+    assert r"Z.1 & two plus two is four & symbolic & holds & 0 & fails" in tex
+    assert r"\subsection*{Z.4: a proof that raises}" in tex and "The proof raised" in tex
+    assert all(ord(ch) < 128 for ch in tex)
+    # every math span is well-formed math; the whole text has balanced braces
+    for span in re.findall(r"\$([^$]*)\$", tex):
+        check_math(span)
+    assert tex.count("{") - tex.count(r"\{") == tex.count("}") - tex.count(r"\}")
+
+
+def test_latex_escape():
+    from geomkfac.prove import latex_escape
+
+    assert latex_escape("a_b & 5% {x}") == r"a\_b \& 5\% \{x\}"
+    assert latex_escape("ι → κ") == r"$\iota$ $\to$ $\kappa$"

@@ -29,3 +29,19 @@ def test_readme_training_snippet_runs_and_lowers_the_loss():
     info = namespace["info"]  # the loss before the tenth step, i.e. after nine updates
     assert np.isfinite(info.loss)
     assert info.loss < 0.85 * before
+
+
+def test_readme_layer_snippet_runs():
+    """The Sequential/CNN example runs and prints the scales T it claims."""
+    import contextlib
+    import io
+
+    text = README.read_text(encoding="utf-8")
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+                   if "nn.Sequential" in b)
+    out = io.StringIO()
+    namespace = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(snippet, str(README), "exec"), namespace)
+    assert out.getvalue().strip() == "[64, 1]"
+    assert np.isfinite(namespace["info"].loss)

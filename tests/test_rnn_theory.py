@@ -101,6 +101,22 @@ def test_pipeline_metric_forward_loss_and_gradient_reproduce_the_reference_case(
     np.testing.assert_allclose(g.matrix(), ref["kfac_type2"], rtol=RTOL, atol=ATOL)
 
 
+def test_pulled_back_differentials_are_the_reference_dz(oracle):
+    from geomkfac import pipeline
+    from geomkfac.networks.rnn_kfac import _examples, _losses, layer_samples
+
+    net, w, h0, case, ref = oracle
+    examples = _examples(net, w, h0, case["X"], net.reference_frames())
+    dls = [d for d, _ in _losses(net, "categorical", examples, case["Y"])]
+    for i in (0, 1):
+        alphas, rests, zetas = layer_samples(net, examples, i)
+        Dz = pipeline.pulled_back_differentials(rests, zetas, [dls[k // net.T] for k in range(len(rests))])
+        got = np.array([d.coords() for d in Dz]).reshape(ref[f"Dz{i}_empirical"].shape)
+        np.testing.assert_allclose(got, ref[f"Dz{i}_empirical"], rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(np.array([a.coords() for a in alphas]).reshape(ref[f"abar{i}"][..., :-1].shape),
+                                   ref[f"abar{i}"][..., :-1], rtol=RTOL, atol=ATOL)
+
+
 def test_direct_loop_reproduces_the_reference_abar_and_the_state_input_order(oracle):
     net, w, h0, case, ref = oracle
     abar, _, hs = net.coordinates(w, h0).states(case["X"])

@@ -36,7 +36,7 @@ the environment, are dropped for this script (it re-executes itself without them
 ``--keep-openblas-env``), since they select a slower OpenBLAS kernel than the one NumPy picks
 itself; the kernel that ran is in the results.
 
-Run ``python benchmarks/kfac_jax/side_by_side.py --quick`` (a few steps, about a minute), the
+Run ``python benchmarks/kfac_jax/side_by_side.py --quick`` (a few steps; a few minutes, mostly JAX compilation), the
 full measurement without ``--quick``, and ``--mode target`` for the time to the target loss.
 Results go to ``benchmarks/results/side_by_side[_quick|_target].{json,md}`` (``--out`` to
 change the stem). ``--no-jax`` runs the geomkfac side alone.

@@ -2,8 +2,8 @@
 
 * :mod:`geomkfac.networks.mlp` — the abstract MLP, its frame choices and coordinate networks.
 * :mod:`geomkfac.networks.conv` — the abstract convolutional network (Appendix F): patch maps
-  with the padding point, weights shared over locations, and its K-FAC metric through the
-  pipeline (import it as a module: ``from geomkfac.networks import conv``).
+  with the padding point, weights shared over locations, frames, coordinate networks;
+  :mod:`geomkfac.networks.conv_kfac` — its K-FAC metric through the abstract pipeline.
 * :mod:`geomkfac.networks.rnn` — the abstract recurrent network (Appendix G.1), its frames shared
   across time and its coordinate networks; :mod:`geomkfac.networks.rnn_kfac` — its K-FAC metric
   (Def. G.2) through the abstract pipeline.  Import them from those modules.

@@ -35,6 +35,7 @@ from geomkfac.activations_sym import (
     get_activation,
     is_symbolic,
 )
+from geomkfac import display as _display
 from geomkfac.errors import ConfigurationError, DimensionError, SpaceMismatchError
 from geomkfac.fields import field_of
 from geomkfac.maps import AffineMaps, Map
@@ -85,7 +86,7 @@ def _vec(M):
     return np.asarray(M, dtype=float).reshape(-1, order="F")
 
 
-class FrameChoice:
+class FrameChoice(_display.Displayable):
     """A frame on every ``A_i`` (i = 0..L) and ``Z_i`` (i = 1..L) of an abstract MLP.
 
     Attributes
@@ -185,13 +186,17 @@ class FrameChoice:
         if not 1 <= i <= self.net.L:
             raise ConfigurationError(f"layers are numbered 1..{self.net.L}, got {i}")
 
+    def _display(self, frame=None):
+        """The network in these frames (``frame``: another FrameChoice to show instead)."""
+        return _display.network_display(self.net, frame if frame is not None else self)
+
     def __repr__(self) -> str:
         a = ", ".join(f.name for f in self.A)
         z = ", ".join(f.name for f in self.Z[1:])
         return f"FrameChoice(A: [{a}]; Z: [{z}])"
 
 
-class AbstractMLP:
+class AbstractMLP(_display.Displayable):
     """An abstract MLP: affine spaces, weight spaces ``Aff(A_{i-1}, Z_i)``, activations.
 
     Parameters
@@ -365,6 +370,18 @@ class AbstractMLP:
         reference frame of ``A_0``."""
         frames = self._frames(frames)
         return self.coordinates(weights, frames).forward(self.input_coords(inputs, frames))
+
+    def _display(self, frame=None, weights=None):
+        return _display.network_display(self, frame, weights)
+
+    def display(self, frame=None, weights=None):
+        """The network in the FrameChoice ``frame`` (default: reference frames): spaces,
+        frames, activations in those frames (D.3) and, given ``weights``, ``[W̄_i]`` (D.2)."""
+        return self._display(frame, weights)
+
+    def latex(self, frame=None, weights=None) -> str:
+        """The LaTeX of :meth:`display`."""
+        return self._display(frame, weights).latex
 
     def __repr__(self) -> str:
         acts = ", ".join(a.name for a in self.activations)

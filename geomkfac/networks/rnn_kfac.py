@@ -409,6 +409,8 @@ def kfac_factors(net: AbstractRNN, weights: Point, h0: Point, X, Y=None, output_
     (``fisher="type2"``: ``ϕ_{ξ,t}* g``) or of ``Dz Dzᵀ`` with ``Dz = ϕ_{ξ,t}* dℓ`` the
     pulled-back differential of the data loss (``fisher="empirical"``, needs ``Y``); the
     block is ``T · kron(A, G)``.  Layer 0 is the recurrent layer, layer 1 the readout.
+    ``fisher="type2"`` runs on NumPy or sympy coordinates; the empirical variant needs
+    numeric outputs and targets (the losses are evaluated in float64).
     """
     frames = net._frames(frames)
     examples = _examples(net, weights, h0, X, frames)
@@ -443,7 +445,9 @@ def loss_differential(net: AbstractRNN, weights: Point, h0: Point, X, Y, output_
     The weights are untied per step: ``Ψ_{ξ,t} = ϕ_{ξ,t} ∘ ψ_{ξ,t}`` pulls the loss
     differential back to the step's copy of the weights, and the copies' covectors are summed
     (``T`` times their mean over steps) — the gradient ``Σ_t Dz_t ā_{t−1}ᵀ`` (Appendix G.2).
-    Returned in ``frames``' weight frame.
+    Returned in ``frames``' weight frame.  Numeric (the losses are evaluated in float64);
+    targets ``Y`` are given in the reference frame of ``Y`` (labels ``(N, T)`` or values
+    ``(N, T, c)`` for ``"seq"``, ``(N,)`` or ``(N, c)`` for ``"last"``).
     """
     frames = net._frames(frames)
     examples = examples if examples is not None else _examples(net, weights, h0, X, frames)

@@ -60,7 +60,7 @@ data; without --arch they come from the data."""
 
 _EPILOG = """\
 examples:
-  geomkfac train --model cnn --task classification --optimizer kfac,sgd --act relu \
+  geomkfac train --model cnn --task classification --optimizer kfac,sgd --act relu \\
       --lr kfac=0.3,sgd=0.1 --momentum sgd=0.9 --damping 0.01 --steps 300
   geomkfac train --arch conv8k3p1-max2-conv16k3p1-avg2-dense10 --task classification
   geomkfac train --model rnn --task sequence --optimizer kfac,adam --steps 300
@@ -331,11 +331,17 @@ def _shaped_model(args, kind, acts, dtype):
         raise ConfigurationError("--task sequence needs a recurrent model (--model rnn)")
     if args.data and args.idx_images:
         raise ConfigurationError("give either --data or --idx-images, not both")
+    if args.idx_labels and not args.idx_images:
+        raise ConfigurationError("--idx-labels needs --idx-images")
     if args.data:
         data = shaped.load_shaped_npz(args.data, args.task, dtype)
     else:
-        flat_task = "classification" if args.task == "sequence" else args.task
-        data = _load_data(args, dtype) if args.idx_images else D.load_digits(flat_task, dtype)
+        if args.idx_images:  # the next-row task needs no labels
+            flat_task = "autoencoder" if args.task == "sequence" else args.task
+            data = D.load_idx_dataset(args.idx_images, args.idx_labels, flat_task, dtype)
+        else:
+            flat_task = "classification" if args.task == "sequence" else args.task
+            data = D.load_digits(flat_task, dtype)
         if args.task == "sequence":
             data = shaped.next_row_task(data)
         else:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
+from geomkfac.nn.layers.base import rows_product
 from geomkfac.nn.losses import get_loss, loss_for_model
 from geomkfac.nn.model import MLP, Cache
 
@@ -141,7 +142,7 @@ def layer_grads(model: MLP, cache: Cache, Dz_list, N: int | None = None) -> list
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or Sequential
     cache : Cache
         From ``model.forward_cache``.
     Dz_list : list of ndarray (N, out_i)
@@ -150,7 +151,7 @@ def layer_grads(model: MLP, cache: Cache, Dz_list, N: int | None = None) -> list
         The divisor (default: the batch size).
     """
     N = cache.N if N is None else N
-    return [(Dz.T @ abar) / N for Dz, abar in zip(Dz_list, cache.abar)]
+    return [rows_product(Dz, abar) / N for Dz, abar in zip(Dz_list, cache.abar)]
 
 
 def flatten_layer_grads(mats) -> np.ndarray:
@@ -221,7 +222,7 @@ def kfac_factors_from_cache(
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or Sequential
     cache : Cache
         From ``f, cache = model.forward_cache(X)``.
     f : ndarray (N, C)
@@ -261,12 +262,16 @@ def kfac_factors_from_cache(
 
 
 def kfac_factors(model: MLP, X, Y, loss, fisher: str = "exact", mc_samples: int = 1, seed=0) -> list:
-    """K-FAC factors ``[(A_i, G_i)]`` per layer; the block of layer i is ``kron(A_i, G_i)``.
+    """K-FAC factors ``[(A_i, G_i)]`` per parametrized layer, as :class:`KroneckerBlock` s
+    with the layer's scale ``.T``; the block of layer i is ``T_i · kron(A_i, G_i)``
+    (``A``, ``G`` normalized by ``N·T_i``; Eqns. 2.7, 4.4, 4.7).
 
     Parameters
     ----------
-    model : MLP
-    X : array_like (N, d_0)
+    model : MLP or Sequential
+    X : array_like (N, ...)
+        Inputs: ``(N, d_0)`` for an MLP, images ``(N, C, H, W)`` or sequences ``(N, T, d)``
+        for a Sequential.
     Y : array_like or None
         Data targets; used (and required) only by ``fisher="empirical"``.
     loss : str or Loss

@@ -1,5 +1,7 @@
-"""Dense layers and the :class:`MLP` container, with forward/backward passes vectorized over
-the batch.
+"""The :class:`MLP` container of dense layers (:class:`~geomkfac.nn.layers.dense.Dense`,
+re-exported here), with forward/backward passes vectorized over the batch. Other
+architectures are stacks of layers in :class:`~geomkfac.nn.layers.Sequential`; an MLP is
+the case in which every layer has one location (``T = 1``).
 
 Layer ``i`` computes ``z_i = W_i a_{i-1} + b_i`` and ``a_i = φ_i(z_i)`` (paper-notes §1); on a
 batch (rows are examples) ``z_i = a_{i-1} W_iᵀ + b_i = ā_{i-1} W̄_iᵀ`` with the homogeneous

@@ -30,6 +30,16 @@ Its parameters are ``W̄ = [W.reshape(out, -1)  b]`` (``Wbar``, ``set_Wbar``), a
 concatenation of the column-stacked ``vec(W̄)`` layer after layer. The per-example gradient
 of a layer is ``Σ_t Dz_{n,t} ā_{n,t}ᵀ`` and the optimizers see only
 ``(ā rows, Dz rows, T)`` per layer, never which kind of layer produced them.
+
+>>> import numpy as np
+>>> from geomkfac.nn.layers import Conv2d
+>>> conv = Conv2d(np.ones((2, 1, 3, 3)), np.zeros(2), padding=1)
+>>> y, ctx = conv.forward(np.ones((4, 1, 5, 5)))
+>>> ctx.abar.shape, ctx.T          # N·T rows of [patch; 1]
+((100, 10), 25)
+>>> gx, Dz = conv.backward(ctx, np.ones((3,) + y.shape))   # 3 stacked directions
+>>> gx.shape, Dz.shape
+((3, 4, 1, 5, 5), (3, 100, 2))
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import numpy as np
 
 from geomkfac.errors import DimensionError
 
-__all__ = ["Layer", "ParamLayer", "Context", "lead_shape", "as_float"]
+__all__ = ["Layer", "ParamLayer", "Context", "lead_shape", "as_float", "rows_product"]
 
 
 class Context:
@@ -138,6 +148,23 @@ class ParamLayer(Layer):
                 f"{self.W.shape}, got {b.shape}"
             )
         return b
+
+
+def rows_product(D, abar) -> np.ndarray:
+    """``Dᵀ Ā`` (``out × (d+1)``) summed over the rows: the weight gradient's GEMM.
+
+    Computed as ``(Āᵀ D)ᵀ`` when ``d+1 > out``: OpenBLAS is several times faster when the
+    wider factor gives the rows of the product (measured for the conv layers of the
+    benchmark CNN: 0.21 s against 0.70 s for 25088 rows, out 64, d+1 801).
+
+    >>> import numpy as np
+    >>> D, A = np.arange(6.0).reshape(3, 2), np.arange(9.0).reshape(3, 3)
+    >>> bool(np.array_equal(rows_product(D, A), D.T @ A))
+    True
+    """
+    if abar.shape[-1] > D.shape[-1]:
+        return np.swapaxes(np.swapaxes(abar, -1, -2) @ D, -1, -2)
+    return np.swapaxes(D, -1, -2) @ abar
 
 
 def homogeneous_rows(rows: np.ndarray) -> np.ndarray:

@@ -9,9 +9,11 @@ homogeneous 1 last. With ``W̄ = [W.reshape(out, in·k·k)  b]`` the layer is
 statistics are the ``T = H_out·W_out`` patches per example and their ``Dz``
 (``F̂ = T · E[ā āᵀ] ⊗ E[Dz Dzᵀ]``, Eqn. 4.4 / F.5).
 
-Forward and backward are single GEMMs over all examples and locations; building and
-scattering patches loops only over the ``k²`` kernel offsets (never over locations or
-examples).
+The forward pass and the weight gradient are single GEMMs over all examples and locations;
+the gradient at the input is one GEMM per kernel offset, ``Dz W[:, :, dy, dx]``, added into a
+channels-last padded image (the adjoint of im2col without forming the ``(N·T, C·k·k)``
+patch gradients). Only the ``k²`` kernel offsets are looped over, never locations or
+examples.
 
 >>> import numpy as np
 >>> conv = Conv2d(np.ones((1, 1, 2, 2)), np.zeros(1))
@@ -32,7 +34,7 @@ from geomkfac.errors import ConfigurationError, DimensionError
 from geomkfac.nn.activations import get_activation
 from geomkfac.nn.layers.base import Context, ParamLayer, as_float, lead_shape
 
-__all__ = ["Conv2d", "im2col", "col2im", "conv_output_size"]
+__all__ = ["Conv2d", "im2col", "conv_output_size"]
 
 
 def conv_output_size(size: int, k: int, stride: int, padding: int) -> int:
@@ -65,25 +67,6 @@ def im2col(x, k: int, stride: int = 1, padding: int = 0, out=None) -> np.ndarray
         return out
     Ho, Wo, C = win.shape[-5:-2]
     return win.reshape(win.shape[:-5] + (Ho * Wo, C * k * k))
-
-
-def col2im(cols, shape, k: int, stride: int = 1, padding: int = 0) -> np.ndarray:
-    """The adjoint of :func:`im2col`: scatter-add patch rows ``(..., Ho·Wo, C·k·k)`` back
-    into an image of per-example ``shape = (C, H, W)``; one vectorized add per kernel
-    offset."""
-    C, H, W = shape
-    Ho = conv_output_size(H, k, stride, padding)
-    Wo = conv_output_size(W, k, stride, padding)
-    lead = cols.shape[:-2]
-    P = cols.reshape(lead + (Ho, Wo, C, k, k))
-    out = np.zeros(lead + (C, H + 2 * padding, W + 2 * padding), dtype=cols.dtype)
-    hs, ws = stride * (Ho - 1) + 1, stride * (Wo - 1) + 1
-    for dy in range(k):
-        for dx in range(k):
-            out[..., dy:dy + hs:stride, dx:dx + ws:stride] += np.moveaxis(P[..., dy, dx], -1, -3)
-    if padding:
-        out = out[..., padding:-padding, padding:-padding]
-    return out
 
 
 class Conv2d(ParamLayer):
@@ -183,12 +166,27 @@ class Conv2d(ParamLayer):
     def backward(self, ctx, gy, need_input=True):
         lead, g = self._rows(gy, ctx)
         Dz = self.activation.backward(ctx.z, ctx.a, g)
-        gx = None
-        if need_input:
-            cols = Dz @ self.W.reshape(self.out_dim, -1)  # (..., N·T, C·k·k)
-            cols = cols.reshape(lead + (ctx.N, ctx.T, cols.shape[-1]))
-            gx = col2im(cols, ctx.in_shape, self.k, self.stride, self.padding)
+        gx = self._input_grad(Dz, lead, ctx) if need_input else None
         return gx, Dz
+
+    def _input_grad(self, Dz, lead, ctx):
+        """The adjoint of im2col applied to ``Dz W``: for each kernel offset ``(dy, dx)`` add
+        ``Dz W[:, :, dy, dx]`` (``(..., N, Ho, Wo, C)``) at that offset of a padded
+        channels-last image; crop the padding; return ``(..., N, C, H, W)``."""
+        C, H, W = ctx.in_shape
+        k, s, p = self.k, self.stride, self.padding
+        Ho, Wo = ctx.out_hw
+        gxp = np.zeros(lead + (ctx.N, H + 2 * p, W + 2 * p, C), dtype=Dz.dtype)
+        hs, ws = s * (Ho - 1) + 1, s * (Wo - 1) + 1
+        Wk = np.ascontiguousarray(np.moveaxis(self.W, 0, -1))  # (C, k, k, out)
+        for dy in range(k):
+            for dx in range(k):
+                # one GEMM over all rows (Dz is (..., N·T, out): not a batch of small ones)
+                term = (Dz @ Wk[:, dy, dx].T).reshape(lead + (ctx.N, Ho, Wo, C))
+                gxp[..., dy:dy + hs:s, dx:dx + ws:s, :] += term
+        if p:
+            gxp = gxp[..., p:-p, p:-p, :]
+        return np.moveaxis(gxp, -1, -3)
 
     def jvp(self, ctx, dx, V):
         from geomkfac.nn.optim.gvp import activation_jvp

@@ -120,8 +120,9 @@ class RNN(ParamLayer):
             dz = self.activation.backward(ctx.z[:, t], ctx.a[:, t], gy[..., t, :] + gh)
             Dz[..., t, :] = dz
             gh = dz @ Wh
-        gx = Dz @ Wx if need_input else None
-        return gx, Dz.reshape(lead + (ctx.N * ctx.T, H))
+        Dz = Dz.reshape(lead + (ctx.N * ctx.T, H))
+        gx = (Dz @ Wx).reshape(lead + (ctx.N, ctx.T, ctx.d)) if need_input else None
+        return gx, Dz
 
     def jvp(self, ctx, dx, V):
         from geomkfac.nn.optim.gvp import activation_jvp
@@ -134,7 +135,7 @@ class RNN(ParamLayer):
         if V is not None:
             dz += np.matmul(ctx.abar, np.swapaxes(V, -1, -2)).reshape(k, N, T, H)
         if dx is not None:
-            dz += dx @ Wx.T
+            dz += (dx.reshape(k, N * T, -1) @ Wx.T).reshape(k, N, T, H)
         da = np.empty_like(dz)
         dh = None
         for t in range(T):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from geomkfac.errors import CheckpointError, ConfigurationError, DataError, NonFiniteError
+from geomkfac.nn.layers.base import rows_product
 
 __all__ = [
     "StepInfo",
@@ -250,7 +251,7 @@ class Optimizer:
         self._check("the loss", loss)
         Dz = self.model.backward(cache, self.loss.grad(f, Y))
         N = X.shape[0]
-        grads = [(D.T @ ab) / N for D, ab in zip(Dz, cache.abar)]
+        grads = [rows_product(D, ab) / N for D, ab in zip(Dz, cache.abar)]
         self._check("the gradient", grads)
         return float(loss), grads, f, cache, Dz
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import DimensionError
+from geomkfac.nn.layers.base import rows_product
 
 __all__ = ["activation_jvp", "output_hvp", "ggn_vector_products", "ggn_vector_product"]
 
@@ -81,7 +82,7 @@ def ggn_vector_products(model, cache, f, loss, V):
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or Sequential
     cache : the cache of ``model.forward_cache(X)`` at the current parameters
     f : ndarray (N, C)
         The network output of that forward pass.
@@ -100,7 +101,7 @@ def ggn_vector_products(model, cache, f, loss, V):
     da = model.jvp(cache, V)
     # 2. output Hessian, 3. backward pass (the model's, with k leading directions)
     Dz = model.backward(cache, output_hvp(loss, f, da))
-    out = [np.matmul(np.swapaxes(D, 1, 2), ab) / N for D, ab in zip(Dz, cache.abar)]
+    out = [rows_product(D, ab) / N for D, ab in zip(Dz, cache.abar)]
     return [o[0] for o in out] if single else out
 
 

@@ -19,6 +19,8 @@ from geomkfac.nn.optim.kronecker import (
     precondition_eigenbasis,
     precondition_exact,
     precondition_factored,
+    precondition_factored_rows,
+    rows_are_cheaper,
     safe_eigh,
     safe_inverse,
     use_cholesky,
@@ -83,7 +85,7 @@ class KFAC(Optimizer):
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or Sequential
     loss : str or Loss
     lr : float, default 0.1
     momentum : float in [0, 1), default 0
@@ -281,7 +283,10 @@ class KFAC(Optimizer):
             self._inv_cache = (key, inv)
         return self._inv_cache[1]
 
-    def _precondition(self, grads, damping):
+    def _precondition(self, grads, damping, rows=None):
+        """The preconditioned gradients. ``rows = (Dz, abar, N)``: the gradients are exactly
+        ``(1/N) Dzᵀ Ā`` (no weight decay), so a factored block may be applied to the rows
+        when that is cheaper (:func:`~geomkfac.nn.optim.kronecker.rows_are_cheaper`)."""
         mode = self.hyper["damping_mode"]
         if self.hyper["ekfac"]:
             return [precondition_eigenbasis(g, a, q, s, damping, f"the EKFAC block of layer {i}")
@@ -290,8 +295,15 @@ class KFAC(Optimizer):
             return [precondition_exact(g, a, q, damping, f"the K-FAC block of layer {i}")
                     for i, (g, a, q) in enumerate(zip(grads, self.eigA, self.eigG))]
         tb = self.tblocks or [None] * len(grads)
-        return [precondition_factored(g, Ai, Gi) if b is None else temporal_solve(g, b)
-                for g, (Ai, Gi), b in zip(grads, self._factored_inverses(damping), tb)]
+        out = []
+        for i, (g, (Ai, Gi), b) in enumerate(zip(grads, self._factored_inverses(damping), tb)):
+            if b is not None:
+                out.append(temporal_solve(g, b))
+            elif rows is not None and rows_are_cheaper(len(rows[1][i]), *g.shape):
+                out.append(precondition_factored_rows(rows[0][i], rows[1][i], rows[2], Ai, Gi))
+            else:
+                out.append(precondition_factored(g, Ai, Gi))
+        return out
 
     # ------------------------------------------------------------------ the step
     def _step(self, X, Y):
@@ -389,7 +401,8 @@ class KFAC(Optimizer):
         self._eig_version += int(new_basis)
         try:
             lam = self.damping
-            P = self._precondition(grads, lam + eta)
+            rows = None if eta else (Dz, cache.abar, f.shape[0])
+            P = self._precondition(grads, lam + eta, rows)
             self._check("the preconditioned gradient", P)
             delta, extras, model_value = self._update(grads, P, cache, f, lam, eta)
             self._check("the update", delta)

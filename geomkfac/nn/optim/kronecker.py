@@ -29,6 +29,8 @@ __all__ = [
     "pi_correction",
     "precondition_exact",
     "precondition_factored",
+    "precondition_factored_rows",
+    "rows_are_cheaper",
     "precondition_eigenbasis",
     "check_nondegenerate",
     "damped_inverse",
@@ -253,3 +255,32 @@ def precondition_factored(V, A_inv, G_inv):
     """``((A + π√λ I) ⊗ (G + √λ/π I))⁻¹ vec(V) = vec(G_d⁻¹ V A_d⁻¹)`` given the damped
     inverses (see :func:`damped_inverse`)."""
     return G_inv @ V @ A_inv
+
+
+def rows_are_cheaper(R: int, out: int, d: int) -> bool:
+    """Whether :func:`precondition_factored_rows` (``2R(out² + d² + out·d)`` FLOPs) is cheaper
+    than :func:`precondition_factored` (``2(out² d + out d²)``) for a gradient made of
+    ``R`` rows (a layer with ``N·T`` rows of width ``d`` and ``out`` outputs).
+
+    >>> rows_are_cheaper(128, 1024, 3137), rows_are_cheaper(25088, 64, 801)
+    (True, False)
+    """
+    return R * (out * out + d * d + out * d) < out * d * (out + d)
+
+
+def precondition_factored_rows(Dz, abar, N, A_inv, G_inv):
+    """:func:`precondition_factored` of the gradient ``V = (1/N) Dzᵀ Ā`` without forming it
+    first: ``G_d⁻¹ V A_d⁻¹ = (1/N) (Dz G_d⁻¹)ᵀ (Ā A_d⁻¹)`` (the damped inverses are
+    symmetric). When the ``R = N·T`` rows are fewer than the layer's widths (a wide dense
+    layer at a small batch) this costs ``2R(out² + d² + out·d)`` instead of
+    ``2(out² d + out d²)`` FLOPs.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> Dz, ab = rng.standard_normal((3, 5)), rng.standard_normal((3, 7))
+    >>> Ai, Gi = np.eye(7) + 0.1, np.eye(5) * 2.0
+    >>> full = precondition_factored(Dz.T @ ab / 3, Ai, Gi)
+    >>> bool(np.allclose(precondition_factored_rows(Dz, ab, 3, Ai, Gi), full))
+    True
+    """
+    return ((Dz @ G_inv).T @ (abar @ A_inv)) / N

@@ -21,7 +21,7 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or Sequential
     loss : str or Loss
     lr : float, default 0.01
     momentum : float in [0, 1), default 0
