@@ -1,0 +1,534 @@
+"""geomkfac against kfac-jax (K-FAC) and optax (SGD-momentum), side by side on one machine.
+
+Both sides train the **same nets from the same initial weights on the same data** with
+matched settings, one after the other in one process tree: this script runs the geomkfac
+side in its own process (the repository's environment) and the JAX side as a subprocess
+in the separate virtual environment made by ``benchmarks/kfac_jax/setup.sh``
+(``.venv-kfac-jax`` in the repository root; ``--venv`` to point elsewhere), passing the data
+and the initial weights through an ``.npz`` in a temporary folder.
+
+Nets (tanh hidden layers, linear output giving Bernoulli logits, loss ``"bernoulli"`` =
+``mean_n Σ_c softplus(f_c) − y_c f_c``, float32, one fixed batch every step):
+
+- ``deep``: the 784-1000-500-250-30-250-500-1000-784 autoencoder, batch 1000, random inputs
+  uniform in ``[0, 1]`` (targets = inputs);
+- ``digits``: the 64-128-64-32-64-128-64 autoencoder on the embedded digits
+  (:func:`geomkfac.nn.data.load_digits`), full batch 1797.
+
+Settings (matched; see ``FEATURES``): K-FAC with the learning rate and momentum from the
+quadratic model (exact GGN-vector products), Levenberg–Marquardt damping from λ = 1 adapted
+every 5 steps, curvature EMA 0.95, factors every step, inverses every 5 steps, one-sample
+curvature estimate; SGD with heavy-ball momentum 0.9 (same learning rate on both sides).
+
+Modes:
+
+- ``--mode steps`` (default): per-step wall time, the median over the steps after the
+  warm-up, for each optimizer and net, and the ratios geomkfac / JAX; the losses after the
+  run are reported beside them (they should be comparable, not equal: the curvature samples
+  and the damping rule's constants differ, see ``FEATURES``);
+- ``--mode target``: seconds (and steps) of K-FAC on both sides to reach a fixed training loss
+  on the digits autoencoder, each side the best run of a small sweep of its initial damping
+  (JAX's compilation is done on a throwaway run and is not on the clock; it is reported).
+
+Each run records the machine load (``/proc/loadavg``) before and after each side, the BLAS
+(``threadpoolctl``) and the versions. ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``, when set in
+the environment, are dropped for this script (it re-executes itself without them, unless
+``--keep-openblas-env``), since they select a slower OpenBLAS kernel than the one NumPy picks
+itself; the kernel that ran is in the results.
+
+Run ``python benchmarks/kfac_jax/side_by_side.py --quick`` (a few steps; a few minutes, mostly JAX compilation), the
+full measurement without ``--quick``, and ``--mode target`` for the time to the target loss.
+Results go to ``benchmarks/results/side_by_side[_quick|_target].{json,md}`` (``--out`` to
+change the stem). ``--no-jax`` runs the geomkfac side alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+DEFAULT_VENV = ROOT / ".venv-kfac-jax"
+RESULTS = HERE.parent / "results"
+if str(ROOT) not in sys.path:  # this checkout's geomkfac, not another installed copy
+    sys.path.insert(0, str(ROOT))
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+NETS = {
+    "deep": {"sizes": [784, 1000, 500, 250, 30, 250, 500, 1000, 784], "batch": 1000,
+             "data": "uniform", "sgd_lr": 1e-3,
+             "label": "784-1000-500-250-30-250-500-1000-784, batch 1000, Bernoulli"},
+    "digits": {"sizes": [64, 128, 64, 32, 64, 128, 64], "batch": 1797, "data": "digits",
+               "sgd_lr": 1e-2, "label": "digits 64-128-64-32-64-128-64, full batch 1797"},
+}
+
+#: the geomkfac K-FAC settings matched to kfac-jax's defaults (kfac_jax.Optimizer with
+#: use_adaptive_learning_rate / use_adaptive_momentum / use_adaptive_damping, initial_damping=1)
+GEOMKFAC_KFAC = {"adaptive_lr": True, "adapt_damping": True, "damping": 1.0,
+                 "ema_decay": 0.95, "factor_update_period": 1, "inverse_update_period": 5,
+                 "lm_period": 5, "fisher": "mc", "mc_samples": 1}
+JAX_KFAC = {"initial_damping": 1.0, "curvature_ema": 0.95, "curvature_update_period": 1,
+            "inverse_update_period": 5, "damping_adaptation_interval": 5}
+
+FEATURES = {
+    "kfac-jax K-FAC": (
+        "kfac_jax.Optimizer 0.0.8, jit; adaptive learning rate and momentum (quadratic model, "
+        "exact GGN products); LM damping from 1.0 every 5 steps (factor 0.9^5, thresholds "
+        "0.25/0.75); curvature EMA 0.95; factors every step, inverses every 5; curvature "
+        "estimate 'ggn_curvature_prop' (1 sample); π-corrected factored damping; "
+        "no weight decay, no step rejection, no burn-in"),
+    "geomkfac K-FAC": (
+        "get_optimizer('kfac', adaptive_lr=True, adapt_damping=True, damping=1.0, "
+        "ema_decay=0.95, factor_update_period=1, inverse_update_period=5, lm_period=5, "
+        "fisher='mc', mc_samples=1); LM factor (19/20)^5, thresholds 0.25/0.75; π-corrected "
+        "factored damping; no KL clipping (off with adaptive_lr)"),
+    "optax SGD-m": "optax.sgd(lr, momentum=0.9) in one jax.jit'ed step (value_and_grad + update)",
+    "geomkfac SGD-m": "get_optimizer('sgd', lr, momentum=0.9) (PyTorch heavy ball, as optax)",
+}
+
+
+# ---------------------------------------------------------------------------- environment
+def loadavg():
+    """The three load averages of ``/proc/loadavg`` (``None`` where it is not readable)."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return [float(x) for x in fh.read().split()[:3]]
+    except OSError:
+        return None
+
+
+def blas_info():
+    """The BLAS libraries NumPy loaded, their kernel and threads (``threadpoolctl``), or
+    ``None`` when threadpoolctl is not installed."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    return [{"internal_api": d.get("internal_api"), "version": d.get("version"),
+             "architecture": d.get("architecture"), "num_threads": d.get("num_threads"),
+             "library": os.path.basename(d.get("filepath") or "")}
+            for d in threadpoolctl.threadpool_info()]
+
+
+def environment():
+    import geomkfac
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "geomkfac": getattr(geomkfac, "__version__", None), "geomkfac_commit": _commit(), "nproc": os.cpu_count(),
+            "machine": platform.machine(), "processor": _cpu_model(),
+            "openblas_env": {v: os.environ.get(v) for v in OPENBLAS_VARS},
+            "blas": blas_info()}
+
+
+def _commit():
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+# ---------------------------------------------------------------------------- problems
+def make_problem(net, seed=0, sizes=None, batch=None):
+    """``(X, Y, model)`` of one benchmark net: float32 data and a float32 geomkfac MLP
+    (``seed`` fixes both); ``sizes`` / ``batch`` override the net's (smoke tests)."""
+    from geomkfac.nn import MLP
+
+    spec = NETS[net]
+    sizes = list(sizes or spec["sizes"])
+    batch = int(batch or spec["batch"])
+    if spec["data"] == "digits":
+        from geomkfac.nn.data import load_digits
+
+        X = load_digits(dtype=np.float32).X[:batch, : sizes[0]]
+    else:
+        X = np.random.default_rng(seed).random((batch, sizes[0]), dtype=np.float32)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    model = MLP(sizes, "tanh", seed=seed, dtype=np.float32)
+    return X, X.copy(), model
+
+
+def weights(model):
+    """``[(W_i, b_i)]`` of a geomkfac MLP, ``W_i`` of shape ``(out, in)``."""
+    return [(np.array(l.W, dtype=np.float32), np.array(l.b, dtype=np.float32))
+            for l in model.layers]
+
+
+def save_problem(path, X, Y, model):
+    arrays = {"X": X, "Y": Y}
+    for i, (W, b) in enumerate(weights(model)):
+        arrays[f"W{i}"], arrays[f"b{i}"] = W, b
+    np.savez(path, **arrays)
+
+
+def _optimizer(kind, model, hyper):
+    from geomkfac.nn import get_optimizer
+
+    if kind == "kfac":
+        return get_optimizer("kfac", model, "bernoulli", **hyper)
+    return get_optimizer("sgd", model, "bernoulli", **hyper)
+
+
+def train_loss(model, X, Y):
+    from geomkfac.nn import get_loss
+
+    return float(get_loss("bernoulli").value(model.forward(X), Y))
+
+
+def geomkfac_steps(net, kind, hyper, warmup, steps, seed=0, sizes=None, batch=None):
+    """Time ``warmup + steps`` geomkfac steps of one optimizer on one net (fresh model).
+
+    Returns a dict with ``step_times_s`` (the steps after the warm-up), ``median_s``,
+    ``losses`` (the loss before each step) and ``final_loss`` (after the last step)."""
+    X, Y, model = make_problem(net, seed, sizes, batch)
+    opt = _optimizer(kind, model, hyper)
+    times, losses = [], []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        info = opt.step(X, Y)
+        dt = time.perf_counter() - t0
+        losses.append(float(info.loss))
+        if i >= warmup:
+            times.append(dt)
+    return {"step_times_s": times, "median_s": statistics.median(times), "losses": losses,
+            "final_loss": train_loss(model, X, Y)}
+
+
+def geomkfac_to_target(net, hyper, target, max_steps, max_seconds, seed=0):
+    """Train geomkfac K-FAC until the loss before a step is ``<= target``; the clock counts
+    the steps before that one."""
+    X, Y, model = make_problem(net, seed)
+    opt = _optimizer("kfac", model, hyper)
+    clock, trace, reached, diverged = 0.0, [], None, None
+    from geomkfac.errors import GeomKFACError
+
+    for t in range(max_steps):
+        t0 = time.perf_counter()
+        try:
+            info = opt.step(X, Y)
+        except GeomKFACError as exc:
+            diverged = f"step {t}: {exc}"
+            break
+        before = clock
+        clock += time.perf_counter() - t0
+        value = float(info.loss)
+        trace.append((t, before, value))
+        if value <= target:
+            reached = {"steps": t, "seconds": before, "loss": value}
+            break
+        if clock > max_seconds:
+            break
+    rec = {"trace": trace, "reached": reached, "steps_run": len(trace),
+           "best_loss": min(v for _, _, v in trace) if trace else None}
+    if diverged:
+        rec["diverged"] = diverged
+    return rec
+
+
+def numpy_gemm(m, k, n, repeats=20):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    a @ b
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t0)
+    med = statistics.median(ts)
+    return {"shape": [m, k, n], "median_s": med, "gflops_per_s": 2 * m * k * n / med / 1e9}
+
+
+# ---------------------------------------------------------------------------- the JAX side
+def jax_python(venv):
+    py = Path(venv) / "bin" / "python"
+    return py if py.exists() else None
+
+
+def run_jax(venv, job, tmp, threads=None):
+    """Run ``jax_side.py`` in the venv on ``job``; returns its JSON (or ``{"error": ...}``)."""
+    py = jax_python(venv)
+    if py is None:
+        return {"error": f"no virtual environment at {venv}: run benchmarks/kfac_jax/setup.sh"}
+    job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "jax_out.json"
+    job_path.write_text(json.dumps(job))
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    if threads:
+        for v in THREAD_VARS:
+            env[v] = str(threads)
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                " intra_op_parallelism_threads=1").strip()
+    proc = subprocess.run([str(py), str(HERE / "jax_side.py"), str(job_path), str(out_path)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not out_path.exists():
+        return {"error": f"jax side exited {proc.returncode}: {proc.stderr[-3000:]}"}
+    return json.loads(out_path.read_text())
+
+
+# ---------------------------------------------------------------------------- modes
+def mode_steps(args):
+    warmup, steps = (2, 4) if args.quick else (args.warmup, args.steps)
+    nets = args.nets or list(NETS)
+    out = {"mode": "steps", "quick": args.quick, "warmup": warmup, "steps": steps,
+           "features": FEATURES, "nets": {}}
+    out["numpy_gemm_1000x784x1000"] = numpy_gemm(1000, 784, 1000)
+    for net in nets:
+        spec = NETS[net]
+        sgd = {"lr": spec["sgd_lr"], "momentum": 0.9}
+        rec = {"label": spec["label"], "load_before_geomkfac": loadavg()}
+        rec["geomkfac_kfac"] = geomkfac_steps(net, "kfac", GEOMKFAC_KFAC, warmup, steps)
+        rec["geomkfac_sgd"] = geomkfac_steps(net, "sgd", sgd, warmup, steps)
+        rec["load_after_geomkfac"] = loadavg()
+        if not args.no_jax:
+            with tempfile.TemporaryDirectory() as tmp:
+                X, Y, model = make_problem(net)
+                save_problem(Path(tmp) / "problem.npz", X, Y, model)
+                job = {"npz": str(Path(tmp) / "problem.npz"), "mode": "steps",
+                       "warmup": warmup, "steps": steps,
+                       "gemm": [1000, 784, 1000] if net == nets[0] else None,
+                       "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": JAX_KFAC},
+                                {"name": "sgd", "optimizer": "sgd", "hyper": sgd}]}
+                rec["load_before_jax"] = loadavg()
+                if net == nets[0]:  # next to the XLA GEMM the JAX side times first
+                    out["numpy_gemm_1000x784x1000"] = numpy_gemm(1000, 784, 1000)
+                jx = run_jax(args.venv, job, tmp, args.threads)
+                rec["load_after_jax"] = loadavg()
+            rec["jax"] = jx
+            if "runs" in jx:
+                runs = {r["name"]: r for r in jx["runs"]}
+                rec["jax_kfac"], rec["jax_sgd"] = runs["kfac"], runs["sgd"]
+                if jx.get("gemm"):
+                    out["xla_gemm_1000x784x1000"] = jx["gemm"]
+                out["jax_versions"] = jx.get("versions")
+                out["jax_blas"] = jx.get("blas")
+                for kind in ("kfac", "sgd"):
+                    j, g = rec[f"jax_{kind}"], rec[f"geomkfac_{kind}"]
+                    if "median_s" in j:
+                        rec[f"ratio_{kind}"] = g["median_s"] / j["median_s"]
+        out["nets"][net] = rec
+        _drop_bulk(rec)
+    return out
+
+
+def _drop_bulk(rec):
+    rec.get("jax", {}).pop("runs", None)
+
+
+SWEEP_DAMPING = (1.0, 0.1, 0.01)
+
+
+def mode_target(args):
+    net = "digits"
+    target = args.target
+    max_steps = 40 if args.quick else args.max_steps
+    max_seconds = 10.0 if args.quick else args.max_seconds
+    dampings = SWEEP_DAMPING[:2] if args.quick else SWEEP_DAMPING
+    out = {"mode": "target", "quick": args.quick, "net": NETS[net]["label"], "target": target,
+           "max_steps": max_steps, "max_seconds": max_seconds, "features": FEATURES,
+           "sweep": {"initial damping": list(dampings)}}
+    out["load_before_geomkfac"] = loadavg()
+    g_runs = []
+    for lam in dampings:
+        hyper = dict(GEOMKFAC_KFAC, damping=lam)
+        r = geomkfac_to_target(net, hyper, target, max_steps, max_seconds)
+        r.update(name=f"damping={lam}", hyper=hyper)
+        g_runs.append(r)
+    out["load_after_geomkfac"] = loadavg()
+    out["geomkfac"] = g_runs
+    if not args.no_jax:
+        with tempfile.TemporaryDirectory() as tmp:
+            X, Y, model = make_problem(net)
+            save_problem(Path(tmp) / "problem.npz", X, Y, model)
+            job = {"npz": str(Path(tmp) / "problem.npz"), "mode": "target", "target": target,
+                   "max_steps": max_steps, "max_seconds": max_seconds,
+                   "runs": [{"name": f"initial_damping={lam}", "optimizer": "kfac",
+                             "hyper": dict(JAX_KFAC, initial_damping=lam)}
+                            for lam in dampings]}
+            out["load_before_jax"] = loadavg()
+            jx = run_jax(args.venv, job, tmp, args.threads)
+            out["load_after_jax"] = loadavg()
+        out["jax"] = jx.get("runs", jx)
+        out["jax_versions"] = jx.get("versions")
+    for side in ("geomkfac", "jax"):
+        runs = out.get(side)
+        if isinstance(runs, list):
+            done = [r for r in runs if r.get("reached")]
+            out[f"best_{side}"] = (min(done, key=lambda r: r["reached"]["seconds"])["name"]
+                                   if done else None)
+            for r in runs:
+                if "trace" in r:  # keep every 10th point of the trace
+                    r["trace"] = r["trace"][::10] + r["trace"][-1:]
+    return out
+
+
+# ---------------------------------------------------------------------------- reports
+def _ms(x):
+    return "–" if x is None else f"{1e3 * x:.1f} ms"
+
+
+def markdown(res):
+    lines = []
+    env = res["environment"]
+    blas = env.get("blas") or []
+    kern = ", ".join(f"{b['internal_api']} {b.get('version')} {b.get('architecture')} "
+                     f"×{b.get('num_threads')}" for b in blas) or "unknown (no threadpoolctl)"
+    if res["mode"] == "steps":
+        lines.append("| net | kfac-jax K-FAC | geomkfac K-FAC | ratio | optax SGD-m (jit) | "
+                     "geomkfac SGD-m | ratio | loss after (K-FAC jax / geomkfac) | load |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
+        for net, r in res["nets"].items():
+            def med(key):
+                return r.get(key, {}).get("median_s")
+
+            def ratio(kind):
+                v = r.get(f"ratio_{kind}")
+                return "–" if v is None else f"{v:.2f}×"
+
+            def fl(key):
+                v = r.get(key, {}).get("final_loss")
+                return "–" if v is None else f"{v:.2f}"
+
+            load = r.get("load_before_geomkfac"), r.get("load_after_jax")
+            lines.append(
+                f"| {r['label']} | {_ms(med('jax_kfac'))} | {_ms(med('geomkfac_kfac'))} | "
+                f"{ratio('kfac')} | {_ms(med('jax_sgd'))} | {_ms(med('geomkfac_sgd'))} | "
+                f"{ratio('sgd')} | {fl('jax_kfac')} / {fl('geomkfac_kfac')} | "
+                f"{' → '.join(str(x[0]) if x else '?' for x in load)} |")
+        lines.append("")
+        lines.append(f"Medians over {res['steps']} steps after {res['warmup']} warm-up steps; "
+                     "load = 1-min load average before the geomkfac side → after the JAX side.")
+        g = res.get("numpy_gemm_1000x784x1000")
+        x = res.get("xla_gemm_1000x784x1000")
+        if g:
+            lines.append(f"GEMM 1000×784 @ 784×1000 float32: NumPy {_ms(g['median_s'])} "
+                         f"({g['gflops_per_s']:.0f} GFLOP/s)"
+                         + (f", XLA {_ms(x['median_s'])} ({x['gflops_per_s']:.0f} GFLOP/s)"
+                            if x else "") + ".")
+    else:
+        lines.append(f"Time to training loss ≤ {res['target']} on {res['net']} "
+                     f"(K-FAC, sweep of the initial damping {res['sweep']['initial damping']}):")
+        lines.append("")
+        lines.append("| side | run | reached | steps | seconds | best loss |")
+        lines.append("|---|---|---|---:|---:|---:|")
+        for side in ("jax", "geomkfac"):
+            runs = res.get(side)
+            if not isinstance(runs, list):
+                continue
+            for r in runs:
+                best = "**" if r.get("name") == res.get(f"best_{side}") else ""
+                rc = r.get("reached")
+                bl = r.get("best_loss")
+                who = "kfac-jax" if side == "jax" else "geomkfac"
+                status = "yes" if rc else "no"
+                if "error" in r:
+                    status += f" ({r['error'][:60]})"
+                elif "diverged" in r:
+                    status += f" ({r['diverged'][:60]})"
+                steps_ = rc["steps"] if rc else r.get("steps_run", "–")
+                secs = f"{rc['seconds']:.2f}" if rc else "–"
+                bls = f"{bl:.3f}" if bl is not None else "–"
+                lines.append(f"| {who} | {best}{r['name']}{best} | {status} | {steps_} | "
+                             f"{secs} | {bls} |")
+        lines.append("")
+        lines.append(f"Load: {res.get('load_before_geomkfac')} before geomkfac, "
+                     f"{res.get('load_before_jax')} before JAX, {res.get('load_after_jax')} after.")
+    lines.append(f"BLAS (NumPy): {kern}; OPENBLAS_CORETYPE/L2_SIZE at start: "
+                 f"{res.get('openblas_env_at_start')}; {env.get('processor')}, "
+                 f"{env.get('nproc')} cores.")
+    if res.get("jax_versions"):
+        lines.append("JAX side: " + ", ".join(f"{k} {v}" for k, v in res["jax_versions"].items())
+                     + ".")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mode", choices=("steps", "target"), default="steps")
+    p.add_argument("--quick", action="store_true", help="few steps (a smoke run)")
+    p.add_argument("--nets", nargs="*", choices=list(NETS), help="steps mode: which nets")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--target", type=float, default=15.0, help="target mode: the loss to reach")
+    p.add_argument("--max-steps", type=int, default=400)
+    p.add_argument("--max-seconds", type=float, default=60.0)
+    p.add_argument("--venv", default=str(DEFAULT_VENV))
+    p.add_argument("--no-jax", action="store_true", help="run the geomkfac side only")
+    p.add_argument("--out", help="stem of the .json/.md results (default benchmarks/results/...)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS / XLA threads on both sides (default: each library's own)")
+    p.add_argument("--keep-openblas-env", action="store_true",
+                   help="do not drop OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
+    args = p.parse_args(argv)
+
+    at_start = {v: os.environ.get(v) for v in OPENBLAS_VARS}
+    if argv is None:  # the command line: fix the BLAS environment before NumPy starts
+        env = dict(os.environ)
+        if not args.keep_openblas_env:
+            for v in OPENBLAS_VARS:
+                env.pop(v, None)
+        if args.threads:
+            for v in THREAD_VARS:
+                env[v] = str(args.threads)
+        if env != dict(os.environ) and "SIDE_BY_SIDE_OPENBLAS_AT_START" not in os.environ:
+            env["SIDE_BY_SIDE_OPENBLAS_AT_START"] = json.dumps(at_start)
+            print("side_by_side: re-running with the BLAS environment set "
+                  f"(OPENBLAS_CORETYPE/L2_SIZE dropped: {not args.keep_openblas_env}, "
+                  f"threads: {args.threads or 'default'})", file=sys.stderr)
+            os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    at_start = json.loads(os.environ.get("SIDE_BY_SIDE_OPENBLAS_AT_START", "null")) or at_start
+    limiter = None
+    if args.threads:
+        try:
+            import scipy.linalg  # noqa: F401  (load SciPy's BLAS too before limiting)
+            import threadpoolctl
+
+            limiter = threadpoolctl.threadpool_limits(args.threads)
+        except ImportError:
+            pass
+
+    res = mode_steps(args) if args.mode == "steps" else mode_target(args)
+    res["environment"] = environment()
+    res["openblas_env_at_start"] = at_start
+    res["threads"] = args.threads
+    res["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    text = markdown(res)
+    print(text)
+    stem = args.out or str(RESULTS / ("side_by_side" + ("_target" if args.mode == "target"
+                                                          else "") + ("_quick" if args.quick
+                                                                      else "")))
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
+    Path(stem + ".json").write_text(json.dumps(res, indent=1))
+    Path(stem + ".md").write_text(text)
+    if limiter is not None:
+        limiter.restore_original_limits()
+    return res
+
+
+if __name__ == "__main__":
+    main()
