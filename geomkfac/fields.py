@@ -54,7 +54,7 @@ import numpy as np
 import scipy.linalg
 import sympy
 
-from geomkfac.errors import DimensionError, FieldMismatchError, GeomKFACError, NonFiniteError
+from geomkfac.errors import ConfigurationError, DimensionError, FieldMismatchError, GeomKFACError, NonFiniteError
 
 __all__ = [
     "Field",
@@ -365,7 +365,30 @@ class NumericField(Field):
 
 # --------------------------------------------------------------------------- float policy
 
-_FLOAT_POLICIES = ("float", "rational")
+class _Setting:
+    """A module-wide choice: calling the class sets it until changed again; used as a
+    context manager it restores the previous value on exit.  Subclasses name the store (a
+    one-element list), the allowed values and how to describe them."""
+
+    _store: list
+    _choices: dict  # value -> what it means (for the error message)
+    _what: str
+
+    def __init__(self, value: str):
+        if value not in self._choices:
+            options = " or ".join(f"{k!r} ({v})" for k, v in self._choices.items())
+            raise ConfigurationError(f"unknown {self._what} {value!r}; choose {options}")
+        self._previous = self._store[-1]
+        self._store[-1] = value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._store[-1] = self._previous
+        return False
+
+
 _float_policy = ["float"]
 
 
@@ -387,7 +410,7 @@ def get_float_policy() -> str:
     return _float_policy[-1]
 
 
-class float_policy:
+class float_policy(_Setting):
     """Set the float policy (see :func:`get_float_policy`); usable as a context manager.
 
     ``float_policy("rational")`` called plainly sets the policy until changed again;
@@ -402,21 +425,9 @@ class float_policy:
     'float'
     """
 
-    def __init__(self, policy: str):
-        if policy not in _FLOAT_POLICIES:
-            raise GeomKFACError(
-                f"unknown float policy {policy!r}; choose 'float' (keep floats as sympy Float) "
-                "or 'rational' (exact binary rationals)"
-            )
-        self._previous = _float_policy[-1]
-        _float_policy[-1] = policy
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _float_policy[-1] = self._previous
-        return False
+    _store = _float_policy
+    _choices = {"float": "keep floats as sympy Float", "rational": "exact binary rationals"}
+    _what = "float policy"
 
 
 def to_sympy_number(x: Any, policy: str | None = None) -> sympy.Expr:
@@ -658,7 +669,6 @@ def is_zero_as_rational_function(e: sympy.Expr):
     gens = _rational_gens(e)
     if not gens:
         K, index = sympy.QQ, {}
-        to_k = K.convert
     else:
         Kf = sympy.QQ.frac_field(*[sympy.Dummy() for _ in gens])
         K = Kf
@@ -855,7 +865,6 @@ def is_zero_by_random_evaluation(e: sympy.Expr, seed: int = 0):
     return None
 
 
-_ZERO_TESTS = ("random", "proof")
 _zero_test = ["random"]
 
 
@@ -868,7 +877,7 @@ def get_zero_test() -> str:
     return _zero_test[-1]
 
 
-class zero_test:
+class zero_test(_Setting):
     """Choose how an exact zero is decided; usable as a context manager.
 
     Both modes first run the numeric prefilter (:func:`numerically_nonzero`), which
@@ -889,18 +898,9 @@ class zero_test:
     True
     """
 
-    def __init__(self, mode: str):
-        if mode not in _ZERO_TESTS:
-            raise GeomKFACError(f"unknown zero test {mode!r}; choose 'random' or 'proof'")
-        self._previous = _zero_test[-1]
-        _zero_test[-1] = mode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _zero_test[-1] = self._previous
-        return False
+    _store = _zero_test
+    _choices = {"random": "exact evaluation at random points", "proof": "reduction to zero"}
+    _what = "zero test"
 
 
 #: relative size below which a difference of expressions holding Floats counts as zero
