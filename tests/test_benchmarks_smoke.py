@@ -118,7 +118,22 @@ def test_layer_time_to_target_quick(tmp_path, capsys):
     res = mod.main(["--quick", "--json", str(tmp_path / "t.json")])
     for which in ("cnn", "rnn"):
         r = res[which]
-        assert "sgd" in r["table"] and r["table"]["sgd"]["updates_ratio"] == 1.0
         assert all(np.isfinite(v) for _, _, v in r["runs"][0]["trace"])
+        assert {run["batch"] for run in r["runs"]} == {50, 200}
+        # a target every run reaches at its first evaluation: the ratios are defined
+        loose = mod.method_table(r["runs"], np.inf)
+        assert loose["sgd"]["updates_ratio"] == 1.0 and loose["sgd"]["seconds_ratio"] == 1.0
+        first = min(run["eval_every"] for run in r["runs"] if run["name"] == "kfac")
+        assert loose["kfac"]["min_updates"] == first
+        # a target no run reaches: the table is empty
+        assert mod.method_table(r["runs"], -1.0) == {}
     assert {run["name"] for run in res["rnn"]["runs"]} >= {"kfac-option1", "kfac-option2"}
-    assert "target loss" in capsys.readouterr().out
+    assert "target loss 0.01 (headline)" in capsys.readouterr().out
+    # --previous reuses the sweep; --extend-full-batch adds the uncapped full-batch SGD runs
+    again = mod.main(["--quick", "--which", "cnn", "--extend-full-batch", "3",
+                      "--previous", str(tmp_path / "t.json")])["cnn"]
+    old = [r for r in again["runs"] if not r.get("extended")]
+    new = [r for r in again["runs"] if r.get("extended")]
+    assert [r["trace"] for r in old] == [[list(p) for p in r["trace"]] for r in res["cnn"]["runs"]]
+    assert [(r["name"], r["batch"], r["hyper"]["lr"]) for r in new] == [("sgd", 200, 0.1), ("sgd", 200, 0.3)]
+    assert all(r["trace"][-1][0] == 3 for r in new)
