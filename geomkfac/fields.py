@@ -670,49 +670,61 @@ def is_zero_as_rational_function(e: sympy.Expr):
     if not gens:
         K, index = sympy.QQ, {}
     else:
-        Kf = sympy.QQ.frac_field(*[sympy.Dummy() for _ in gens])
-        K = Kf
+        K = sympy.QQ.frac_field(*[sympy.Dummy() for _ in gens])
         index = {g: K.gens[i] for i, g in enumerate(gens)}
-    memo: dict = {}
+    try:
+        value = _evaluate_rational(e, index, lambda p, q: K.convert(sympy.QQ(p, q)), K.zero, K.one)
+    except (ZeroDivisionError, TypeError, sympy.polys.polyerrors.PolynomialError):
+        return None
+    return not value
+
+
+def _evaluate_rational(e: sympy.Expr, leaves: dict, number, zero, one, memo: dict | None = None):
+    """Evaluate a rational expression bottom-up, memoized on shared sub-expressions.
+
+    ``leaves`` maps the generators (symbols, transcendental atoms) to their values,
+    ``number(p, q)`` makes the value of a rational ``p/q`` (floats count as the rationals
+    they denote), ``zero`` and ``one`` are the units of the arithmetic used.  Sums,
+    products and integer powers only; anything else raises ``TypeError``, a division by
+    zero ``ZeroDivisionError``.  One evaluator for the two zero tests: exact values in the
+    fraction field ``QQ(gens)`` (a proof) and ``Fraction`` values at random points.
+    """
+    memo = {} if memo is None else memo
 
     def ev(node):
         hit = memo.get(node)
         if hit is not None:
             return hit
-        g = index.get(node)
-        if g is not None:
-            out = g
+        v = leaves.get(node)
+        if v is not None:
+            out = v
         elif node.is_Rational:
-            out = K.convert(sympy.QQ(node.p, node.q))
+            out = number(node.p, node.q)
         elif node.is_Float:
             r = sympy.Rational(node)
-            out = K.convert(sympy.QQ(r.p, r.q))
+            out = number(r.p, r.q)
         elif node.is_Add:
-            out = K.zero
+            out = zero
             for a in node.args:
                 out = out + ev(a)
         elif node.is_Mul:
-            out = K.one
+            out = one
             for a in node.args:
                 out = out * ev(a)
         elif node.is_Pow and node.exp.is_Integer:
-            b = ev(node.base)
-            k = int(node.exp)
+            base, k = ev(node.base), int(node.exp)
             if k < 0:
-                if not b:
+                if not base:
                     raise ZeroDivisionError
-                out = K.one / b ** (-k)
+                out = one / base ** (-k)
             else:
-                out = b ** k
-        else:  # pragma: no cover - every other node is a generator
-            raise TypeError(type(node))
+                out = base ** k
+        else:
+            raise TypeError(f"not a rational expression of its generators: {type(node).__name__}")
         memo[node] = out
         return out
 
-    try:
-        return not ev(e)
-    except (ZeroDivisionError, TypeError, sympy.polys.polyerrors.PolynomialError):
-        return None
+    return ev(e)
 
 
 def _degree_bound(e: sympy.Expr, gens: list) -> int:
@@ -749,32 +761,7 @@ def _degree_bound(e: sympy.Expr, gens: list) -> int:
 def _exact_eval(e: sympy.Expr, values: dict, memo: dict | None = None) -> Fraction:
     """``e`` at rational ``values`` of its generators, exactly, memoized on sub-expressions
     (pass one ``memo`` to share them between expressions evaluated at the same point)."""
-    memo = {} if memo is None else memo
-
-    def ev(node):
-        hit = memo.get(node)
-        if hit is not None:
-            return hit
-        v = values.get(node)
-        if v is not None:
-            out = v
-        elif node.is_Rational:
-            out = Fraction(node.p, node.q)
-        elif node.is_Float:
-            r = sympy.Rational(node)
-            out = Fraction(r.p, r.q)
-        elif node.is_Add:
-            out = sum((ev(x) for x in node.args), Fraction(0))
-        elif node.is_Mul:
-            out = Fraction(1)
-            for x in node.args:
-                out *= ev(x)
-        else:
-            out = ev(node.base) ** int(node.exp)  # ZeroDivisionError on 0**-k
-        memo[node] = out
-        return out
-
-    return ev(e)
+    return _evaluate_rational(e, values, Fraction, Fraction(0), Fraction(1), memo)
 
 
 #: Schwartz-Zippel sample range: generators take independent uniform values in [1, 2**64]

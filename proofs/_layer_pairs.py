@@ -73,14 +73,18 @@ def cnn_pair(pad2=0, pool=None, per_location=False, seed=0):
     return net, net2, X, Y
 
 
-def gap_after(net, net2, X, Y, name, hyper, steps=50):
+def gap_after(net, net2, X, Y, name, hyper, steps=50, X2=None):
+    """Train ``net`` on ``(X, Y)`` and ``net2`` on ``(X2, Y)`` (default ``X2 = X``: the same
+    coordinates) with two copies of optimizer ``name``; the largest output gap over the
+    steps and the first network's losses."""
+    X2 = X if X2 is None else X2
     o1 = get_optimizer(name, net, "mse", **hyper)
     o2 = get_optimizer(name, net2, "mse", **hyper)
     gap, losses = 0.0, []
     for _ in range(steps):
         losses.append(o1.step(X, Y).loss)
-        o2.step(X, Y)
-        gap = max(gap, np.abs(net2.forward(X) - net.forward(X)).max())
+        o2.step(X2, Y)
+        gap = max(gap, np.abs(net2.forward(X2) - net.forward(X)).max())
     return gap, losses
 
 
@@ -114,14 +118,3 @@ def rnn_pair(transform_h0=True, per_step=False, seed=0):
         X2[:, 2] = X2[:, 2] @ (np.eye(d) + 0.2 * rng.standard_normal((d, d))).T
     Y = rng.standard_normal((30, 5, 2))
     return net, net2, X, X2, Y
-
-
-def rnn_gap(net, net2, X, X2, Y, name, hyper, steps=50):
-    o1 = get_optimizer(name, net, "mse", **hyper)
-    o2 = get_optimizer(name, net2, "mse", **hyper)
-    gap, losses = 0.0, []
-    for _ in range(steps):
-        losses.append(o1.step(X, Y).loss)
-        o2.step(X2, Y)
-        gap = max(gap, np.abs(net2.forward(X2) - net.forward(X)).max())
-    return gap, losses

@@ -33,7 +33,7 @@ and Adam (controls, 10 steps) drift.
 from __future__ import annotations
 
 import numpy as np
-from _layer_pairs import KFAC, rnn_gap, rnn_pair  # the backend pair, shared with the tests
+from _layer_pairs import KFAC, gap_after, rnn_pair  # the backend pair, shared with the tests
 from _rnn import outputs_to_reference, problem, random_changes, rel
 
 from geomkfac.networks.rnn import CoordinateRNN, reparameterize_rnn
@@ -126,11 +126,11 @@ def _backend(steps):
     by hand from the change arrays, h0 moved): largest output gap over ``steps`` steps; SGD
     and Adam (10 steps) as controls."""
     net, net2, X, X2, Y = rnn_pair()
-    gap, losses = rnn_gap(net, net2, X, X2, Y, "kfac", dict(lr=0.2, **KFAC), steps=steps)
+    gap, losses = gap_after(net, net2, X, Y, "kfac", dict(lr=0.2, **KFAC), steps=steps, X2=X2)
     ctrl = {}
     for name, hyper in (("SGD", dict(lr=0.05)), ("Adam", dict(lr=1e-2))):
         a, b, Xa, Xb, Ya = rnn_pair()
-        ctrl[f"backend {name}"] = rnn_gap(a, b, Xa, Xb, Ya, name.lower(), hyper, steps=10)[0]
+        ctrl[f"backend {name}"] = gap_after(a, b, Xa, Ya, name.lower(), hyper, steps=10, X2=Xb)[0]
     return gap, losses[-1] / losses[0], ctrl
 
 

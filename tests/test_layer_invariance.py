@@ -22,7 +22,7 @@ import pytest
 from geomkfac.prove import find_proofs_dir
 
 sys.path.insert(0, str(find_proofs_dir()))
-from _layer_pairs import KFAC, cnn_pair, gap_after, rnn_gap, rnn_pair  # noqa: E402  (shared with the proofs)
+from _layer_pairs import KFAC, cnn_pair, gap_after, rnn_pair  # noqa: E402  (shared with the proofs)
 
 TOL, CONTROL = 1e-7, 1e-3
 
@@ -78,7 +78,7 @@ def test_rnn_pair_is_one_function():
 
 def test_thm4_2_undamped_kfac_is_invariant_for_rnns():
     net, net2, X, X2, Y = rnn_pair()
-    gap, losses = rnn_gap(net, net2, X, X2, Y, "kfac", dict(lr=0.2, **KFAC))
+    gap, losses = gap_after(net, net2, X, Y, "kfac", dict(lr=0.2, **KFAC), X2=X2)
     assert gap < TOL
     assert losses[-1] < 0.7 * losses[0]
 
@@ -86,7 +86,7 @@ def test_thm4_2_undamped_kfac_is_invariant_for_rnns():
 @pytest.mark.parametrize("name, hyper", [("sgd", dict(lr=0.05)), ("adam", dict(lr=1e-2))])
 def test_thm4_2_controls_optimizers(name, hyper):
     net, net2, X, X2, Y = rnn_pair()
-    gap, _ = rnn_gap(net, net2, X, X2, Y, name, hyper, steps=10)
+    gap, _ = gap_after(net, net2, X, Y, name, hyper, steps=10, X2=X2)
     assert gap > CONTROL
 
 
