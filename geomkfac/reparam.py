@@ -374,20 +374,37 @@ def _conjugate(phi: Activation, change: LayerChange) -> Activation:
     return ConjugatedActivation(phi, change.Omega, change.gamma, change.Phi, change.tau)
 
 
-def reparameterize(coord_net: CoordinateMLP, changes) -> CoordinateMLP:
-    """The same abstract network in changed frames (Eqns. D.2 and D.3).
+def _reparameterize_coordinate_mlp(coord_net: CoordinateMLP, changes) -> CoordinateMLP:
+    ch = normalize_changes(changes, coord_net.L)
+    Ws, acts = [], []
+    for i in range(1, coord_net.L + 1):
+        Ws.append(transform_weights(coord_net.Wbars[i - 1], ch[i - 1], ch[i]))
+        acts.append(_conjugate(coord_net.activations[i - 1], ch[i]))
+    return CoordinateMLP(Ws, acts)
+
+
+def reparameterize(net, changes, *legacy):
+    """The same abstract network in changed frames (Eqns. D.2 and D.3): the one entry point
+    for coordinate networks and the NumPy backend's networks.
 
     Parameters
     ----------
-    coord_net : CoordinateMLP
-    changes : dict ``{layer: LayerChange}`` or sequence of ``L + 1`` LayerChange/None
-        Layer 0: input change ``(Ω_0, γ_0)``; layers ``1 … L−1``: hidden changes
-        ``(Ω_i, γ_i, Φ_i, τ_i)``; layer L (optional): change of the output spaces, after
-        which outputs are in the new coordinates ``Ω_L a_L + γ_L``.
+    net : CoordinateMLP, geomkfac.nn.MLP or geomkfac.nn.Sequential
+        A Sequential of Dense, Conv2d, AvgPool2d, MaxPool2d, Flatten, RNN and LastStep layers
+        (each layer kind's rule: :mod:`geomkfac.nn.reparam`).
+    changes : dict ``{i: LayerChange}`` or sequence of ``L + 1`` LayerChange/None
+        Keyed by the activation index ``i = 0..L`` (paper numbering: ``a_0`` the input,
+        ``a_i`` the output of weight layer ``W_i``, ``i = 1..L``). ``0``: input change
+        ``(Ω_0, γ_0)`` only; ``1 … L−1``: hidden changes ``(Ω_i, γ_i, Φ_i, τ_i)``; ``L``
+        (optional): change of the output spaces, after which outputs are in the new
+        coordinates ``Ω_L a_L + γ_L``.
+    *legacy
+        Deprecated: ``reparameterize(model, Omegas, gammas, Phis, taus)`` (per-space lists,
+        the former signature of ``geomkfac.nn.reparameterize``) still works and warns.
 
     Returns
     -------
-    CoordinateMLP
+    CoordinateMLP, MLP or Sequential (the kind of ``net``)
         with ``f‡(Ω_0 x + γ_0) = Ω_L f(x) + γ_L``.
 
     Examples
@@ -398,13 +415,41 @@ def reparameterize(coord_net: CoordinateMLP, changes) -> CoordinateMLP:
     >>> x = rng.normal(size=(5, 2))
     >>> bool(np.allclose(net2.forward(x), net.forward(x)))
     True
+
+    The same ``changes`` on the NumPy backend's network:
+
+    >>> from geomkfac.nn import MLP
+    >>> model = MLP([2, 3, 1], "sigmoid", seed=0)
+    >>> bool(np.allclose(reparameterize(model, {1: sigmoid_to_tanh(3)}).forward(x), model.forward(x)))
+    True
     """
-    ch = normalize_changes(changes, coord_net.L)
-    Ws, acts = [], []
-    for i in range(1, coord_net.L + 1):
-        Ws.append(transform_weights(coord_net.Wbars[i - 1], ch[i - 1], ch[i]))
-        acts.append(_conjugate(coord_net.activations[i - 1], ch[i]))
-    return CoordinateMLP(Ws, acts)
+    if legacy:
+        import warnings
+
+        from geomkfac.nn.reparam import changes_from_arrays
+
+        if len(legacy) != 3:
+            raise ConfigurationError(
+                "reparameterize(net, changes) takes a {i: LayerChange} mapping; the deprecated "
+                "form is reparameterize(model, Omegas, gammas, Phis, taus)")
+        warnings.warn(
+            "reparameterize(model, Omegas, gammas, Phis, taus) is deprecated; pass "
+            "reparameterize(model, {i: LayerChange(Omega, gamma, Phi, tau)}) keyed by the "
+            "activation index i = 0..L", DeprecationWarning, stacklevel=2)
+        changes = changes_from_arrays(changes, *legacy)
+    if isinstance(net, CoordinateMLP):
+        return _reparameterize_coordinate_mlp(net, changes)
+    from geomkfac.nn.layers import Sequential
+    from geomkfac.nn.model import MLP
+
+    if isinstance(net, (MLP, Sequential)):
+        from geomkfac.nn.reparam import reparameterize_network
+
+        return reparameterize_network(net, changes)
+    raise ConfigurationError(
+        f"reparameterize takes a CoordinateMLP, a geomkfac.nn.MLP or a geomkfac.nn.Sequential, "
+        f"got {type(net).__name__}; an AbstractMLP is reparameterized by choosing frames: "
+        "net.reference_frames().derive(changes)")
 
 
 # --------------------------------------------------------------------------- named changes

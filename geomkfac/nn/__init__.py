@@ -29,7 +29,8 @@ from geomkfac.nn.curvature import (
     per_example_grads,
 )
 from geomkfac.nn.losses import get_loss
-from geomkfac.nn.model import MLP, Dense, reparameterize
+from geomkfac.nn.model import MLP, Dense
+from geomkfac.reparam import reparameterize
 from geomkfac.nn.layers import (
     RNN,
     AvgPool2d,

@@ -12,7 +12,7 @@ Arrays are batch-major: a pre-activation batch ``z`` is ``(N, d)`` and the activ
 
 :class:`ConjugatedActivation` is the activation of a reparameterized network (Eqn. D.3,
 paper-notes §3): ``φ‡(z‡) = Ω φ(Φ z‡ + τ) + γ``. Together with the weights of Eqn. D.2
-(see :func:`geomkfac.nn.model.reparameterize`) it computes the same function in new
+(see :func:`geomkfac.reparameterize`) it computes the same function in new
 activation / pre-activation bases.
 
 >>> import numpy as np

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
-from geomkfac.nn.activations import Activation, ConjugatedActivation, get_activation
+from geomkfac.nn.activations import Activation, get_activation
 from geomkfac.nn.layers.dense import Dense
-from geomkfac.reparam import LayerChange, transform_weights
+from geomkfac.reparam import reparameterize  # the one implementation, re-exported here
 
 __all__ = ["Dense", "MLP", "Cache", "INITS", "reparameterize", "check_inputs"]
 
@@ -399,62 +399,3 @@ class MLP:
                 dz = dz + da @ layer.W.T
             da = activation_jvp(layer.activation, cache.z[i], cache.a[i], dz)
         return da
-
-
-def reparameterize(model: MLP, Omegas, gammas, Phis, taus) -> MLP:
-    """The same abstract network in new bases (Appendix D, Eqns. D.2 and D.3).
-
-    On every activation space ``A_i`` (``i = 0..L``) the new coordinates are
-    ``a‡ = Ω_i a + γ_i``; on every pre-activation space ``Z_i`` (``i = 1..L``) the old ones
-    are ``z = Φ_i z‡ + τ_i``. The returned network has weights solving Eqn. D.2,
-
-    ``W‡_i = Φ_i⁻¹ W_i Ω_{i-1}⁻¹``,  ``b‡_i = Φ_i⁻¹ (b_i − τ_i) − W‡_i γ_{i-1}``
-
-    (computed by :func:`geomkfac.reparam.transform_weights`, the one implementation of D.2),
-    and conjugated activations ``φ‡_i(z‡) = Ω_i φ_i(Φ_i z‡ + τ_i) + γ_i`` (Eqn. D.3), so
-    ``net‡(Ω_0 x + γ_0) = Ω_L net(x) + γ_L``. Pass ``None`` entries for identity / zero;
-    ``Omegas[L] = None, gammas[L] = None`` keeps the output basis.
-
-    Parameters
-    ----------
-    Omegas, gammas : sequences of length L+1 (entries may be None)
-    Phis, taus : sequences of length L (entries may be None)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> net = MLP([2, 3, 1], "tanh", seed=0)
-    >>> rng = np.random.default_rng(1)
-    >>> Om = [np.eye(2) + 0.1 * rng.standard_normal((2, 2)), 2 * np.eye(3), None]
-    >>> ga = [rng.standard_normal(2), np.ones(3), None]
-    >>> net2 = reparameterize(net, Om, ga, [None, None], [None, np.ones(1)])
-    >>> X = rng.standard_normal((4, 2))
-    >>> bool(np.allclose(net2.forward(X @ Om[0].T + ga[0]), net.forward(X)))
-    True
-    """
-    L = len(model.layers)
-    if len(Omegas) != L + 1 or len(gammas) != L + 1 or len(Phis) != L or len(taus) != L:
-        raise DimensionError(
-            f"a network of {L} layers needs {L + 1} Omegas and gammas (input..output) and "
-            f"{L} Phis and taus, got {len(Omegas)}, {len(gammas)}, {len(Phis)}, {len(taus)}"
-        )
-    sizes = model.sizes
-
-    def mat(M, d):
-        return np.eye(d) if M is None else np.asarray(M, dtype=np.float64)
-
-    def vec(v, d):
-        return np.zeros(d) if v is None else np.asarray(v, dtype=np.float64)
-
-    Om = [mat(Omegas[i], sizes[i]) for i in range(L + 1)]
-    ga = [vec(gammas[i], sizes[i]) for i in range(L + 1)]
-    Ph = [mat(Phis[i], sizes[i + 1]) for i in range(L)]
-    ta = [vec(taus[i], sizes[i + 1]) for i in range(L)]
-    layers = []
-    for i, l in enumerate(model.layers):
-        # Eqn. D.2 by the theory layer's one implementation (homogeneous coordinates)
-        Wbar = transform_weights(l.Wbar.astype(np.float64), LayerChange(Omega=Om[i], gamma=ga[i]),
-                                 LayerChange(Phi=Ph[i], tau=ta[i]))
-        act = ConjugatedActivation(l.activation, Om[i + 1], ga[i + 1], Ph[i], ta[i])
-        layers.append(Dense(Wbar[:, :-1].astype(model.dtype), Wbar[:, -1].astype(model.dtype), act))
-    return MLP.from_layers(layers)

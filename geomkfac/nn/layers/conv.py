@@ -42,23 +42,34 @@ def conv_output_size(size: int, k: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - k) // stride + 1
 
 
-def _pad(x, p):
+def _pad(x, p, pad_value=None):
+    """``x`` (``(..., C, H, W)``) with ``p`` entries on each side of the two image axes filled
+    with the padding point: zeros, or ``pad_value[c]`` in channel ``c``."""
     if p == 0:
         return x
-    width = [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)]
-    return np.pad(x, width)
+    if pad_value is None:
+        width = [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)]
+        return np.pad(x, width)
+    H, W = x.shape[-2:]
+    xp = np.empty(x.shape[:-2] + (H + 2 * p, W + 2 * p), dtype=x.dtype)
+    xp[...] = np.asarray(pad_value, dtype=x.dtype)[:, None, None]
+    xp[..., p:p + H, p:p + W] = x
+    return xp
 
 
-def im2col(x, k: int, stride: int = 1, padding: int = 0, out=None) -> np.ndarray:
+def im2col(x, k: int, stride: int = 1, padding: int = 0, out=None, pad_value=None) -> np.ndarray:
     """Patches of ``x`` (``(..., C, H, W)``) as rows: ``(..., H_out·W_out, C·k·k)``, locations
     row-major, coordinates ``(c, dy, dx)``. With ``out`` (a ``(..., H_out, W_out, C, k, k)``
-    view) the patches are written there instead.
+    view) the patches are written there instead. Outside the image the patches hold the
+    padding point: zeros, or ``pad_value[c]`` in channel ``c`` (a length-``C`` vector).
 
     >>> import numpy as np
     >>> im2col(np.arange(4.0).reshape(1, 2, 2), 2)
     array([[0., 1., 2., 3.]])
+    >>> im2col(np.ones((1, 1, 1)), 2, padding=1, pad_value=[5.0])[0]
+    array([5., 5., 5., 1.])
     """
-    xp = _pad(x, padding)
+    xp = _pad(x, padding, pad_value)
     win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(-2, -1))
     win = win[..., ::stride, ::stride, :, :]  # (..., C, Ho, Wo, k, k)
     win = np.moveaxis(win, -5, -3)  # (..., Ho, Wo, C, k, k)
@@ -77,8 +88,13 @@ class Conv2d(ParamLayer):
     W : array_like, shape (out, in, k, k)
     b : array_like, shape (out,)
     activation : str or Activation, default "identity" (applied at every location)
-    padding : int >= 0, default 0 (zeros on each side)
+    padding : int >= 0, default 0 (entries added on each side)
     stride : int >= 1, default 1
+    pad_value : array_like, shape (in,), optional
+        The coordinates of the padding point, channel by channel (default ``None``: zeros).
+        The padded value is a point of the input activation space (paper-notes §5); after a
+        change of frame ``a‡ = Ω a + γ`` of that space its coordinates are ``Ω·0 + γ = γ``,
+        which is what :func:`geomkfac.nn.reparameterize` puts here.
 
     Inputs are ``(N, in, H, W)``, outputs ``(N, out, H_out, W_out)``.
 
@@ -88,7 +104,7 @@ class Conv2d(ParamLayer):
     ((3, 5, 5), (3, 19))
     """
 
-    def __init__(self, W, b, activation="identity", padding=0, stride=1):
+    def __init__(self, W, b, activation="identity", padding=0, stride=1, pad_value=None):
         W = as_float(W)
         if W.ndim != 4 or W.shape[2] != W.shape[3]:
             raise DimensionError(
@@ -102,6 +118,23 @@ class Conv2d(ParamLayer):
         self.padding = int(padding)
         self.stride = int(stride)
         self.activation = get_activation(activation)
+        if pad_value is not None:
+            try:
+                pad_value = np.array(pad_value, dtype=np.float64, copy=True)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"Conv2d pad_value must be numbers ({exc})") from None
+            if pad_value.shape != (W.shape[1],):
+                raise DimensionError(
+                    f"Conv2d pad_value must have one entry per input channel, shape "
+                    f"({W.shape[1]},), got {pad_value.shape}"
+                )
+            if not np.all(np.isfinite(pad_value)):
+                raise ConfigurationError("Conv2d pad_value contains NaN or inf")
+            if not pad_value.any():
+                pad_value = None  # the zero point: plain zero padding
+            else:
+                pad_value.setflags(write=False)
+        self.pad_value = pad_value
 
     @property
     def in_channels(self) -> int:
@@ -112,14 +145,18 @@ class Conv2d(ParamLayer):
         return self.W.shape[2]
 
     def copy(self) -> "Conv2d":
-        return Conv2d(self.W, self.b, self.activation, self.padding, self.stride)
+        return Conv2d(self.W, self.b, self.activation, self.padding, self.stride, self.pad_value)
 
     def spec(self) -> dict:
-        return {"type": "conv", "in": self.in_channels, "out": self.out_dim, "k": self.k,
-                "pad": self.padding, "stride": self.stride, "act": self.activation.name}
+        out = {"type": "conv", "in": self.in_channels, "out": self.out_dim, "k": self.k,
+               "pad": self.padding, "stride": self.stride, "act": self.activation.name}
+        if self.pad_value is not None:
+            out["pad_value"] = self.pad_value.tolist()
+        return out
 
     def __repr__(self) -> str:
-        return (f"Conv2d({self.in_channels}->{self.out_dim}, k={self.k}, pad={self.padding}, "
+        point = "" if self.pad_value is None else ", padded with a point"
+        return (f"Conv2d({self.in_channels}->{self.out_dim}, k={self.k}, pad={self.padding}{point}, "
                 f"stride={self.stride}, {self.activation.name})")
 
     def out_shape(self, in_shape) -> tuple:
@@ -150,7 +187,7 @@ class Conv2d(ParamLayer):
         abar = np.empty((N, Ho, Wo, d + 1), dtype=x.dtype)
         abar[..., -1] = 1
         view = np.reshape(abar[..., :d], (N, Ho, Wo, C, self.k, self.k), copy=False)
-        im2col(x, self.k, self.stride, self.padding, out=view)
+        im2col(x, self.k, self.stride, self.padding, out=view, pad_value=self.pad_value)
         abar = abar.reshape(N * T, d + 1)
         z = abar @ self.Wbar.T
         a = self.activation.forward(z)
