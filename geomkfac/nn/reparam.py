@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomkfac.errors import ConfigurationError, DimensionError
+from geomkfac.errors import ConfigurationError, DimensionError, GeomKFACError
 from geomkfac.nn.activations import ConjugatedActivation
 from geomkfac.nn.layers import RNN, AvgPool2d, Conv2d, Dense, Flatten, LastStep, MaxPool2d, Sequential
 from geomkfac.nn.model import MLP
@@ -60,13 +60,15 @@ def _numeric(change: LayerChange, n: int, which: str, i: int):
     """``(B, c)`` of ``change`` on an ``n``-dimensional space as float arrays."""
     try:
         return change._parts(n, which, False)
+    except DimensionError as exc:
+        raise DimensionError(f"activation {i}: {exc}") from None
+    except GeomKFACError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(
             f"the change on {'A' if which == 'A' else 'Z'}_{i} must be numeric for a geomkfac.nn "
             f"network ({exc}); substitute the symbols first"
         ) from None
-    except DimensionError as exc:
-        raise DimensionError(f"activation {i}: {exc}") from None
 
 
 def _is_positive_monomial(M, tol=1e-12) -> bool:
