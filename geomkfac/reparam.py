@@ -175,28 +175,44 @@ IDENTITY_CHANGE = LayerChange()
 
 
 def normalize_changes(changes, L: int) -> list[LayerChange]:
-    """Return a list of ``L + 1`` LayerChanges (index 0 = input) from a dict or sequence."""
+    """Return a list of ``L + 1`` LayerChanges from a dict or sequence keyed by the
+    activation index ``i = 0..L`` (``a_0`` the input, ``a_i`` the output of weight layer
+    ``W_i``; the change ``i`` acts on ``A_i`` and, for ``i >= 1``, on ``Z_i``).
+
+    >>> [c.changes_A for c in normalize_changes({1: centering([1.0])}, 2)]
+    [False, True, False]
+    >>> normalize_changes({3: centering([1.0])}, 2)
+    Traceback (most recent call last):
+    ...
+    geomkfac.errors.ConfigurationError: change for activation 3: activation spaces are numbered 0..2 (0: the input, 2: the output)
+    """
     out = [IDENTITY_CHANGE] * (L + 1)
     if changes is None:
         return out
     if isinstance(changes, LayerChange):
         raise ConfigurationError(
-            "give changes as {layer: LayerChange} (layer 0 = input, 1..L-1 hidden, L output) "
-            "or a sequence of L+1 LayerChange/None"
+            "give changes as {i: LayerChange} keyed by the activation index (0 = input, "
+            "1..L-1 hidden, L output) or a sequence of L+1 LayerChange/None"
         )
+    if isinstance(changes, (str, bytes)) or not isinstance(changes, (Mapping, Sequence)):
+        raise ConfigurationError(
+            f"changes must be a mapping {{i: LayerChange}} or a sequence of L+1 LayerChange/None, "
+            f"got {type(changes).__name__}")
     items = changes.items() if isinstance(changes, Mapping) else enumerate(changes)
     for i, ch in items:
-        if not 0 <= int(i) <= L:
-            raise ConfigurationError(f"change for layer {i}: layers are numbered 0..{L}")
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) <= L:
+            raise ConfigurationError(
+                f"change for activation {i!r}: activation spaces are numbered 0..{L} "
+                f"(0: the input, {L}: the output)")
         if ch is None:
             continue
         if not isinstance(ch, LayerChange):
-            raise ConfigurationError(f"change for layer {i} must be a LayerChange, got {ch!r}")
+            raise ConfigurationError(f"change for activation {i} must be a LayerChange, got {ch!r}")
         out[int(i)] = ch
     if out[0].changes_Z:
         raise ConfigurationError(
-            "the input (layer 0) has no pre-activation space: give only Omega, gamma for it "
-            "(change.on_A_only())"
+            "the input (activation 0) has no pre-activation space: give only Omega, gamma for "
+            "it (change.on_A_only())"
         )
     return out
 

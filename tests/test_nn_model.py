@@ -249,7 +249,7 @@ def test_bad_input():
         MLP([3, 2], "tanh", dtype=np.int32)
     with pytest.raises(ConfigurationError):
         MLP([3], "tanh")
-    with pytest.raises(DimensionError, match="layer 1 expects 5 inputs but layer 0 has 4"):
+    with pytest.raises(DimensionError, match="layer 2 expects 5 inputs but layer 1 has 4"):
         MLP.from_layers([Dense(np.ones((4, 3)), np.zeros(4)), Dense(np.ones((2, 5)), np.zeros(2))])
     with pytest.raises(DimensionError):
         Dense(np.ones((4, 3)), np.zeros(3))

@@ -204,7 +204,7 @@ class MLP:
         for i in range(1, len(layers)):
             if layers[i].in_dim != layers[i - 1].out_dim:
                 raise DimensionError(
-                    f"layer {i} expects {layers[i].in_dim} inputs but layer {i - 1} has "
+                    f"layer {i + 1} expects {layers[i].in_dim} inputs but layer {i} has "
                     f"{layers[i - 1].out_dim} outputs"
                 )
         dtype = np.result_type(*[l.W.dtype for l in layers])
@@ -269,7 +269,7 @@ class MLP:
             Wb = np.asarray(Wb)
             if Wb.shape != (l.out_dim, l.in_dim + 1):
                 raise DimensionError(
-                    f"W̄ of layer {i} must have shape {(l.out_dim, l.in_dim + 1)}, got {Wb.shape}"
+                    f"W̄ of layer {i + 1} must have shape {(l.out_dim, l.in_dim + 1)}, got {Wb.shape}"
                 )
             l.W[...] = Wb[:, :-1]
             l.b[...] = Wb[:, -1]

@@ -266,7 +266,7 @@ def _check_layer_entry(where, k, v, shapes) -> None:
     if (rectangular and v.shape != shape) or v.ndim > len(shape) or \
             any(s not in shape for s in v.shape):
         raise CheckpointError(
-            f"{where}: {k} has shape {v.shape}, which does not fit layer {i} with parameters "
+            f"{where}: {k} has shape {v.shape}, which does not fit layer {i + 1} with parameters "
             f"of shape {shape}; resume with the same architecture"
         )
 

@@ -267,8 +267,8 @@ class KFAC(Optimizer):
 
     def _eigs(self, A, G):
         floor = self.hyper["eig_floor"]
-        eA = [safe_eigh(a, floor, f"factor A of layer {i}") for i, a in enumerate(A)]
-        eG = [safe_eigh(g, floor, f"factor G of layer {i}") for i, g in enumerate(G)]
+        eA = [safe_eigh(a, floor, f"factor A of layer {i}") for i, a in enumerate(A, start=1)]
+        eG = [safe_eigh(g, floor, f"factor G of layer {i}") for i, g in enumerate(G, start=1)]
         return eA, eG
 
     def _factored_inverses(self, damping):
@@ -290,10 +290,10 @@ class KFAC(Optimizer):
         mode = self.hyper["damping_mode"]
         if self.hyper["ekfac"]:
             return [precondition_eigenbasis(g, a, q, s, damping, f"the EKFAC block of layer {i}")
-                    for i, (g, a, q, s) in enumerate(zip(grads, self.eigA, self.eigG, self.S))]
+                    for i, (g, a, q, s) in enumerate(zip(grads, self.eigA, self.eigG, self.S), start=1)]
         if mode == "exact":
             return [precondition_exact(g, a, q, damping, f"the K-FAC block of layer {i}")
-                    for i, (g, a, q) in enumerate(zip(grads, self.eigA, self.eigG))]
+                    for i, (g, a, q) in enumerate(zip(grads, self.eigA, self.eigG), start=1)]
         tb = self.tblocks or [None] * len(grads)
         out = []
         for i, (g, (Ai, Gi), b) in enumerate(zip(grads, self._factored_inverses(damping), tb)):
@@ -319,7 +319,7 @@ class KFAC(Optimizer):
         factor_step = A is None or t % int(h["factor_update_period"]) == 0
         if factor_step:
             fac, samples = self._new_factors(cache, f, Y, Dz)
-            for i, (a, g) in enumerate(fac):
+            for i, (a, g) in enumerate(fac, start=1):
                 self._check(f"curvature factor A of layer {i}", a)
                 self._check(f"curvature factor G of layer {i}", g)
             lags = samples[1] if samples is not None and samples[0] == "lags" else None
@@ -332,7 +332,7 @@ class KFAC(Optimizer):
                 G = [eps * g0 + (1 - eps) * g for g0, (_, g) in zip(G, fac)]
             Ts = list(cache.T)
             if lags is not None:
-                for i, lg in enumerate(lags):
+                for i, lg in enumerate(lags, start=1):
                     if lg is not None:
                         self._check(f"lag-one moments of layer {i}", lg)
                 if first or self.A1 is None:
@@ -362,7 +362,7 @@ class KFAC(Optimizer):
                 r = np.sqrt(self.damping + float(h["weight_decay"]))
                 invs = []
                 chol = use_cholesky(A + G)
-                for i, (a, g, pi) in enumerate(zip(A, G, pis)):
+                for i, (a, g, pi) in enumerate(zip(A, G, pis), start=1):
                     Ai, ra = safe_inverse(a, pi * r, f"factor A of layer {i}", chol)
                     Gi, rg = safe_inverse(g, r / pi, f"factor G of layer {i}", chol)
                     invs.append((Ai, Gi))
@@ -383,7 +383,7 @@ class KFAC(Optimizer):
                 Dzs, w = samples
                 S_new = [ekfac_scalings(D, ab, ea.Q, eg.Q, w)
                          for D, ab, ea, eg in zip(Dzs, cache.abar, eigA, eigG)]
-                for i, s in enumerate(S_new):
+                for i, s in enumerate(S_new, start=1):
                     self._check(f"EKFAC scalings of layer {i}", s)
                 if S is None or new_basis:
                     S = S_new
