@@ -152,6 +152,21 @@ class KFAC(Optimizer):
         "temporal": "independent",
         "seed": 0,
     }
+    #: ``exact=True``: the exact K-FAC natural gradient of Theorem 2.1 — exact Fisher,
+    #: undamped, no moving average, factors and inverses every step, no KL clipping, no
+    #: eigenvalue floor (a degenerate block is refused), no damping adaptation
+    exact_preset = {
+        "fisher": "exact",
+        "damping": 0.0,
+        "damping_mode": "exact",
+        "ema_decay": 0.0,
+        "factor_update_period": 1,
+        "inverse_update_period": 1,
+        "kl_clip": None,
+        "eig_floor": None,
+        "adapt_damping": False,
+        "ekfac": False,
+    }
 
     def _validate(self, h):
         self._number(h, "momentum", 0, 1, hi_open=True)
@@ -238,7 +253,7 @@ class KFAC(Optimizer):
         h = self.hyper
         N = f.shape[0]
         if h["temporal"] != "independent":
-            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss_fn, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
             fac, lags = [], []
             for ab, D, T, temp in zip(cache.abar, Dzs, cache.T, cache.temporal):
@@ -249,7 +264,7 @@ class KFAC(Optimizer):
                             if temp else None)
             return fac, ("lags", lags)
         if h["ekfac"]:
-            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss_fn, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
             fac = []
             for ab, D, T in zip(cache.abar, Dzs, cache.T):
@@ -261,7 +276,7 @@ class KFAC(Optimizer):
                     for ab, D, T in zip(cache.abar, Dz, cache.T)], None
         from geomkfac.nn.curvature import kfac_factors_from_cache
 
-        fac = kfac_factors_from_cache(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+        fac = kfac_factors_from_cache(self.model, cache, f, Y, self.loss_fn, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
         return [(blk.T * A, G) for blk, (A, G) in zip(fac, fac)], None
 
@@ -425,7 +440,7 @@ class KFAC(Optimizer):
             reg_old = 0.5 * eta * layer_dot(Wbars, Wbars)
             new = self.model.get_Wbars()
             with np.errstate(all="ignore"):
-                h_new = float(self.loss.value(self.model.forward(X), Y))
+                h_new = float(self.loss_fn.value(self.model.forward(X), Y))
             h_new += 0.5 * eta * layer_dot(new, new)
             rho = reduction_ratio(h_new, loss + reg_old, model_value)
             self.damping = levenberg_marquardt(
@@ -439,7 +454,7 @@ class KFAC(Optimizer):
 
     def _model_value(self, grads, delta, cache, f, damping):
         """``M(δ) = ½ δᵀ(F + damping·I)δ + ∇hᵀδ`` with an exact GGN product."""
-        Fd = ggn_vector_products(self.model, cache, f, self.loss, delta)
+        Fd = ggn_vector_products(self.model, cache, f, self.loss_fn, delta)
         return (0.5 * layer_dot(delta, Fd) + 0.5 * damping * layer_dot(delta, delta)
                 + layer_dot(grads, delta))
 
@@ -450,7 +465,7 @@ class KFAC(Optimizer):
             has_prev = self.prev_delta is not None
             d0 = self.prev_delta if has_prev else [np.zeros_like(p) for p in P]
             V = [np.stack([a, b]) for a, b in zip(Delta, d0)]
-            FV = ggn_vector_products(self.model, cache, f, self.loss, V)
+            FV = ggn_vector_products(self.model, cache, f, self.loss_fn, V)
             c = lam + eta
             FD, Fd0 = [x[0] for x in FV], [x[1] for x in FV]
             q00 = layer_dot(Delta, FD) + c * layer_dot(Delta, Delta)
@@ -544,6 +559,8 @@ class EKFAC(KFAC):
 
     name = "ekfac"
     defaults = {k: v for k, v in KFAC.defaults.items() if k != "ekfac"}
+    #: EKFAC's rescaled eigenbasis is not the K-FAC metric: no exact preset
+    exact_preset = None
 
     def _validate(self, h):
         h["ekfac"] = True
