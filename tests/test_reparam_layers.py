@@ -223,3 +223,29 @@ def test_one_entry_point_for_every_kind():
         geomkfac.reparameterize(to_mlp(c), {1: LayerChange(Omega=sp.eye(3) * sp.Symbol("s"))})
     with pytest.raises(DimensionError):
         geomkfac.reparameterize(to_mlp(c), {1: full_change(rng, 2)})
+
+
+def test_strided_conv_and_a_second_change_moves_the_moved_padding_point():
+    """Stride 2 and padding 2; then a second change of the changed network: its padding point
+    (already γ) moves to Ω' γ + γ' — the composition computes the same function."""
+    rng = np.random.default_rng(6)
+    net = gnn.Sequential([
+        gnn.Conv2d(rng.standard_normal((3, 2, 3, 3)), np.zeros(3), "tanh", padding=2, stride=2),
+        gnn.Conv2d(rng.standard_normal((2, 3, 2, 2)), np.zeros(2), "sigmoid", padding=1, stride=2),
+        gnn.Flatten(), gnn.Dense(rng.standard_normal((1, 18)), np.zeros(1))])
+    X = rng.standard_normal((3, 2, 7, 7))
+    ch = {0: full_change(rng, 2, with_Z=False), 1: full_change(rng, 3), 2: full_change(rng, 2)}
+    net2 = geomkfac.reparameterize(net, ch)
+    assert gap(net, net2, X, ch) < TOL
+    ch2 = {0: full_change(rng, 2, with_Z=False), 1: full_change(rng, 3)}
+    net3 = geomkfac.reparameterize(net2, ch2)
+    np.testing.assert_allclose(net3.layers[1].pad_value, ch2[1].Omega @ ch[1].gamma + ch2[1].gamma,
+                               rtol=0, atol=1e-14)
+    X3 = images_in(ch2[0], images_in(ch[0], X))
+    assert np.abs(net3.forward(X3) - net.forward(X)).max() < TOL
+    # control: the second change with its padding point left at γ (not moved again)
+    stale = net3.copy()
+    stale.layers[1] = gnn.Conv2d(stale.layers[1].W, stale.layers[1].b, stale.layers[1].activation,
+                                 padding=1, stride=2, pad_value=ch[1].gamma)
+    stale = gnn.Sequential(stale.layers)
+    assert np.abs(stale.forward(X3) - net.forward(X)).max() > CONTROL
