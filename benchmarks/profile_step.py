@@ -93,7 +93,7 @@ def instrument(opt, model, timer):
     for owner, attr, label in [
         (model, "forward_cache", "forward"), (model, "forward", "forward (eval)"),
         (model, "backward", "backward"), (model, "jvp", "jvp"),
-        (opt.loss, "value", "loss"), (opt.loss, "grad", "loss"), (opt.loss, "sample", "loss"),
+        (opt.loss_fn, "value", "loss"), (opt.loss_fn, "grad", "loss"), (opt.loss_fn, "sample", "loss"),
         (opt, "_forward_backward", "fwd/bwd"), (opt, "_new_factors", "factors"),
         (opt, "_precondition", "precondition"), (opt, "_update", "quadratic model"),
         (opt, "_apply", "apply"), (opt, "_check", "finite checks"),
