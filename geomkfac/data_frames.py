@@ -52,6 +52,13 @@ def activations_of(net, X) -> list:
     ----------
     net : numeric CoordinateMLP, geomkfac.nn.MLP or geomkfac.nn.Sequential
     X : array, rows are examples (images ``(N, C, H, W)``, sequences ``(N, T, d)``)
+
+    Examples
+    --------
+    >>> from geomkfac.nn import Conv2d, Flatten, Dense, Sequential
+    >>> cnn = Sequential([Conv2d(np.ones((3, 1, 2, 2)), np.zeros(3)), Flatten(), Dense(np.ones((1, 12)), [0.0])])
+    >>> [a.shape for a in activations_of(cnn, np.ones((5, 1, 3, 3)))]   # per channel: N·T rows
+    [(45, 1), (20, 3), (5, 1)]
     """
     from geomkfac.nn.layers import RNN, Conv2d, Sequential
     from geomkfac.nn.model import MLP
@@ -125,6 +132,13 @@ def centering_changes(net, X, layers=None) -> dict:
     Returns
     -------
     dict ``{i: LayerChange}`` with ``Ω = I, γ = −μ_i``, for :func:`geomkfac.reparameterize`.
+
+    Examples
+    --------
+    >>> from geomkfac.nn import MLP
+    >>> ch = centering_changes(MLP([1, 2, 1], "sigmoid"), np.zeros((4, 1)))
+    >>> sorted(ch), ch[1].gamma                      # σ(0) = ½ in both hidden units
+    ([1], array([-0.5, -0.5]))
     """
     L = _num_layers(net)
     idx = _layers(net, layers, L)
@@ -145,6 +159,14 @@ def whitening_changes(net, X, layers=None, eps: float = 0.0) -> dict:
         fewer rows than units) raises :class:`~geomkfac.errors.SingularFrameChangeError`;
         ``eps > 0`` makes the change invertible, and the covariance becomes
         ``Σ (Σ + ε I)^{-1}`` (eigenvalues ``λ/(λ + ε)`` instead of 1).
+
+    Examples
+    --------
+    >>> from geomkfac.nn import MLP
+    >>> X = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])
+    >>> whitening_changes(MLP([2, 1], "identity"), X, layers=[0])[0].Omega    # 1/std per input
+    array([[1. , 0. ],
+           [0. , 0.5]])
     """
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)) \
             or not np.isfinite(eps) or eps < 0:

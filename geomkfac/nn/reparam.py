@@ -132,6 +132,19 @@ def reparameterize_network(model, changes):
         or a layer kind without a reparameterization rule.
     DimensionError
         For a change of the wrong size.
+
+    Examples
+    --------
+    An RNN whose hidden space is centred: ``h0`` moves with it.
+
+    >>> from geomkfac.nn import RNN, Dense, Sequential
+    >>> net = Sequential([RNN(0.5 * np.ones((2, 3)), np.zeros(2), h0=[1.0, 0.0]), Dense(np.ones((1, 2)), [0.0])])
+    >>> net2 = reparameterize_network(net, {1: LayerChange(gamma=[-0.5, 0.5])})
+    >>> net2.layers[0].h0
+    array([0.5, 0.5])
+    >>> X = np.linspace(-1, 1, 8).reshape(2, 4, 1)
+    >>> bool(np.allclose(net2.forward(X), net.forward(X), rtol=0, atol=1e-12))
+    True
     """
     if isinstance(model, MLP):
         layers = model.layers
