@@ -21,6 +21,9 @@ class DiagFisher(Optimizer):
     Diagonal methods are not invariant under non-diagonal affine reparameterizations
     (paper-notes §3, negative controls).
 
+    ``step(X, Y)`` returns a :class:`StepInfo`: ``loss`` before the update, ``grad_norm``,
+    ``extras = {lr, damping}``.
+
     Parameters
     ----------
     model, loss

@@ -83,6 +83,13 @@ class KFAC(Optimizer):
     (``inverse_update_period=1``, ``factor_update_period=1``, ``ema_decay=0``) the step is the
     exact K-FAC natural gradient, invariant under affine reparameterizations (Theorem 2.1).
 
+    ``step(X, Y)`` returns a :class:`StepInfo`: ``loss`` before the update, ``grad_norm``
+    (weight decay included), ``extras``: ``lr``, ``momentum``, ``kl_scale`` (ν; fixed
+    learning rate) or ``lr``, ``momentum`` from the quadratic model (``adaptive_lr``),
+    ``damping`` (λ used), ``next_damping``, ``eig_retries``, ``eig_floored`` (at inverse
+    updates), ``rho`` and ``model_decrease`` (at LM updates). ``exact=True`` selects
+    :attr:`exact_preset` (Theorem 2.1's exact K-FAC step).
+
     Parameters
     ----------
     model : MLP or Sequential

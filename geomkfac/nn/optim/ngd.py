@@ -21,6 +21,9 @@ class NGD(Optimizer):
     ``F`` is ``P × P``: meant for small networks (tests, invariance experiments). With
     ``damping=0`` a singular ``F`` raises :class:`~geomkfac.errors.DegenerateMetricError`.
 
+    ``step(X, Y)`` returns a :class:`StepInfo`: ``loss`` before the update, ``grad_norm``,
+    ``extras = {lr, damping, momentum}``. ``exact=True``: ``damping=0``, ``metric="ggn"``.
+
     Parameters
     ----------
     model, loss
