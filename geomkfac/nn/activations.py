@@ -158,7 +158,8 @@ class ReLU(ElementwiseActivation):
         return (z > 0).astype(z.dtype)
 
     def backward(self, z, a, grad_a):
-        return np.where(z > 0, grad_a, 0).astype(grad_a.dtype, copy=False)
+        # a product with the 0/1 mask (not np.where: five times slower on these shapes)
+        return grad_a * (z > 0)
 
 
 class Softplus(ElementwiseActivation):
