@@ -28,6 +28,7 @@ import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
 from geomkfac.nn.activations import Activation, ConjugatedActivation, get_activation
+from geomkfac.nn.layers.base import direction_rows
 from geomkfac.nn.layers.dense import Dense
 from geomkfac.reparam import LayerChange, transform_weights
 
@@ -394,9 +395,12 @@ class MLP:
 
         da = None
         for i, layer in enumerate(self.layers):
-            dz = np.matmul(cache.abar[i], np.swapaxes(V[i], 1, 2))  # (k, N, out)
+            dz = direction_rows(cache.abar[i], V[i])  # (k, N, out), one 2-D GEMM
             if da is not None:
-                dz = dz + da @ layer.W.T
+                k, N = da.shape[:2]
+                t = (da.reshape(k * N, -1) @ layer.W.T).reshape(k, N, -1)
+                t += dz
+                dz = t
             da = activation_jvp(layer.activation, cache.z[i], cache.a[i], dz)
         return da
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from geomkfac.errors import ConfigurationError, DimensionError
 from geomkfac.nn.activations import get_activation
-from geomkfac.nn.layers.base import Context, ParamLayer, as_float, lead_shape
+from geomkfac.nn.layers.base import Context, ParamLayer, as_float, direction_rows, lead_shape
 
 __all__ = ["Conv2d", "im2col", "patch_columns", "conv_output_size"]
 
@@ -232,7 +232,7 @@ class Conv2d(ParamLayer):
 
         dz = 0
         if V is not None:
-            dz = np.matmul(ctx.abar, np.swapaxes(V, -1, -2))
+            dz = direction_rows(ctx.abar, V)
         if dx is not None:
             cols = patch_columns(dx, self.k, self.stride, self.padding)  # (k, d, N·T)
             dz = dz + np.swapaxes(self.W.reshape(self.out_dim, -1) @ cols, -1, -2)

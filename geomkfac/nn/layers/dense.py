@@ -21,7 +21,8 @@ import numpy as np
 
 from geomkfac.errors import DimensionError
 from geomkfac.nn.activations import get_activation
-from geomkfac.nn.layers.base import Context, ParamLayer, as_float, homogeneous_rows, lead_shape
+from geomkfac.nn.layers.base import (Context, ParamLayer, as_float, direction_rows,
+                                     homogeneous_rows, lead_shape)
 
 __all__ = ["Dense"]
 
@@ -112,9 +113,13 @@ class Dense(ParamLayer):
 
         dz = 0
         if V is not None:
-            dz = np.matmul(ctx.abar, np.swapaxes(V, -1, -2))
+            dz = direction_rows(ctx.abar, V)
         if dx is not None:
             k = dx.shape[0]
-            dz = dz + dx.reshape(k, ctx.N * ctx.T, self.in_dim) @ self.W.T
+            # the k directions as one 2-D GEMM
+            t = (dx.reshape(k * ctx.N * ctx.T, self.in_dim) @ self.W.T).reshape(k, ctx.N * ctx.T, -1)
+            if V is not None:
+                t += dz
+            dz = t
         da = activation_jvp(self.activation, ctx.z, ctx.a, dz)
         return da.reshape((da.shape[0], ctx.N) + ctx.steps + (self.out_dim,))

@@ -23,7 +23,7 @@ import numpy as np
 
 from geomkfac.errors import DimensionError
 from geomkfac.nn.activations import get_activation
-from geomkfac.nn.layers.base import Context, ParamLayer, as_float, lead_shape
+from geomkfac.nn.layers.base import Context, ParamLayer, as_float, direction_rows, lead_shape
 
 __all__ = ["RNN"]
 
@@ -133,7 +133,7 @@ class RNN(ParamLayer):
         k = (V if V is not None else dx).shape[0]
         dz = np.zeros((k, N, T, H), dtype=ctx.z.dtype)
         if V is not None:
-            dz += np.matmul(ctx.abar, np.swapaxes(V, -1, -2)).reshape(k, N, T, H)
+            dz += direction_rows(ctx.abar, V).reshape(k, N, T, H)
         if dx is not None:
             dz += (dx.reshape(k, N * T, -1) @ Wx.T).reshape(k, N, T, H)
         da = np.empty_like(dz)

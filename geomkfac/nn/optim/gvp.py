@@ -44,6 +44,8 @@ def activation_jvp(act, z, a, dz):
         u = z @ Ph.T + ta
         du = activation_jvp(act.base, u, act.base.forward(u), dz @ Ph.T)
         return du @ Om.T
+    if hasattr(act, "_derivative_from"):  # φ'(z) from the cached a = φ(z) where cheaper
+        return act._derivative_from(z, a) * dz
     if hasattr(act, "derivative"):
         return act.derivative(z) * dz
     d = z.shape[-1]  # generic: row j of the Jacobian is backward(e_j)
