@@ -22,12 +22,13 @@ bias is the last ``out`` entries of its block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
-from geomkfac.nn.activations import Activation, ConjugatedActivation, get_activation
+from geomkfac.nn.activations import (Activation, ConjugatedActivation, derivative_rows,
+                                     get_activation)
 from geomkfac.nn.layers.base import direction_rows
 from geomkfac.nn.layers.dense import Dense
 from geomkfac.reparam import LayerChange, transform_weights
@@ -50,11 +51,16 @@ class Cache:
         ``z[i]`` the pre-activations of layer ``i``, ``(N, out_i)``.
     a : list of ndarray
         ``a[i] = φ_i(z[i])`` the activations of layer ``i`` (``a[-1]`` is the output).
+    derivatives : dict
+        ``φ_i'(z[i])`` by layer, filled on first use by the backward passes and
+        Jacobian-vector products of this forward pass (see
+        :func:`~geomkfac.nn.activations.derivative_rows`).
     """
 
     abar: list
     z: list
     a: list
+    derivatives: dict = field(default_factory=dict)
 
     @property
     def N(self) -> int:
@@ -382,7 +388,8 @@ class MLP:
         g = dF
         for i in range(L - 1, -1, -1):
             l = self.layers[i]
-            d = l.activation.backward(cache.z[i], cache.a[i], g)
+            dphi = derivative_rows(l.activation, cache.z[i], cache.a[i], cache.derivatives, i)
+            d = l.activation.backward(cache.z[i], cache.a[i], g) if dphi is None else dphi * g
             Dz[i] = d
             if i > 0:
                 g = d @ l.W
@@ -401,7 +408,9 @@ class MLP:
                 t = (da.reshape(k * N, -1) @ layer.W.T).reshape(k, N, -1)
                 t += dz
                 dz = t
-            da = activation_jvp(layer.activation, cache.z[i], cache.a[i], dz)
+            dphi = derivative_rows(layer.activation, cache.z[i], cache.a[i], cache.derivatives, i)
+            da = (activation_jvp(layer.activation, cache.z[i], cache.a[i], dz) if dphi is None
+                  else dphi * dz)
         return da
 
 

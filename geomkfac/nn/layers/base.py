@@ -53,9 +53,12 @@ __all__ = ["Layer", "ParamLayer", "Context", "lead_shape", "as_float", "rows_pro
 
 
 class Context:
-    """A plain record of what ``forward`` kept (attributes set by each layer)."""
+    """A plain record of what ``forward`` kept (attributes set by each layer), with a
+    ``memo`` dict for what the later passes of the same forward pass compute once and share
+    (the activation derivative)."""
 
     def __init__(self, **kw):
+        self.memo = {}
         self.__dict__.update(kw)
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DimensionError
-from geomkfac.nn.activations import get_activation
+from geomkfac.nn.activations import derivative_rows, get_activation
 from geomkfac.nn.layers.base import Context, ParamLayer, as_float, direction_rows, lead_shape
 
 __all__ = ["Conv2d", "im2col", "patch_columns", "conv_output_size"]
@@ -191,7 +191,8 @@ class Conv2d(ParamLayer):
         lead = lead_shape(gy, 4)
         # (..., N, out, Ho, Wo) -> (..., out, N·T), viewed as rows (..., N·T, out)
         gt = np.reshape(np.swapaxes(gy, -4, -3), lead + (self.out_dim, ctx.N * ctx.T))
-        Dz = self.activation.backward(ctx.z, ctx.a, np.swapaxes(gt, -1, -2))
+        dphi = derivative_rows(self.activation, ctx.z, ctx.a, ctx.memo, "derivative")
+        Dz = self.activation.backward(ctx.z, ctx.a, np.swapaxes(gt, -1, -2)) if dphi is None else dphi * np.swapaxes(gt, -1, -2)
         gx = self._input_grad(Dz, lead, ctx) if need_input else None
         return gx, Dz
 
@@ -236,6 +237,7 @@ class Conv2d(ParamLayer):
         if dx is not None:
             cols = patch_columns(dx, self.k, self.stride, self.padding)  # (k, d, N·T)
             dz = dz + np.swapaxes(self.W.reshape(self.out_dim, -1) @ cols, -1, -2)
-        da = activation_jvp(self.activation, ctx.z, ctx.a, dz)
+        dphi = derivative_rows(self.activation, ctx.z, ctx.a, ctx.memo, "derivative")
+        da = activation_jvp(self.activation, ctx.z, ctx.a, dz) if dphi is None else dphi * dz
         Ho, Wo = ctx.out_hw
         return np.moveaxis(da.reshape(da.shape[0], ctx.N, Ho, Wo, self.out_dim), -1, 2)
