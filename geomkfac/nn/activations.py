@@ -61,6 +61,12 @@ class Activation:
         """Return ``a = φ(z)`` for a batch ``z`` of shape ``(N, d)``."""
         raise NotImplementedError
 
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Write ``φ(z)`` into ``out`` (e.g. the activation columns of the next layer's
+        homogeneous input, so that no copy is made) and return ``out``."""
+        out[...] = self.forward(z)
+        return out
+
     def backward(self, z: np.ndarray, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
         """Return ``grad_z = (∂φ/∂z)ᵀ grad_a`` per example.
 
@@ -160,6 +166,9 @@ class Tanh(ElementwiseActivation):
     def forward(self, z):
         return np.tanh(z)
 
+    def forward_into(self, z, out):
+        return np.tanh(z, out=out)
+
     def derivative(self, z):
         t = np.tanh(z)
         return 1 - t * t
@@ -175,6 +184,9 @@ class ReLU(ElementwiseActivation):
 
     def forward(self, z):
         return np.maximum(z, 0)
+
+    def forward_into(self, z, out):
+        return np.maximum(z, 0, out=out)
 
     def derivative(self, z):
         return (z > 0).astype(z.dtype)

@@ -352,14 +352,15 @@ class MLP:
             abar_list.append(abar)
             z = abar[:, :-1] @ l.W.T
             z += l.b
-            a = l.activation.forward(z)
             z_list.append(z)
             if i + 1 < len(self.layers):
+                # φ(z) written straight into the next layer's homogeneous input [a 1]
                 nxt = np.empty((N, l.out_dim + 1), dtype=self.dtype)
-                nxt[:, :-1] = a
+                a = l.activation.forward_into(z, nxt[:, :-1])
                 nxt[:, -1] = 1
-                a = nxt[:, :-1]
                 abar = nxt
+            else:
+                a = l.activation.forward(z)
             a_list.append(a)
         return a_list[-1], Cache(abar_list, z_list, a_list)
 
