@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import DimensionError
-from geomkfac.nn.activations import get_activation
+from geomkfac.nn.activations import derivative_rows, get_activation
 from geomkfac.nn.layers.base import Context, ParamLayer, as_float, direction_rows, lead_shape
 
 __all__ = ["RNN"]
@@ -116,8 +116,13 @@ class RNN(ParamLayer):
         Wh, Wx = self.W[:, :H], self.W[:, H:]
         Dz = np.empty(lead + (ctx.N, ctx.T, H), dtype=gy.dtype)
         gh = np.zeros(lead + (ctx.N, H), dtype=gy.dtype)
+        dphi = derivative_rows(self.activation, ctx.z, ctx.a, ctx.memo, "derivative")
         for t in range(ctx.T - 1, -1, -1):
-            dz = self.activation.backward(ctx.z[:, t], ctx.a[:, t], gy[..., t, :] + gh)
+            g = gy[..., t, :] + gh
+            if dphi is None:
+                dz = self.activation.backward(ctx.z[:, t], ctx.a[:, t], g)
+            else:
+                dz = np.multiply(g, dphi[:, t], out=g)
             Dz[..., t, :] = dz
             gh = dz @ Wh
         Dz = Dz.reshape(lead + (ctx.N * ctx.T, H))
@@ -138,7 +143,9 @@ class RNN(ParamLayer):
             dz += (dx.reshape(k, N * T, -1) @ Wx.T).reshape(k, N, T, H)
         da = np.empty_like(dz)
         dh = None
+        dphi = derivative_rows(self.activation, ctx.z, ctx.a, ctx.memo, "derivative")
         for t in range(T):
             u = dz[:, :, t] if dh is None else dz[:, :, t] + dh @ Wh.T
-            dh = da[:, :, t] = activation_jvp(self.activation, ctx.z[:, t], ctx.a[:, t], u)
+            dh = da[:, :, t] = (activation_jvp(self.activation, ctx.z[:, t], ctx.a[:, t], u)
+                                if dphi is None else dphi[:, t] * u)
         return da
