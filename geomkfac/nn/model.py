@@ -22,12 +22,13 @@ bias is the last ``out`` entries of its block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
-from geomkfac.nn.activations import Activation, get_activation
+from geomkfac.nn.activations import Activation, derivative_rows, get_activation
+from geomkfac.nn.layers.base import direction_rows
 from geomkfac.nn.layers.dense import Dense
 from geomkfac.reparam import reparameterize  # the one implementation, re-exported here
 
@@ -49,11 +50,16 @@ class Cache:
         ``z[i]`` the pre-activations of layer ``i``, ``(N, out_i)``.
     a : list of ndarray
         ``a[i] = φ_i(z[i])`` the activations of layer ``i`` (``a[-1]`` is the output).
+    derivatives : dict
+        ``φ_i'(z[i])`` by layer, filled on first use by the backward passes and
+        Jacobian-vector products of this forward pass (see
+        :func:`~geomkfac.nn.activations.derivative_rows`).
     """
 
     abar: list
     z: list
     a: list
+    derivatives: dict = field(default_factory=dict)
 
     @property
     def N(self) -> int:
@@ -345,14 +351,15 @@ class MLP:
             abar_list.append(abar)
             z = abar[:, :-1] @ l.W.T
             z += l.b
-            a = l.activation.forward(z)
             z_list.append(z)
             if i + 1 < len(self.layers):
+                # φ(z) written straight into the next layer's homogeneous input [a 1]
                 nxt = np.empty((N, l.out_dim + 1), dtype=self.dtype)
-                nxt[:, :-1] = a
+                a = l.activation.forward_into(z, nxt[:, :-1])
                 nxt[:, -1] = 1
-                a = nxt[:, :-1]
                 abar = nxt
+            else:
+                a = l.activation.forward(z)
             a_list.append(a)
         return a_list[-1], Cache(abar_list, z_list, a_list)
 
@@ -381,7 +388,8 @@ class MLP:
         g = dF
         for i in range(L - 1, -1, -1):
             l = self.layers[i]
-            d = l.activation.backward(cache.z[i], cache.a[i], g)
+            dphi = derivative_rows(l.activation, cache.z[i], cache.a[i], cache.derivatives, i)
+            d = l.activation.backward(cache.z[i], cache.a[i], g) if dphi is None else dphi * g
             Dz[i] = d
             if i > 0:
                 g = d @ l.W
@@ -394,8 +402,13 @@ class MLP:
 
         da = None
         for i, layer in enumerate(self.layers):
-            dz = np.matmul(cache.abar[i], np.swapaxes(V[i], 1, 2))  # (k, N, out)
+            dz = direction_rows(cache.abar[i], V[i])  # (k, N, out), one 2-D GEMM
             if da is not None:
-                dz = dz + da @ layer.W.T
-            da = activation_jvp(layer.activation, cache.z[i], cache.a[i], dz)
+                k, N = da.shape[:2]
+                t = (da.reshape(k * N, -1) @ layer.W.T).reshape(k, N, -1)
+                t += dz
+                dz = t
+            dphi = derivative_rows(layer.activation, cache.z[i], cache.a[i], cache.derivatives, i)
+            da = (activation_jvp(layer.activation, cache.z[i], cache.a[i], dz) if dphi is None
+                  else dphi * dz)
         return da

@@ -143,8 +143,16 @@ def _exact_optimizers() -> dict:
 
 
 def _is_finite(x) -> bool:
+    """Whether every entry is finite. Decided first from the sum (one pass, no temporary: a
+    NaN or inf entry makes it non-finite); only a non-finite sum (which an overflow of large
+    finite entries can also cause) is checked entry by entry."""
     if isinstance(x, (list, tuple)):
         return all(_is_finite(v) for v in x)
+    x = np.asarray(x)
+    if x.dtype.kind in "fc":
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(x.sum()):
+                return True
     return bool(np.all(np.isfinite(x)))
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from geomkfac.errors import ConfigurationError
 from geomkfac.nn.optim.base import Optimizer, StepInfo, layer_dot
-from geomkfac.nn.optim.gvp import ggn_vector_products
+from geomkfac.nn.optim.gvp import ggn_quadratic_form
 from geomkfac.nn.optim.kronecker import (
     Eig,
     damped_inverse,
@@ -460,9 +460,10 @@ class KFAC(Optimizer):
         return StepInfo(t, loss, float(np.sqrt(layer_dot(grads, grads))), extras)
 
     def _model_value(self, grads, delta, cache, f, damping):
-        """``M(δ) = ½ δᵀ(F + damping·I)δ + ∇hᵀδ`` with an exact GGN product."""
-        Fd = ggn_vector_products(self.model, cache, f, self.loss_fn, delta)
-        return (0.5 * layer_dot(delta, Fd) + 0.5 * damping * layer_dot(delta, delta)
+        """``M(δ) = ½ δᵀ(F + damping·I)δ + ∇hᵀδ`` with the exact GGN (its quadratic form by
+        forward mode, :func:`~geomkfac.nn.optim.gvp.ggn_quadratic_form`)."""
+        dFd = ggn_quadratic_form(self.model, cache, f, self.loss_fn, [d[None] for d in delta])[0, 0]
+        return (0.5 * float(dFd) + 0.5 * damping * layer_dot(delta, delta)
                 + layer_dot(grads, delta))
 
     def _update(self, grads, P, cache, f, lam, eta):
@@ -471,13 +472,13 @@ class KFAC(Optimizer):
             Delta = [-p for p in P]
             has_prev = self.prev_delta is not None
             d0 = self.prev_delta if has_prev else [np.zeros_like(p) for p in P]
-            V = [np.stack([a, b]) for a, b in zip(Delta, d0)]
-            FV = ggn_vector_products(self.model, cache, f, self.loss_fn, V)
+            # the Gram matrix of (Δ, δ₀) under the GGN: one forward-mode pass, both stacked
+            V = [np.stack([a, b]) for a, b in zip(Delta, d0)] if has_prev else [a[None] for a in Delta]
+            Q = ggn_quadratic_form(self.model, cache, f, self.loss_fn, V)
             c = lam + eta
-            FD, Fd0 = [x[0] for x in FV], [x[1] for x in FV]
-            q00 = layer_dot(Delta, FD) + c * layer_dot(Delta, Delta)
-            q01 = layer_dot(Delta, Fd0) + c * layer_dot(Delta, d0)
-            q11 = layer_dot(d0, Fd0) + c * layer_dot(d0, d0)
+            q00 = float(Q[0, 0]) + c * layer_dot(Delta, Delta)
+            q01 = float(Q[0, 1]) + c * layer_dot(Delta, d0) if has_prev else 0.0
+            q11 = float(Q[1, 1]) + c * layer_dot(d0, d0) if has_prev else 0.0
             b = [layer_dot(grads, Delta), layer_dot(grads, d0)]
             alpha, mu, mval = solve_lr_momentum([[q00, q01], [q01, q11]], b, has_prev)
             delta = [alpha * a + mu * d for a, d in zip(Delta, d0)]
