@@ -128,17 +128,25 @@ def test_train_threads_option(tmp_path, capsys, restore_threads):
 # --------------------------------------------------------------------------- help texts
 
 
-def _train_parser() -> argparse.ArgumentParser:
+def _subparsers() -> dict:
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices["train"]
+    return dict(sub.choices)
 
 
-def test_every_option_has_its_own_help():
-    opts = [a for a in _train_parser()._actions if a.option_strings and a.dest != "help"]
+def _train_parser() -> argparse.ArgumentParser:
+    return _subparsers()["train"]
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers()))
+def test_every_option_of_every_command_has_its_own_help(command):
+    opts = [a for a in _subparsers()[command]._actions if a.option_strings and a.dest != "help"]
     helps = [a.help for a in opts]
-    assert all(h and len(h) > 10 for h in helps), [a.dest for a in opts if not a.help]
+    assert all(h and len(h) > 10 for h in helps), [a.dest for a in opts if not a.help or len(a.help) <= 10]
     assert len(set(helps)) == len(helps), "two options share a help text"
-    by = {a.dest: a.help for a in opts}
+
+
+def test_train_help_texts_say_what_each_option_is():
+    by = {a.dest: a.help for a in _train_parser()._actions if a.option_strings}
     assert "learning rate" in by["lr"] and "--lr kfac=" in by["lr"]
     assert "momentum" in by["momentum"] and "--momentum sgd=0.9" in by["momentum"]
     assert "lr" not in by["momentum"] and "lr" not in by["damping"]
