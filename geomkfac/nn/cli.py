@@ -167,8 +167,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--out", default="runs", metavar="DIR",
                    help="directory for metrics, checkpoints and loss.png (default ./runs); it "
                         "must be empty or new, unless --resume or --force")
-    f.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="format of the metrics files: csv (one row per evaluation, default) or jsonl "
-                        "(one JSON object per line)")
+    f.add_argument("--format", choices=("csv", "jsonl"), default="csv",
+                   help="format of the metrics files: csv (one row per evaluation, default) or "
+                        "jsonl (one JSON object per line)")
     f.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="also checkpoint every N steps (always at the end)")
     r = f.add_mutually_exclusive_group()
