@@ -77,3 +77,17 @@ def test_two_frames_example_runs(capsys):
     mod.symbolic()
     mod.numeric()
     assert capsys.readouterr().out.strip()
+
+
+def test_train_digits_reports_a_diverged_run(tmp_path, monkeypatch, capsys):
+    mod = _load("train_digits")
+    real = mod.get_optimizer
+
+    def exploding(name, model, loss, **hyper):  # a learning rate that overflows the weights
+        return real("sgd", model, loss, lr=1e308)
+
+    monkeypatch.setattr(mod, "get_optimizer", exploding)
+    results = mod.main_with(2, str(tmp_path / "out"), seed=0)
+    text = capsys.readouterr().out
+    assert not any(r.ok for r in results.values())
+    assert text.count("stopped:") == 2 and "Traceback" not in text
