@@ -43,6 +43,7 @@ from geomkfac.nn.layers import (
 from geomkfac.nn.curvature import KroneckerBlock
 from geomkfac.nn.bridge import to_coordinate_mlp, to_mlp
 from geomkfac.nn.optim import get_optimizer
+from geomkfac.nn.data import load_digits, train_test_split
 
 __all__ = [
     "MLP",
@@ -72,4 +73,6 @@ __all__ = [
     "to_mlp",
     "to_coordinate_mlp",
     "get_optimizer",
+    "load_digits",
+    "train_test_split",
 ]
