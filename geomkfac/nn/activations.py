@@ -155,7 +155,9 @@ class Sigmoid(ElementwiseActivation):
         return s * (1 - s)
 
     def _derivative_from(self, z, a):
-        return a * (1 - a)
+        d = np.subtract(1, a)
+        d *= a  # a (1 − a), one temporary
+        return d
 
 
 class Tanh(ElementwiseActivation):
@@ -174,7 +176,8 @@ class Tanh(ElementwiseActivation):
         return 1 - t * t
 
     def _derivative_from(self, z, a):
-        return 1 - a * a
+        d = np.square(a)
+        return np.subtract(1, d, out=d)  # 1 − a², one temporary
 
 
 class ReLU(ElementwiseActivation):
