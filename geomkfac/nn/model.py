@@ -385,14 +385,17 @@ class MLP:
             raise DimensionError(f"dF must end in ({N}, {C}) to match the output, got {dF.shape}")
         L = len(self.layers)
         Dz = [None] * L
-        g = dF
+        g, owned = dF, False  # owned: g is a temporary of this pass (may be overwritten)
         for i in range(L - 1, -1, -1):
             l = self.layers[i]
             dphi = derivative_rows(l.activation, cache.z[i], cache.a[i], cache.derivatives, i)
-            d = l.activation.backward(cache.z[i], cache.a[i], g) if dphi is None else dphi * g
+            if dphi is None:
+                d = l.activation.backward(cache.z[i], cache.a[i], g)
+            else:
+                d = np.multiply(g, dphi, out=g) if owned else g * dphi
             Dz[i] = d
             if i > 0:
-                g = d @ l.W
+                g, owned = d @ l.W, True
         return Dz
 
     def jvp(self, cache: Cache, V) -> np.ndarray:
