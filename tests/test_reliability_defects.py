@@ -482,3 +482,18 @@ def test_finite_check_is_exact_when_the_sum_overflows():
         x[3] = bad
         assert not _is_finite(x) and not _is_finite([np.ones(2), x])
     assert not _is_finite(np.array([np.inf, -np.inf]))  # the sum is NaN, not inf
+
+
+@pytest.mark.parametrize("name", ["kfac", "ekfac", "diag_fisher"])
+def test_mc_samples_has_an_upper_bound(name):
+    """Found by the hyperparameter fuzz target: ``mc_samples=10**400`` (or 10**6) was accepted
+    and the first step ran one backward pass per sample, i.e. never finished. The count is
+    now refused above MAX_MC_SAMPLES with a message naming the alternative; the bound itself
+    is accepted (control)."""
+    from geomkfac.nn.optim.base import MAX_MC_SAMPLES
+
+    model = gnn.MLP([3, 4, 2], "tanh", seed=0)
+    for bad in (MAX_MC_SAMPLES + 1, 10**6, 10**400):
+        with pytest.raises(ConfigurationError, match="fisher='exact'"):
+            get_optimizer(name, model, "mse", mc_samples=bad)
+    get_optimizer(name, model, "mse", mc_samples=MAX_MC_SAMPLES)

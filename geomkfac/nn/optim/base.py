@@ -142,6 +142,14 @@ def _exact_optimizers() -> dict:
     return {n: c for n, c in OPTIMIZERS.items() if c.exact_preset is not None}
 
 
+#: the most Monte Carlo targets per example: each costs a backward pass over the batch; beyond
+#: this many the exact Fisher (``fisher="exact"``, one pass per output dimension) is cheaper
+#: and has no sampling error
+MAX_MC_SAMPLES = 1024
+
+MC_SAMPLES_HINT = "; for a better estimate of the Fisher use fisher='exact'"
+
+
 def _is_finite(x) -> bool:
     """Whether every entry is finite. Decided first from the sum (one pass, no temporary: a
     NaN or inf entry makes it non-finite); only a non-finite sum (which an overflow of large
@@ -429,10 +437,13 @@ class Optimizer:
         return v
 
     @staticmethod
-    def _integer(h, key, lo=1):
+    def _integer(h, key, lo=1, hi=None, why=""):
         v = h[key]
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ConfigurationError(f"hyperparameter {key!r} must be an integer >= {lo}, got {v!r}")
+        if hi is not None and v > hi:
+            raise ConfigurationError(
+                f"hyperparameter {key!r} must be an integer in [{lo}, {hi}], got {v!r}{why}")
         return int(v)
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomkfac.nn.optim.base import Optimizer, StepInfo, layer_dot
+from geomkfac.nn.optim.base import MAX_MC_SAMPLES, MC_SAMPLES_HINT, Optimizer, StepInfo, layer_dot
 from geomkfac.nn.optim.statistics import FISHER_TYPES, backprop_samples, diagonal_fisher
 
 __all__ = ["DiagFisher"]
@@ -31,7 +31,7 @@ class DiagFisher(Optimizer):
     damping : float > 0, default 1e-4
     ema_decay : float in [0, 1), default 0.95
     fisher : {"empirical", "mc", "exact"}, default "empirical"
-    mc_samples : int, default 1
+    mc_samples : int in [1, 1024], default 1 (sampled targets per example for fisher="mc")
     momentum : float in [0, 1), default 0
     weight_decay : float, default 0
     seed : int, default 0
@@ -57,7 +57,7 @@ class DiagFisher(Optimizer):
         self._number(h, "damping", 0, lo_open=True)
         self._number(h, "ema_decay", 0, 1, hi_open=True)
         h["fisher"] = self._choice(h, "fisher", FISHER_TYPES)
-        self._integer(h, "mc_samples")
+        self._integer(h, "mc_samples", hi=MAX_MC_SAMPLES, why=MC_SAMPLES_HINT)
         self._number(h, "momentum", 0, 1, hi_open=True)
 
     def __init__(self, model, loss, **hyper):

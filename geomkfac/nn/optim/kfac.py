@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError
-from geomkfac.nn.optim.base import Optimizer, StepInfo, layer_dot
+from geomkfac.nn.optim.base import MAX_MC_SAMPLES, MC_SAMPLES_HINT, Optimizer, StepInfo, layer_dot
 from geomkfac.nn.optim.gvp import ggn_quadratic_form
 from geomkfac.nn.optim.kronecker import (
     Eig,
@@ -100,7 +100,7 @@ class KFAC(Optimizer):
     damping_mode : {"factored", "exact"}, default "factored" ("exact" for EKFAC)
     pi_correction : bool, default True
     fisher : {"exact", "mc", "empirical"}, default "mc"
-    mc_samples : int, default 1
+    mc_samples : int in [1, 1024], default 1 (sampled targets per example for fisher="mc")
     ema_decay : float in [0, 1), default 0.95
     factor_update_period, inverse_update_period : int, defaults 1 and 5
     inverse_method : {"inv", "eigh"}, default "inv" for factored damping ("eigh" otherwise)
@@ -196,7 +196,7 @@ class KFAC(Optimizer):
             )
         self._flag(h, "pi_correction")
         h["fisher"] = self._choice(h, "fisher", FISHER_TYPES)
-        self._integer(h, "mc_samples")
+        self._integer(h, "mc_samples", hi=MAX_MC_SAMPLES, why=MC_SAMPLES_HINT)
         self._number(h, "ema_decay", 0, 1, hi_open=True)
         self._integer(h, "factor_update_period")
         self._integer(h, "inverse_update_period")
