@@ -66,7 +66,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from geomkfac.errors import ConfigurationError, DegenerateMetricError, GeomKFACError
+from geomkfac.audit_frames import (
+    ARCHITECTURES,
+    NONLINEAR_SCALE,
+    RANDOM_AFFINE,
+    CoordinateRule,
+    WeightFrame,
+    activation_pair,
+    build_network,
+    digits_problem,
+)
+from geomkfac.errors import ConfigurationError, GeomKFACError
 
 __all__ = [
     "OPTIMIZERS",
@@ -81,6 +91,11 @@ __all__ = [
     "AuditResult",
     "run_audit",
     "digits_problem",
+    "ARCHITECTURES",
+    "RANDOM_AFFINE",
+    "NONLINEAR_SCALE",
+    "WeightFrame",
+    "CoordinateRule",
 ]
 
 #: float64 tolerance of "invariant": the largest relative output distance over the run.
@@ -116,13 +131,8 @@ ACTIVATION_REPARAMS = ("centering", "whitening", "random_affine", "unit_scaling"
 WEIGHT_REPARAMS = ("permutation", "nonlinear")
 REPARAMS = ACTIVATION_REPARAMS + WEIGHT_REPARAMS
 
-#: the random affine changes: singular values of Ω, Φ in [1/√2, √2], shifts γ, τ ~ N(0, ½²)
-#: (each space's change is mild, but they compound through the layers: the Fisher in the
-#: second frame is worse conditioned than in the first by up to a few hundred)
-RANDOM_AFFINE = dict(scale=0.5, cond=2.0)
-
-#: s in the nonlinear weight coordinates θ = s·sinh(u/s)
-NONLINEAR_SCALE = 1.0
+#: examples used by default (the CNN's exact Fisher is the costly part: fewer examples)
+DEFAULT_EXAMPLES = {"mlp": 512, "cnn": 256, "rnn": 512}
 
 SCHEMA = "geomkfac.audit/1"
 NORM = "max |f1 - f2| / max |f1| over all examples and outputs (same output frame)"
@@ -156,210 +166,6 @@ def expectation(optimizer: str, reparam: str) -> tuple:
     if reparam == "unit_scaling" and optimizer in ("adam", "diag_fisher"):
         return None, "a diagonal change of weight coordinates: invariant up to ε / damping"
     return "not invariant", "a coordinate-wise rule under a non-diagonal change"
-
-
-# --------------------------------------------------------------------------- the data
-def digits_problem(n_examples: int = 512, seed: int = 0):
-    """The embedded digits, 2×2-average-pooled to 4×4 = 16 features and centred (the mean
-    of the chosen examples subtracted), ``n_examples`` of them (a seeded choice), with
-    one-hot targets for squared error.
-
-    The pooling keeps every input feature non-constant, so the K-FAC factor ``A = E[ā āᵀ]``
-    of the first layer is invertible (several of the 64 raw pixels are almost always 0);
-    centred inputs keep the undamped Fisher of the small MLP well enough conditioned for
-    undamped natural gradient to train (raw inputs drive it into near-null directions).
-
-    >>> X, Y = digits_problem(10)
-    >>> X.shape, Y.shape, float(Y.sum())
-    ((10, 16), (10, 10), 10.0)
-    """
-    from geomkfac.nn.data import load_digits
-
-    ds = load_digits("classification")
-    n = len(ds.X)
-    if isinstance(n_examples, bool) or not isinstance(n_examples, (int, np.integer)) \
-            or not 1 <= n_examples <= n:
-        raise ConfigurationError(f"n_examples must be a whole number in [1, {n}], got {n_examples!r}")
-    idx = np.sort(np.random.default_rng(seed).permutation(n)[:n_examples])
-    X = ds.X[idx].reshape(-1, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(-1, 16)
-    X = X - X.mean(axis=0)
-    Y = np.eye(10)[np.asarray(ds.Y)[idx].astype(int)]
-    return X, Y
-
-
-# --------------------------------------------------------------------------- the second frame
-def _stats(model, X):
-    """The activations ``a_0 = X, a_1, …, a_{L-1}`` of ``model`` on ``X``."""
-    _, cache = model.forward_cache(X)
-    return [X] + [a for a in cache.a[:-1]]
-
-
-def _activation_change(name, model, X, rng):
-    """``(Omegas, gammas, Phis, taus)`` of change ``name`` for :func:`geomkfac.nn.reparameterize`
-    (every space below the output; the output frame kept)."""
-    from geomkfac import reparam as rp
-
-    L = len(model.layers)
-    acts = _stats(model, X)
-    Om, ga, Ph, ta = [None] * (L + 1), [None] * (L + 1), [None] * L, [None] * L
-    for i in range(L):
-        n = model.sizes[i]
-        if name == "centering":
-            ch = rp.centering(acts[i].mean(axis=0))
-        elif name == "whitening":
-            ch = rp.whitening(acts[i].mean(axis=0), np.cov(acts[i].T, bias=True).reshape(n, n))
-        elif name == "random_affine":
-            ch = rp.random_affine(n, rng, **RANDOM_AFFINE)
-        elif name == "unit_scaling":
-            ch = rp.unit_scaling(rng.choice([-1.0, 1.0], n) * np.exp(rng.uniform(-np.log(2), np.log(2), n)))
-        else:  # sigmoid_tanh, hidden spaces only
-            if i == 0:
-                continue
-            kind = model.layers[i - 1].activation.name
-            ch = rp.tanh_to_sigmoid(n) if kind == "tanh" else rp.sigmoid_to_tanh(n)
-        Om[i], ga[i] = ch.Omega, ch.gamma
-        if i > 0:
-            Ph[i - 1], ta[i - 1] = ch.Phi, ch.tau
-    if name == "random_affine":  # the output layer's pre-activations too (output frame kept)
-        ch = rp.random_affine(model.sizes[L], rng, **RANDOM_AFFINE)
-        Ph[L - 1], ta[L - 1] = ch.Phi, ch.tau
-    return Om, ga, Ph, ta
-
-
-def _activation_pair(name, model, X, rng):
-    """The network in the changed frames and its inputs ``X‡ = X Ω_0ᵀ + γ_0``."""
-    from geomkfac.nn import MLP, Dense, reparameterize
-
-    Om, ga, Ph, ta = _activation_change(name, model, X, rng)
-    net2 = reparameterize(model, Om, ga, Ph, ta)
-    if name == "sigmoid_tanh":
-        # the same weights (Eqn. D.2) with the plain named activation instead of the
-        # conjugated one: σ(x) = ½ tanh(x/2) + ½ is then the only link between the two
-        other = {"tanh": "sigmoid", "sigmoid": "tanh"}
-        layers = []
-        for l, l2 in zip(model.layers, net2.layers):
-            act = other.get(l.activation.name, l.activation.name) if l is not model.layers[-1] \
-                else l.activation.name
-            layers.append(Dense(l2.W, l2.b, act))
-        net2 = MLP.from_layers(layers)
-    X2 = X if Om[0] is None and ga[0] is None else \
-        X @ np.asarray(Om[0] if Om[0] is not None else np.eye(X.shape[1])).T + \
-        (0.0 if ga[0] is None else np.asarray(ga[0]))
-    return net2, X2
-
-
-class WeightFrame:
-    """Weight coordinates ``u`` with ``θ = r(u)``: a permutation of the entries of every
-    layer's ``vec W̄`` (``kind="permutation"``), the elementwise ``θ = s·sinh(u/s)``
-    (``kind="nonlinear"``) or the identity (``kind="identity"``, the check of the rules).
-
-    >>> import numpy as np
-    >>> fr = WeightFrame("nonlinear", [(2, 3)], np.random.default_rng(0))
-    >>> th = np.linspace(-1, 1, 6)
-    >>> bool(np.allclose(fr.theta(fr.u_of(th)), th))
-    True
-    """
-
-    def __init__(self, kind, shapes, rng):
-        self.kind = kind
-        sizes = [r * c for r, c in shapes]
-        P = sum(sizes)
-        if kind == "permutation":
-            perm, o = [], 0
-            for shape, n in zip(shapes, sizes):
-                perm.append(o + _non_structured_permutation(rng, shape))
-                o += n
-            self.perm = np.concatenate(perm)
-        elif kind in ("identity", "nonlinear"):
-            self.perm = np.arange(P)
-        else:
-            raise ConfigurationError(f"unknown weight frame {kind!r}")
-        self.inv = np.argsort(self.perm)
-
-    def u_of(self, theta):
-        """``u = r⁻¹(θ)``: ``u_k = θ_{perm[k]}``, or ``s·asinh(θ/s)``."""
-        if self.kind == "nonlinear":
-            return NONLINEAR_SCALE * np.arcsinh(theta / NONLINEAR_SCALE)
-        return theta[self.perm]
-
-    def theta(self, u):
-        """``θ = r(u)``."""
-        if self.kind == "nonlinear":
-            return NONLINEAR_SCALE * np.sinh(u / NONLINEAR_SCALE)
-        return u[self.inv]
-
-    def jacobian(self, u):
-        """The dense ``J = ∂θ/∂u`` (P×P)."""
-        if self.kind == "nonlinear":
-            return np.diag(np.cosh(u / NONLINEAR_SCALE))
-        return np.eye(u.size)[self.inv]
-
-
-def _non_structured_permutation(rng, shape):
-    """A permutation of ``vec`` of a ``shape`` matrix that moves entries across both rows and
-    columns (so it is no permutation of units), as in the §1 proof."""
-    r, c = shape
-    if r * c < 4 or min(r, c) < 2:
-        return rng.permutation(r * c)
-    while True:
-        perm = rng.permutation(r * c)
-        M = perm.reshape(shape, order="F")
-        rows_kept = all(len(set((M[i] % r).tolist())) == 1 for i in range(r))
-        cols_kept = all(len(set((M[:, j] // r).tolist())) == 1 for j in range(c))
-        if not rows_kept and not cols_kept:
-            return perm
-
-
-class CoordinateRule:
-    """The rule of audit optimizer ``key`` applied to the weight coordinates ``u`` of a
-    :class:`WeightFrame` (``θ = r(u)``, ``J = ∂θ/∂u``), training ``model`` in place:
-
-    * ``sgd``: ``u ← u − lr Jᵀ∇h``; ``adam``: Adam on ``Jᵀ∇h``;
-    * ``diag_fisher``: ``u ← u − lr Jᵀ∇h / (diag(JᵀFJ) + λ)`` with the Fisher ``F`` (GGN);
-    * ``ngd``: ``u ← u − lr (JᵀFJ + λI)⁻¹ Jᵀ∇h``;
-    * ``kfac``, ``kfac_damped``: ``u ← u − lr (A ⊗ G + λI)⁻¹ Jᵀ∇h`` per layer, the factors of the
-      layer as it computes (an implementation storing ``u`` applies them to its gradient).
-    """
-
-    def __init__(self, key, model, loss, frame):
-        if key not in OPTIMIZERS or key == "ekfac":
-            raise ConfigurationError(f"no coordinate rule for optimizer {key!r} (EKFAC is not run "
-                                     "on changes of the weight coordinates)")
-        self.key, self.model, self.loss, self.frame = key, model, loss, frame
-        self.hyper = dict(OPTIMIZERS[key][1])
-        self.u = frame.u_of(model.get_flat())
-        self.m = self.v = None
-        self.t = 0
-
-    def step(self, X, Y):
-        from geomkfac.nn import ggn, kfac_factors, kfac_solve, loss_and_grad
-
-        h, key = self.hyper, self.key
-        self.model.set_flat(self.frame.theta(self.u))
-        _, g = loss_and_grad(self.model, X, Y, self.loss)
-        J = self.frame.jacobian(self.u)
-        gu = J.T @ g
-        lr = float(h["lr"])
-        if key == "sgd":
-            du = -lr * gu
-        elif key == "adam":
-            self.t += 1
-            b1, b2 = 0.9, 0.999
-            self.m = (1 - b1) * gu if self.m is None else b1 * self.m + (1 - b1) * gu
-            self.v = (1 - b2) * gu * gu if self.v is None else b2 * self.v + (1 - b2) * gu * gu
-            du = -lr * (self.m / (1 - b1 ** self.t)) / (np.sqrt(self.v / (1 - b2 ** self.t)) + 1e-8)
-        elif key in ("diag_fisher", "ngd"):
-            Fu = J.T @ ggn(self.model, X, Y, self.loss) @ J
-            lam = float(h["damping"])
-            if key == "diag_fisher":
-                du = -lr * gu / (np.diag(Fu) + lam)
-            else:
-                du = -lr * np.linalg.solve(Fu + lam * np.eye(Fu.shape[0]), gu)
-        else:  # kfac, kfac_damped
-            factors = kfac_factors(self.model, X, None, self.loss, fisher="exact")
-            du = -lr * kfac_solve(factors, gu, float(h["damping"]))
-        self.u = self.u + du
-        self.model.set_flat(self.frame.theta(self.u))
 
 
 # --------------------------------------------------------------------------- results
@@ -596,7 +402,7 @@ def _run_weight_pair(key, model, frame, X, Y, steps):
     name, hyper = OPTIMIZERS[key]
     m1, m2 = model.copy(), model.copy()
     o1 = get_optimizer(name, m1, "mse", **hyper)
-    o2 = CoordinateRule(key, m2, "mse", frame)
+    o2 = CoordinateRule(name, hyper, m2, "mse", frame)
     m2.set_flat(frame.theta(o2.u))
     return _run_pair(lambda: o1.step(X, Y), lambda: o2.step(X, Y),
                      lambda: m1.forward(X), lambda: m2.forward(X), steps)
@@ -615,7 +421,7 @@ def _names(given, known, what):
 
 def run_audit(arch: str = "mlp", reparams: Sequence[str] | None = None,
               optimizers: Sequence[str] | None = None, steps: int = 20, *,
-              n_examples: int = 512, hidden: Sequence[int] = (8,), activation: str = "tanh",
+              n_examples: int | None = None, hidden: Sequence[int] = (8,), activation: str = "tanh",
               seed: int = 0, damping_lambdas: Sequence[float] = (0.0, 1e-8, 1e-6, 1e-4, 1e-2, 1.0),
               damping_reparam: str = "random_affine",
               expectations: Mapping | None = None) -> AuditResult:
@@ -624,10 +430,12 @@ def run_audit(arch: str = "mlp", reparams: Sequence[str] | None = None,
 
     Parameters
     ----------
-    arch : {"mlp"}
-        The architecture: an MLP ``[16, *hidden, 10]`` on the pooled digits
-        (:func:`digits_problem`), squared error on one-hot labels (Gaussian output, whose
-        GGN is the Fisher).  Only the MLP is audited so far.
+    arch : {"mlp", "cnn", "rnn"}
+        The architecture (:func:`~geomkfac.audit_frames.build_network`): an MLP
+        ``[16, *hidden, 10]`` on the pooled digits, a CNN (two valid 3×3 convolutions with 3
+        and 2 channels, a dense layer) on the 8×8 images, an RNN (6 hidden units, last step,
+        dense) over the 8 rows of an image (:func:`~geomkfac.audit_frames.digits_problem`);
+        squared error on one-hot labels (Gaussian output, whose GGN is the Fisher).
     reparams : list of str, optional
         Names from :data:`REPARAMS` (default: all).
     optimizers : list of str, optional
@@ -635,8 +443,8 @@ def run_audit(arch: str = "mlp", reparams: Sequence[str] | None = None,
     steps : int
         Steps per run (full batch).
     n_examples, hidden, activation, seed
-        The data size, hidden widths, hidden activation (``"tanh"`` or ``"sigmoid"``) and
-        the seed of the data subset, the weights and the random changes.
+        The data size (default :data:`DEFAULT_EXAMPLES` of the architecture), hidden widths (MLP only), hidden activation (``"tanh"`` or
+        ``"sigmoid"``) and the seed of the data subset, the weights and the random changes.
     damping_lambdas : sequence of float
         λ for the damping curve: K-FAC with exact damping ``(A ⊗ G + λI)⁻¹`` under
         ``damping_reparam`` (empty: no curve).
@@ -653,11 +461,11 @@ def run_audit(arch: str = "mlp", reparams: Sequence[str] | None = None,
     ConfigurationError
         For an unknown architecture, reparameterization or optimizer, or a bad size.
     """
-    from geomkfac.nn import MLP
+    from geomkfac.nn import ggn
 
-    if arch != "mlp":
-        raise ConfigurationError(f"unknown architecture {arch!r}; the audit runs 'mlp' (the "
-                                 "CNN and RNN stacks are not audited yet)")
+    if arch not in ARCHITECTURES:
+        raise ConfigurationError(f"unknown architecture {arch!r}; choose one of: "
+                                 f"{', '.join(ARCHITECTURES)}")
     reparams = _names(reparams, REPARAMS, "reparameterization(s)")
     optimizers = _names(optimizers, tuple(OPTIMIZERS), "optimizer(s)")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -668,15 +476,16 @@ def run_audit(arch: str = "mlp", reparams: Sequence[str] | None = None,
     if any(not np.isfinite(x) or x < 0 for x in lambdas):
         raise ConfigurationError(f"damping_lambdas must be finite and >= 0, got {lambdas}")
     expectations = dict(expectations or {})
-    X, Y = digits_problem(n_examples, seed)
-    sizes = [X.shape[1], *[int(h) for h in hidden], Y.shape[1]]
-    model = MLP(sizes, activation, seed=seed)
+    if n_examples is None:
+        n_examples = DEFAULT_EXAMPLES[arch]
+    X, Y = digits_problem(n_examples, seed, arch)
+    model = build_network(arch, hidden, activation, seed)
 
     results = []
     for rp_name in reparams:
         rng = np.random.default_rng([seed, REPARAMS.index(rp_name)])
         if rp_name in ACTIVATION_REPARAMS:
-            net2, X2 = _activation_pair(rp_name, model, X, rng)
+            net2, X2 = activation_pair(rp_name, model, X, rng)
         else:
             frame = WeightFrame(rp_name, [W.shape for W in model.get_Wbars()], rng)
         for key in optimizers:
@@ -697,16 +506,14 @@ def run_audit(arch: str = "mlp", reparams: Sequence[str] | None = None,
     damping_final = []
     if lambdas:
         rng = np.random.default_rng([seed, REPARAMS.index(damping_reparam)])
-        net2, X2 = _activation_pair(damping_reparam, model, X, rng)
+        net2, X2 = activation_pair(damping_reparam, model, X, rng)
         for lam in lambdas:
             d, _, _ = _run_activation_pair("kfac", model, net2, X, X2, Y, steps, {"damping": lam})
             damping_final.append(d[-1])
-    from geomkfac.nn import ggn
-
     cond = float(np.linalg.cond(ggn(model, X, Y, "mse")))
-    config = {"arch": arch, "sizes": sizes, "activation": activation, "loss": "mse",
-              "fisher_condition_at_start": cond,
-              "data": f"digits pooled 2x2 (16 features), {n_examples} examples, one-hot targets",
+    config = {"arch": arch, "network": repr(model), "activation": activation, "loss": "mse",
+              "fisher_condition_at_start": cond, "num_params": int(model.get_flat().size),
+              "data": f"digits {X.shape[1:]} per example, {n_examples} examples, one-hot targets",
               "steps": int(steps), "seed": int(seed),
               "optimizers": {k: {"name": OPTIMIZERS[k][0], **OPTIMIZERS[k][1]} for k in optimizers}}
     return AuditResult(tuple(results), damping_reparam if lambdas else None, lambdas,

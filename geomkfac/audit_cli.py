@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from geomkfac.audit import OPTIMIZERS, REPARAMS, run_audit
+from geomkfac.audit import ARCHITECTURES, OPTIMIZERS, REPARAMS, run_audit
 from geomkfac.errors import ConfigurationError
 
 __all__ = ["add_parser", "QUICK", "parse_expectations"]
@@ -149,22 +149,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "audit",
         help="train every optimizer in two frames and check which are invariant",
-        description="The invariance audit: one abstract MLP on the pooled digits, written in "
+        description="The invariance audit: one abstract network on the digits, written in "
                     "two frames (a reparameterization), trained by each optimizer in both; "
                     "after every step the relative output distance max|f1 - f2| / max|f1| is "
                     "recorded. Prints a table and exits 1 when an expectation of the theory "
                     "fails (0 when all hold).")
-    parser.add_argument("--arch", default="mlp", choices=["mlp"],
-                        help="architecture (only the MLP so far)")
+    parser.add_argument("--arch", default="mlp", choices=list(ARCHITECTURES),
+                        help="mlp (16-W-10 on 2x2-pooled digits, default), cnn (two valid 3x3 "
+                             "convolutions, 3 and 2 channels, dense) or rnn (6 hidden units over "
+                             "the 8 rows of a digit, last step, dense)")
     parser.add_argument("--reparams", metavar="LIST",
                         help=f"comma-separated, from: {', '.join(REPARAMS)} (default: all)")
     parser.add_argument("--optimizers", metavar="LIST",
                         help=f"comma-separated, from: {', '.join(OPTIMIZERS)} (default: all)")
     parser.add_argument("--steps", type=_positive, metavar="N", help="steps per run (default 20)")
     parser.add_argument("--examples", type=_positive, metavar="N",
-                        help="digits examples used (default 512)")
+                        help="digits examples used (default 512; 256 for the cnn)")
     parser.add_argument("--hidden", type=_hidden, default="8", metavar="W[,W…]",
-                        help="hidden widths (default 8)")
+                        help="hidden widths of the MLP (default 8)")
     parser.add_argument("--activation", choices=["tanh", "sigmoid"], default="tanh",
                         help="hidden activation (default tanh)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data subset, weights, changes")

@@ -24,13 +24,15 @@ from geomkfac.audit import (
     CoordinateRule,
     PairResult,
     WeightFrame,
+    activation_pair,
+    build_network,
     digits_problem,
     expectation,
     run_audit,
 )
 from geomkfac.cli import main
 from geomkfac.errors import ConfigurationError
-from geomkfac.nn import MLP, get_optimizer
+from geomkfac.nn import get_optimizer
 
 TINY = dict(steps=2, n_examples=256, hidden=(4,), damping_lambdas=(0.0, 1e-6, 1e-2))
 
@@ -88,31 +90,60 @@ def test_expectation_is_total_and_says_why():
 
 
 # ----------------------------------------------------------------------------- the κ side
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "rnn"])
 @pytest.mark.parametrize("key", [k for k in OPTIMIZERS if k != "ekfac"])
-def test_rules_in_identity_coordinates_reproduce_the_shipped_optimizers(key):
+def test_rules_in_identity_coordinates_reproduce_the_shipped_optimizers(key, arch):
     """The weight-coordinate rules are written from loss_and_grad / ggn / kfac_solve, not
     from the optimizers: with θ = u they must give the optimizers' own trajectory."""
-    X, Y = digits_problem(64, seed=1)
-    m1 = MLP([16, 5, 10], "tanh", seed=1)
+    X, Y = digits_problem(48, seed=1, arch=arch)
+    m1 = build_network(arch, (5,), seed=1)
     m2 = m1.copy()
     name, hyper = OPTIMIZERS[key]
     opt = get_optimizer(name, m1, "mse", **hyper)
-    rule = CoordinateRule(key, m2, "mse", WeightFrame("identity", [W.shape for W in m1.get_Wbars()], 0))
-    for _ in range(3):
+    frame = WeightFrame("identity", [W.shape for W in m1.get_Wbars()], 0)
+    rule = CoordinateRule(name, hyper, m2, "mse", frame)
+    for _ in range(2):
         opt.step(X, Y)
         rule.step(X, Y)
     f1 = m1.forward(X)
     assert np.abs(m2.forward(X) - f1).max() <= 1e-12 * np.abs(f1).max()
-    # control: the same rule in permuted coordinates does leave K-FAC's trajectory
+    # control: the same rule in permuted coordinates leaves the optimizer's trajectory
     if key == "kfac_damped":
-        m3 = MLP([16, 5, 10], "tanh", seed=1)
-        perm = CoordinateRule(key, m3, "mse", WeightFrame("permutation", [W.shape for W in m3.get_Wbars()],
-                                                          np.random.default_rng(0)))
-        m4 = MLP([16, 5, 10], "tanh", seed=1)
-        o4 = get_optimizer(name, m4, "mse", **hyper)
-        perm.step(X, Y)
-        o4.step(X, Y)
+        m3, m4 = build_network(arch, (5,), seed=1), build_network(arch, (5,), seed=1)
+        perm = WeightFrame("permutation", [W.shape for W in m3.get_Wbars()], np.random.default_rng(0))
+        CoordinateRule(name, hyper, m3, "mse", perm).step(X, Y)
+        get_optimizer(name, m4, "mse", **hyper).step(X, Y)
         assert np.abs(m3.forward(X) - m4.forward(X)).max() >= DRIFT_MIN
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "rnn"])
+@pytest.mark.parametrize("name", ["centering", "whitening", "random_affine", "unit_scaling",
+                                  "sigmoid_tanh"])
+def test_activation_pairs_compute_the_same_function(arch, name):
+    X, _ = digits_problem(40, seed=2, arch=arch)
+    net = build_network(arch, (6,), seed=2)
+    net2, X2 = activation_pair(name, net, X, np.random.default_rng(3))
+    f = net.forward(X)
+    # D.2/D.3 with changes of condition ≤ 1e2 per space: round-off ≲ 1e-13 relative
+    assert np.abs(net2.forward(X2) - f).max() <= 1e-12 * np.abs(f).max()
+    # control: Eqn. D.2 without D.3 (the new weights with the old activations) is another
+    # function — the check above can fail
+    wrong = net2.copy()
+    for l, l0 in zip(wrong.layers, net.layers):
+        if hasattr(l, "activation"):
+            l.activation = l0.activation
+    assert np.abs(wrong.forward(X2) - f).max() >= 1e-3 * np.abs(f).max()
+
+
+def test_the_layer_stacks_are_audited_too():
+    for arch in ("cnn", "rnn"):
+        res = run_audit(arch, ["random_affine", "permutation"], ["sgd", "ngd", "kfac"], steps=1,
+                        n_examples=64, damping_lambdas=())
+        assert res.ok, res.table()
+        assert res.get("kfac", "random_affine").verdict == "invariant"
+        assert res.get("ngd", "permutation").verdict == "invariant"
+        assert res.get("kfac", "permutation").verdict == "not invariant"
+        assert res.get("sgd", "random_affine").verdict == "not invariant"
 
 
 @settings(max_examples=25, deadline=None)
@@ -150,8 +181,8 @@ def test_verdicts_from_distances():
 def test_bad_arguments_are_refused():
     with pytest.raises(ConfigurationError, match="choose from"):
         run_audit(reparams=["shear"])
-    with pytest.raises(ConfigurationError, match="not audited yet"):
-        run_audit("cnn")
+    with pytest.raises(ConfigurationError, match="unknown architecture"):
+        run_audit("transformer")
     with pytest.raises(ConfigurationError, match="steps"):
         run_audit(steps=0)
 
@@ -161,7 +192,8 @@ def test_json_report_schema(tiny):
     d = json.loads(tiny.to_json())
     assert d["schema"] == "geomkfac.audit/1" and d["ok"] is True and d["failures"] == []
     assert d["invariant_tol"] == INVARIANT_TOL and d["drift_min"] == DRIFT_MIN and "max |f1 - f2|" in d["norm"]
-    assert d["config"]["steps"] == TINY["steps"] and d["config"]["sizes"] == [16, 4, 10]
+    assert d["config"]["steps"] == TINY["steps"] and d["config"]["arch"] == "mlp"
+    assert d["config"]["network"].startswith("MLP([16, 4, 10]") and d["config"]["num_params"] == 118
     assert len(d["results"]) == len(tiny.results)
     keys = {"optimizer", "reparam", "distances", "first", "final", "max", "verdict", "expected",
             "reason", "holds", "error", "diverged"}
