@@ -32,9 +32,13 @@ outputs of the two networks are directly comparable):
   ``s =`` :data:`NONLINEAR_SCALE`): the negative control, invariant to nothing (§2.1:
   natural gradient is invariant to it only to first order).
 
-The first five are affine changes of activation and pre-activation frames: the second
-network is :func:`geomkfac.nn.reparameterize` of the first (Eqns. D.2, D.3) and every
-optimizer of :mod:`geomkfac.nn.optim` trains it as is.  The last two change the weight
+The audited networks (:func:`~geomkfac.audit_frames.build_network`) are an MLP on
+2×2-pooled digits and, as layer stacks, a small CNN and an RNN on the digit images.  The
+first five changes are affine changes of activation and pre-activation frames: the second
+network is :func:`geomkfac.nn.reparameterize` of the first for the MLP (Eqns. D.2, D.3),
+and for the layer stacks the same change per channel / hidden space, shared by every
+location and time step (Theorems 4.1, 4.2; :func:`~geomkfac.audit_frames.activation_pair`);
+every optimizer of :mod:`geomkfac.nn.optim` trains it as is.  The last two change the weight
 coordinates ``θ = r(u)``: the second side trains ``u`` by the optimizer's rule applied to
 the coordinates ``u`` (gradient ``Jᵀ∇h``, Fisher ``JᵀFJ``, K-FAC's Kronecker factors applied
 to the ``u`` gradient matrix, as an implementation storing ``u`` would), written here from
@@ -46,9 +50,10 @@ What the theory says (:func:`expectation`): exact natural gradient is invariant 
 affine change and to permutations (Thm 3.2, §1); undamped K-FAC to the affine changes of
 activation frames (Thm 2.1) but not to permutations of weight entries (§1); SGD, Adam and
 the diagonal Fisher are not invariant to general affine changes (they are to permutations,
-which commute with elementwise rules, and Adam / diagonal Fisher nearly so to per-unit
-scaling, a diagonal change of the weight coordinates: no claim there); damping breaks the
-invariance of K-FAC and EKFAC; nothing is invariant to the nonlinear change.
+which commute with elementwise rules; per-unit scaling is a diagonal change of the weight
+coordinates, to which the diagonal Fisher is invariant up to its damping λ: no claim
+there); damping breaks the invariance of K-FAC and EKFAC; nothing is invariant to the
+nonlinear change.
 
 >>> res = run_audit(reparams=["random_affine"], optimizers=["sgd", "kfac"], steps=2,
 ...                 n_examples=32, hidden=(6,), damping_lambdas=())
@@ -163,8 +168,10 @@ def expectation(optimizer: str, reparam: str) -> tuple:
     # sgd, adam, diag_fisher
     if reparam == "permutation":
         return "invariant", "an elementwise rule commutes with permuting the coordinates"
-    if reparam == "unit_scaling" and optimizer in ("adam", "diag_fisher"):
-        return None, "a diagonal change of weight coordinates: invariant up to ε / damping"
+    if reparam == "unit_scaling" and optimizer == "diag_fisher":
+        return None, "a diagonal change of weight coordinates: invariant up to the damping λ"
+    if reparam == "unit_scaling" and optimizer == "adam":
+        return "not invariant", "Adam's step is about lr per coordinate, whatever its scale"
     return "not invariant", "a coordinate-wise rule under a non-diagonal change"
 
 
