@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -178,6 +179,22 @@ def expectation(optimizer: str, reparam: str) -> tuple:
 
 
 # --------------------------------------------------------------------------- results
+def _freeze(o):
+    if isinstance(o, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in o.items()})
+    if isinstance(o, (list, tuple)):
+        return tuple(_freeze(v) for v in o)
+    return o
+
+
+def _thaw(o):
+    if isinstance(o, Mapping):
+        return {k: _thaw(v) for k, v in o.items()}
+    if isinstance(o, tuple):
+        return [_thaw(v) for v in o]
+    return o
+
+
 @dataclass(frozen=True)
 class PairResult:
     """One optimizer under one reparameterization.
@@ -257,7 +274,10 @@ class AuditResult:
     damping_reparam: str | None
     damping_lambdas: tuple
     damping_final: tuple
-    config: Mapping = field(default_factory=dict)
+    config: Mapping = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self):
+        object.__setattr__(self, "config", _freeze(self.config))
 
     @property
     def failures(self) -> tuple:
@@ -302,7 +322,7 @@ class AuditResult:
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "norm": NORM, "invariant_tol": INVARIANT_TOL,
-                "drift_min": DRIFT_MIN, "config": dict(self.config), "ok": self.ok,
+                "drift_min": DRIFT_MIN, "config": _thaw(self.config), "ok": self.ok,
                 "results": [r.to_dict() for r in self.results],
                 "damping_curve": {"optimizer": "kfac", "reparam": self.damping_reparam,
                                   "lambdas": list(self.damping_lambdas),
@@ -325,16 +345,14 @@ class AuditResult:
     def plot(self, path) -> None:
         """Distances over steps (one panel per reparameterization, log scale) and the
         damping curve, written to ``path`` (any format matplotlib knows)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
         reparams = list(dict.fromkeys(r.reparam for r in self.results))
         n = len(reparams) + (1 if self.damping_lambdas else 0)
         cols = min(4, n)
         rows = -(-n // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+        fig = Figure(figsize=(4 * cols, 3.2 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False)
         floor, cap = 1e-18, 1e4  # zeros and blow-ups drawn at the plot's edges
         for ax, rp_name in zip(axes.flat, reparams):
             for r in self.results:
@@ -362,7 +380,6 @@ class AuditResult:
         axes.flat[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path)
-        plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the audit
@@ -484,7 +501,13 @@ def run_audit(arch: str = "mlp", reparams: Sequence[str] | None = None,
     lambdas = tuple(float(x) for x in damping_lambdas)
     if any(not np.isfinite(x) or x < 0 for x in lambdas):
         raise ConfigurationError(f"damping_lambdas must be finite and >= 0, got {lambdas}")
+    if damping_reparam not in ACTIVATION_REPARAMS:
+        raise ConfigurationError(f"damping_reparam must be one of {', '.join(ACTIVATION_REPARAMS)}, "
+                                 f"got {damping_reparam!r}")
     expectations = dict(expectations or {})
+    bad = {k: v for k, v in expectations.items() if v not in ("invariant", "not invariant", None)}
+    if bad:
+        raise ConfigurationError(f"expectations must be 'invariant', 'not invariant' or None, got {bad}")
     if n_examples is None:
         n_examples = DEFAULT_EXAMPLES[arch]
     X, Y = digits_problem(n_examples, seed, arch)

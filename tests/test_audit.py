@@ -205,6 +205,18 @@ def test_json_report_schema(tiny):
     assert d["damping_curve"]["lambdas"] == [0.0, 1e-6, 1e-2]
 
 
+def test_the_result_is_immutable(tiny):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tiny.results = ()
+    with pytest.raises(TypeError):
+        tiny.config["arch"] = "cnn"
+    with pytest.raises(TypeError):
+        tiny.config["optimizers"]["sgd"]["lr"] = 1.0
+    assert isinstance(tiny.results, tuple) and isinstance(tiny.results[0].distances, tuple)
+
+
 # ----------------------------------------------------------------------------- CLI
 _FAST = ["--reparams", "random_affine,permutation", "--optimizers", "sgd,kfac", "--steps", "1",
          "--examples", "64", "--hidden", "3", "--lambdas", ""]
