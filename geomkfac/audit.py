@@ -43,8 +43,8 @@ coordinates ``θ = r(u)``: the second side trains ``u`` by the optimizer's rule 
 the coordinates ``u`` (gradient ``Jᵀ∇h``, Fisher ``JᵀFJ``, K-FAC's Kronecker factors applied
 to the ``u`` gradient matrix, as an implementation storing ``u`` would), written here from
 :func:`~geomkfac.nn.loss_and_grad`, :func:`~geomkfac.nn.ggn`, :func:`~geomkfac.nn.kfac_factors`
-and :func:`~geomkfac.nn.kfac_solve`; with ``r = id`` it reproduces the shipped optimizers
-(tested).  EKFAC is not run on weight-coordinate changes.
+and :func:`~geomkfac.nn.kfac_solve` (EKFAC: its scalings from the backpropagated Fisher
+samples, read in ``u``); with ``r = id`` it reproduces the shipped optimizers (tested).
 
 What the theory says (:func:`expectation`): exact natural gradient is invariant to every
 affine change and to permutations (Thm 3.2, §1); undamped K-FAC to the affine changes of
@@ -524,8 +524,6 @@ def run_audit(arch: str = "mlp", reparams: Sequence[str] | None = None,
             claim, reason = expectation(key, rp_name)
             if (key, rp_name) in expectations:
                 claim, reason = expectations[(key, rp_name)], "given by the caller"
-            if rp_name in WEIGHT_REPARAMS and key == "ekfac":
-                continue  # no coordinate rule for EKFAC
             try:
                 d, diverged, error = (
                     _run_activation_pair(key, model, net2, X, X2, Y, steps)

@@ -315,7 +315,9 @@ class WeightFrame:
 
     def __init__(self, kind, shapes, rng):
         self.kind = kind
+        self.shapes = [tuple(sh) for sh in shapes]
         sizes = [r * c for r, c in shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         P = sum(sizes)
         if kind == "permutation":
             perm, o = [], 0
@@ -347,6 +349,14 @@ class WeightFrame:
             return np.diag(np.cosh(u / NONLINEAR_SCALE))
         return np.eye(u.size)[self.inv]
 
+    def pull_layer(self, i, u, vecs):
+        """``Jᵀ`` on layer ``i``'s block (every change here keeps the layers apart): covectors
+        ``vecs`` ``(..., n_i)`` in θ order of the layer → its ``u`` coordinates."""
+        o, e = self.offsets[i], self.offsets[i + 1]
+        if self.kind == "nonlinear":
+            return vecs * np.cosh(u[o:e] / NONLINEAR_SCALE)
+        return vecs[..., self.perm[o:e] - o]
+
 
 def _non_structured_permutation(rng, shape):
     """A permutation of ``vec`` of a ``shape`` matrix that moves entries across both rows and
@@ -373,16 +383,19 @@ class CoordinateRule:
     * ``kfac``: ``u ← u − lr (A ⊗ G + λI)⁻¹ Jᵀ∇h`` per layer, the factors of the
       layer as it computes (an implementation storing ``u`` applies them to its gradient;
       the exact Fisher, no moving average, every step: ``fisher="exact"``, ``ema_decay=0``,
-      ``damping_mode="exact"`` of the shipped K-FAC).
+      ``damping_mode="exact"`` of the shipped K-FAC);
+    * ``ekfac``: per layer ``Q_G [(Q_Gᵀ D_u Q_A) / (S_u + λ)] Q_Aᵀ`` with the Kronecker
+      eigenbases of ``A`` and ``G`` and the scalings ``S_u = E[(Q_Gᵀ M_u Q_A)²]`` of the
+      per-example, per-location gradient matrices ``M = Dz āᵀ`` read in ``u`` (``M_u =
+      unvec(Jᵀ vec M)``), recomputed every step (exact Fisher, no moving average).
     """
 
-    RULES = ("sgd", "adam", "diag_fisher", "ngd", "kfac")
+    RULES = ("sgd", "adam", "diag_fisher", "ngd", "kfac", "ekfac")
 
     def __init__(self, rule, hyper, model, loss, frame):
         if rule not in self.RULES:
             raise ConfigurationError(f"no coordinate rule for optimizer {rule!r}; there are rules "
-                                     f"for {', '.join(self.RULES)} (EKFAC is not run on changes of "
-                                     "the weight coordinates)")
+                                     f"for {', '.join(self.RULES)}")
         self.key, self.model, self.loss, self.frame = rule, model, loss, frame
         self.hyper = dict(hyper)
         self.u = frame.u_of(model.get_flat())
@@ -413,10 +426,38 @@ class CoordinateRule:
                 du = -lr * gu / (np.diag(Fu) + lam)
             else:
                 du = -lr * np.linalg.solve(Fu + lam * np.eye(Fu.shape[0]), gu)
+        elif key == "ekfac":
+            du = -lr * self._ekfac(X, g, float(h["damping"]))
         else:  # kfac (exact factors, exact damping)
             factors = kfac_factors(self.model, X, None, self.loss, fisher="exact")
             du = -lr * kfac_solve(factors, gu, float(h["damping"]))
         self.u = self.u + du
         self.model.set_flat(self.frame.theta(self.u))
+
+    def _ekfac(self, X, g, lam):
+        from geomkfac.nn.losses import loss_for_model
+        from geomkfac.nn.optim.kronecker import safe_eigh
+        from geomkfac.nn.optim.statistics import backprop_samples
+
+        model, frame = self.model, self.frame
+        f, cache = model.forward_cache(X)
+        N = f.shape[0]
+        Dzs, w = backprop_samples(model, cache, f, None, loss_for_model(model, self.loss), "exact",
+                                  None)
+        out = []
+        for i, (D, ab, T) in enumerate(zip(Dzs, cache.abar, cache.T)):
+            D2 = D.reshape(-1, D.shape[-1])
+            QA = safe_eigh((ab.T @ ab) / N, None).Q
+            QG = safe_eigh((w / T) * (D2.T @ D2), None).Q
+            r, c = frame.shapes[i]
+            # per (sample, example, location) gradient matrices Dz āᵀ, vec'd (column-stacking)
+            M = np.einsum("kro,ri->krio", D, ab).reshape(-1, r * c)
+            Mu = frame.pull_layer(i, self.u, M).reshape(-1, c, r).transpose(0, 2, 1)
+            S = w * np.square(np.einsum("og,nop,pa->nga", QG, Mu, QA, optimize=True)).sum(axis=0)
+            o, e = frame.offsets[i], frame.offsets[i + 1]
+            Du = frame.pull_layer(i, self.u, g[o:e]).reshape(r, c, order="F")
+            P = (QG.T @ Du @ QA) / (S + lam)
+            out.append((QG @ P @ QA.T).reshape(-1, order="F"))
+        return np.concatenate(out)
 
 
