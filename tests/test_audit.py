@@ -4,7 +4,7 @@ logic, the JSON report and the command line.
 
 Tolerances: the invariance verdicts use the audit's own INVARIANT_TOL = 1e-8 / DRIFT_MIN =
 1e-6 (justified in geomkfac.audit); the identity-coordinates check uses 1e-12 relative:
-both sides run the same float64 arithmetic up to summation order (measured ≤ 1e-14).
+both sides run the same float64 arithmetic up to summation order (measured ≤ 2e-14).
 """
 
 from __future__ import annotations
