@@ -93,7 +93,7 @@ def instrument(opt, model, timer):
     for owner, attr, label in [
         (model, "forward_cache", "forward"), (model, "forward", "forward (eval)"),
         (model, "backward", "backward"), (model, "jvp", "jvp"),
-        (opt.loss, "value", "loss"), (opt.loss, "grad", "loss"), (opt.loss, "sample", "loss"),
+        (opt.loss_fn, "value", "loss"), (opt.loss_fn, "grad", "loss"), (opt.loss_fn, "sample", "loss"),
         (opt, "_forward_backward", "fwd/bwd"), (opt, "_new_factors", "factors"),
         (opt, "_precondition", "precondition"), (opt, "_update", "quadratic model"),
         (opt, "_apply", "apply"), (opt, "_check", "finite checks"),
@@ -163,15 +163,12 @@ def gemm_floors(model, N, repeats, k_dirs=2):
         for g, a, q in zip(G, Ainv, Ginv):
             q @ (g @ a)
 
-    def gvp():  # jvp (k directions), backward of k directions, k gradients
+    def gvp():  # the quadratic model: one forward-mode pass of k stacked directions, as the
+        # backend's direction_rows (ā [V_1; …; V_k]ᵀ) and the k·N rows times Wᵀ (no backward pass)
         for i in range(L):
-            np.matmul(abar[i], np.swapaxes(Vk[i], 1, 2))
+            abar[i] @ Vk[i].reshape(-1, Vk[i].shape[-1]).T
             if i:
-                Dk[i - 1] @ Ws[i].T
-        for i in range(1, L):
-            Dk[i] @ Ws[i]
-        for i in range(L):
-            np.matmul(np.swapaxes(Dk[i], 1, 2), abar[i])
+                Dk[i - 1].reshape(-1, Dk[i - 1].shape[-1]) @ Ws[i].T
 
     return {name: timeit(fn, repeats) for name, fn in [
         ("forward", fwd), ("backward", bwd), ("gradient", grad), ("factors", factors),
@@ -186,7 +183,7 @@ PHASES = [
     ("factor statistics (āᵀā, sampled backward, DzᵀDz)", ["factors"]),
     ("inverses (every 5th step: π, damped Cholesky inverses)", ["inverses"]),
     ("preconditioning G⁻¹ DW̄ A⁻¹", ["precondition"]),
-    ("quadratic model (GGN-vector products of 2 directions, α, μ)", ["gvp"]),
+    ("quadratic model (GGN Gram matrix of 2 directions by forward mode, α, μ)", ["gvp"]),
     ("update θ ← θ + δ", []),
     ("LM ρ: extra forward pass (every 5th step)", []),
     ("finite checks", []),

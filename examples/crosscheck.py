@@ -72,10 +72,7 @@ def discrepancies(sizes, act, loss, seed=0, N=16) -> dict:
     }
     changes = {i: random_affine(sizes[i], rng) for i in range(1, L)}
     kappa = net.reference_frames().derive(changes)
-    Om, ga, Ph, ta = [None] * (L + 1), [None] * (L + 1), [None] * L, [None] * L
-    for i, ch in changes.items():
-        Om[i], ga[i], Ph[i - 1], ta[i - 1] = ch.Omega, ch.gamma, ch.Phi, ch.tau
-    fac2 = kfac_factors(nn_reparameterize(model, Om, ga, Ph, ta), X, Y, loss, fisher="exact")
+    fac2 = kfac_factors(nn_reparameterize(model, changes), X, Y, loss, fisher="exact")
     in_kappa = to_arrays(g, net, frames=kappa)
     out["A‡, G‡ (κ)"] = max(max(diff(A, Ak), diff(G, Gk)) for (A, G), (Ak, Gk) in zip(fac2, in_kappa))
     out["control: A, G vs κ"] = max(max(diff(A, Ak), diff(G, Gk)) for (A, G), (Ak, Gk) in zip(fac, in_kappa))

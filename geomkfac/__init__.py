@@ -14,7 +14,10 @@ array([[1., 2.],
 from geomkfac.core import *  # noqa: F401,F403  (the geometry core: spaces, frames, maps, metrics)
 from geomkfac.core import __all__ as _core_all
 from geomkfac.errors import GeomKFACError
+from geomkfac.data_frames import activation_moments, centering_changes, whitening_changes
+from geomkfac.reparam import LayerChange, reparameterize
 
 __version__ = "0.1.0"
 
-__all__ = ["GeomKFACError", "__version__", *_core_all]
+__all__ = ["GeomKFACError", "__version__", "LayerChange", "reparameterize",
+           "activation_moments", "centering_changes", "whitening_changes", *_core_all]

@@ -86,6 +86,10 @@ def _check_out(path, force):
 
 
 def _command(args) -> int:
+    if args.threads is not None:
+        from geomkfac.threads import limit_blas_threads
+
+        limit_blas_threads(args.threads)
     kw = dict(QUICK) if args.quick else {}
     if args.steps is not None:
         kw["steps"] = args.steps
@@ -182,7 +186,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "repeatable")
     parser.add_argument("--out", metavar="DIR",
                         help="write table.txt, audit.json and distances.png into DIR")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty --out DIR")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty --out DIR (its table.txt, audit.json and "
+                             "distances.png are replaced, other files left as they are)")
+    parser.add_argument("--threads", type=_positive, metavar="N",
+                        help="use at most N BLAS/OpenMP threads (default: the libraries' own)")
     parser.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
     parser.set_defaults(func=_command)
     return parser

@@ -137,31 +137,29 @@ _OTHER = {"tanh": "sigmoid", "sigmoid": "tanh"}
 
 
 def _mlp_pair(name, model, X, rng):
-    from geomkfac.nn import MLP, Dense, reparameterize
+    from geomkfac.nn import MLP, Dense
+    from geomkfac.reparam import LayerChange, reparameterize
 
     L = len(model.layers)
     _, cache = model.forward_cache(X)
     acts = [X] + list(cache.a[:-1])
-    Om, ga, Ph, ta = [None] * (L + 1), [None] * (L + 1), [None] * L, [None] * L
+    changes = {}
     for i in range(L):
         ch = _space_change(name, acts[i], rng, i and model.layers[i - 1].activation.name, i == 0)
-        if ch is None:
-            continue
-        Om[i], ga[i] = ch.Omega, ch.gamma
-        if i > 0:
-            Ph[i - 1], ta[i - 1] = ch.Phi, ch.tau
+        if ch is not None:
+            changes[i] = ch.on_A_only() if i == 0 else ch
     if name == "random_affine":  # the output layer's pre-activations too (output frame kept)
         ch = _space_change(name, np.zeros((1, model.sizes[L])), rng, None, False)
-        Ph[L - 1], ta[L - 1] = ch.Phi, ch.tau
-    net2 = reparameterize(model, Om, ga, Ph, ta)
+        changes[L] = LayerChange(Phi=ch.Phi, tau=ch.tau)
+    net2 = reparameterize(model, changes)
     if name == "sigmoid_tanh":
         # the same weights (Eqn. D.2) with the plain named activation instead of the
         # conjugated one: σ(x) = ½ tanh(x/2) + ½ is then the only link between the two
         net2 = MLP.from_layers([Dense(l2.W, l2.b, _OTHER[l.activation.name] if i < L - 1
                                       else l.activation.name)
                                 for i, (l, l2) in enumerate(zip(model.layers, net2.layers))])
-    X2 = X if Om[0] is None else X @ np.asarray(Om[0]).T + (0.0 if ga[0] is None else np.asarray(ga[0]))
-    return net2, X2
+    X2 = X if 0 not in changes else _apply_frame(X, changes[0])
+    return net2, X2, changes
 
 
 def _homogeneous(B, c):
@@ -194,7 +192,8 @@ def _stack_pair(name, model, X, rng):
     each layer's ``W̄‡ = Φ⁻¹ (W̄ M⁻¹ − τ e_lastᵀ)`` with ``M`` the change of its homogeneous
     input — ``Ω ⊗ I_{k²}`` on patches, ``Ω ⊗ I_T`` after a channel-major flatten, ``Ω_h ⊕ Ω_x``
     on an RNN's ``[h; x]`` (its ``h0`` moved to ``Ω_h h0 + γ_h``) — and the activation
-    ``φ‡ = Ω φ(Φ · + τ) + γ`` (Eqn. D.3)."""
+    ``φ‡ = Ω φ(Φ · + τ) + γ`` (Eqn. D.3).  Written out here, independently of
+    :func:`geomkfac.reparam.reparameterize` (the tests compare the two)."""
     from geomkfac.nn import RNN, ConjugatedActivation, Conv2d, Dense, Flatten, LastStep, Sequential
     from geomkfac.reparam import LayerChange
 
@@ -202,10 +201,12 @@ def _stack_pair(name, model, X, rng):
     last = params[-1]
     ch_in = _space_change(name, _channel_rows(X), rng, None, True) or LayerChange()
     X2 = _apply_frame(X, ch_in) if ch_in.changes_A else X
+    changes = {0: ch_in.on_A_only()} if ch_in.changes_A else {}
     x = X
     cur = ch_in  # the frame of the points flowing into the next layer
     flat_T = None  # locations per channel after a flatten
     new = []
+    j = 0  # weight layers so far (the activation index of the layer's output)
     for layer in model.layers:
         y, _ = layer.forward(x)
         if isinstance(layer, Flatten):
@@ -262,12 +263,15 @@ def _stack_pair(name, model, X, rng):
                 new.append(RNN(W2, b2, act2, h0=h0))
             else:
                 new.append(Dense(W2, b2, act2))
+            j += 1
+            if out.changes_A or out.changes_Z:
+                changes[j] = out
             cur = out
         else:
             raise ConfigurationError(f"the audit cannot change frames across {layer!r} "
                                      "(pooling does not commute with affine changes of channels)")
         x = y
-    return Sequential(new), X2
+    return Sequential(new), X2, changes
 
 
 def _in_channels(layer):
@@ -280,7 +284,7 @@ def _in_channels(layer):
     return layer.W.shape[1]
 
 
-def activation_pair(name, model, X, rng):
+def activation_pair(name, model, X, rng, return_changes=False):
     """The network ``model`` in frames changed by ``name`` (one of ``centering``,
     ``whitening``, ``random_affine``, ``unit_scaling``, ``sigmoid_tanh``) on every space
     below the output, and the inputs ``X`` in the new input frame: ``(net2, X2)`` with
@@ -293,12 +297,15 @@ def activation_pair(name, model, X, rng):
     >>> net2, X2 = activation_pair("random_affine", net, X, np.random.default_rng(0))
     >>> bool(np.abs(net2.forward(X2) - net.forward(X)).max() < 1e-12)
     True
+
+    With ``return_changes=True`` the changes are returned too, as ``{i: LayerChange}`` keyed
+    by the activation index ``i = 0..L`` (the convention of
+    :func:`geomkfac.reparam.reparameterize`).
     """
     from geomkfac.nn import MLP
 
-    if isinstance(model, MLP):
-        return _mlp_pair(name, model, X, rng)
-    return _stack_pair(name, model, X, rng)
+    net2, X2, changes = (_mlp_pair if isinstance(model, MLP) else _stack_pair)(name, model, X, rng)
+    return (net2, X2, changes) if return_changes else (net2, X2)
 
 
 class WeightFrame:

@@ -442,7 +442,29 @@ class AdditiveMetric(Metric):
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
+        """The factor metrics as a tuple (Python indexing: ``metrics[0]`` is ``g₁``); see
+        :meth:`block` for the paper's numbering."""
         return self._metrics
+
+    def block(self, i: int) -> Metric:
+        """The factor metric ``g_i`` on the ``i``-th factor, numbered from 1 as in the paper
+        (``W = W_1 × … × W_L``; for a K-FAC metric the layer metric ``g^i_ind`` of layer ``i``,
+        as ``independence_metric(..., layer=i)``); ``metrics[i - 1]``.
+
+        >>> from geomkfac.spaces import AffineSpace
+        >>> A, B = AffineSpace(1, "A"), AffineSpace(2, "B")
+        >>> g = additive_metric([Metric(A.reference_frame, [[2.]]), Metric(B.reference_frame, [[1., 0.], [0., 3.]])])
+        >>> g.block(1).matrix()
+        array([[2.]])
+        >>> g.block(0)
+        Traceback (most recent call last):
+        ...
+        geomkfac.errors.ConfigurationError: blocks are numbered 1..2 (as the factors W_1..W_2), got 0
+        """
+        K = len(self._metrics)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 1 <= i <= K:
+            raise ConfigurationError(f"blocks are numbered 1..{K} (as the factors W_1..W_{K}), got {i!r}")
+        return self._metrics[int(i) - 1]
 
     def _display(self, frame=None):
         """The diagonal blocks in a product frame (else the matrix), see :mod:`geomkfac.display`."""

@@ -14,8 +14,9 @@ Both compute the same function: ``f‡(Ω_0 x + γ_0) = Ω_L f(x) + γ_L``.  Thi
 on plain arrays / sympy matrices; :mod:`geomkfac.networks` reaches the same coordinate
 networks from the core's frames and affine maps.
 
-Numeric batches are ``(N, n)`` arrays (rows are examples); symbolic inputs are sympy
-columns ``(n, 1)``.
+Rows are examples everywhere: numeric batches are ``(N, n)`` arrays, symbolic batches are
+sympy matrices ``(N, n)`` (one example per row), as for the metrics of
+:mod:`geomkfac.kfac`.
 """
 
 from __future__ import annotations
@@ -150,22 +151,40 @@ class LayerChange:
         """``[Φ]_H`` for an ``n``-dimensional pre-activation space."""
         return homogeneous(*self._parts(n, "Z", symbolic), symbolic=symbolic)
 
+    def _width(self, which):
+        B, c = (self.Omega, self.gamma) if which == "A" else (self.Phi, self.tau)
+        if B is not None:
+            return int(B.shape[0])
+        return None if c is None else int(np.size(c) if not isinstance(c, sp.MatrixBase) else len(c))
+
+    def _sym_rows(self, x, which):
+        """A symbolic batch as rows ``(N, n)``, and whether it was given as one column."""
+        x = sp.ImmutableMatrix(x) if isinstance(x, sp.MatrixBase) else as_sym_matrix(x)
+        n = self._width(which)
+        if x.cols == 1 and x.rows != 1 and (n is None or x.rows == n):
+            return sp.ImmutableMatrix(x.T), True  # one example as a column (the older form)
+        return x, False
+
     def apply_activations(self, a):
-        """``a‡ = Ω a + γ`` on a numeric batch ``(N, n)`` or a sympy column."""
+        """``a‡ = Ω a + γ`` on a batch ``(N, n)``, rows are examples (numeric, or a sympy
+        matrix; a single sympy column is read as one example and stays a column)."""
         if is_symbolic(a):
-            a = as_sym_matrix(a)
-            O, g = self._parts(a.shape[0], "A", True)
-            return sp.ImmutableMatrix(O * a + g)
+            rows, column = self._sym_rows(a, "A")
+            O, g = self._parts(rows.shape[1], "A", True)
+            out = sp.ImmutableMatrix(rows * O.T + sp.ones(rows.rows, 1) * g.T)
+            return sp.ImmutableMatrix(out.T) if column else out
         a = np.asarray(a, dtype=float)
         O, g = self._parts(a.shape[-1], "A", False)
         return a @ O.T + g
 
     def apply_preactivations(self, z):
-        """``z‡ = Φ⁻¹ (z − τ)`` on a numeric batch ``(N, n)`` or a sympy column."""
+        """``z‡ = Φ⁻¹ (z − τ)`` on a batch ``(N, n)``, rows are examples (as
+        :meth:`apply_activations`)."""
         if is_symbolic(z):
-            z = as_sym_matrix(z)
-            P, t = self._parts(z.shape[0], "Z", True)
-            return sp.ImmutableMatrix(P.inv() * (z - t))
+            rows, column = self._sym_rows(z, "Z")
+            P, t = self._parts(rows.shape[1], "Z", True)
+            out = sp.ImmutableMatrix((P.inv() * (rows.T - t * sp.ones(1, rows.rows))).T)
+            return sp.ImmutableMatrix(out.T) if column else out
         z = np.asarray(z, dtype=float)
         P, t = self._parts(z.shape[-1], "Z", False)
         return np.linalg.solve(P, (z - t).T).T
@@ -175,28 +194,44 @@ IDENTITY_CHANGE = LayerChange()
 
 
 def normalize_changes(changes, L: int) -> list[LayerChange]:
-    """Return a list of ``L + 1`` LayerChanges (index 0 = input) from a dict or sequence."""
+    """Return a list of ``L + 1`` LayerChanges from a dict or sequence keyed by the
+    activation index ``i = 0..L`` (``a_0`` the input, ``a_i`` the output of weight layer
+    ``W_i``; the change ``i`` acts on ``A_i`` and, for ``i >= 1``, on ``Z_i``).
+
+    >>> [c.changes_A for c in normalize_changes({1: centering([1.0])}, 2)]
+    [False, True, False]
+    >>> normalize_changes({3: centering([1.0])}, 2)
+    Traceback (most recent call last):
+    ...
+    geomkfac.errors.ConfigurationError: change for activation 3: activation spaces are numbered 0..2 (0: the input, 2: the output)
+    """
     out = [IDENTITY_CHANGE] * (L + 1)
     if changes is None:
         return out
     if isinstance(changes, LayerChange):
         raise ConfigurationError(
-            "give changes as {layer: LayerChange} (layer 0 = input, 1..L-1 hidden, L output) "
-            "or a sequence of L+1 LayerChange/None"
+            "give changes as {i: LayerChange} keyed by the activation index (0 = input, "
+            "1..L-1 hidden, L output) or a sequence of L+1 LayerChange/None"
         )
+    if isinstance(changes, (str, bytes)) or not isinstance(changes, (Mapping, Sequence)):
+        raise ConfigurationError(
+            f"changes must be a mapping {{i: LayerChange}} or a sequence of L+1 LayerChange/None, "
+            f"got {type(changes).__name__}")
     items = changes.items() if isinstance(changes, Mapping) else enumerate(changes)
     for i, ch in items:
-        if not 0 <= int(i) <= L:
-            raise ConfigurationError(f"change for layer {i}: layers are numbered 0..{L}")
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) <= L:
+            raise ConfigurationError(
+                f"change for activation {i!r}: activation spaces are numbered 0..{L} "
+                f"(0: the input, {L}: the output)")
         if ch is None:
             continue
         if not isinstance(ch, LayerChange):
-            raise ConfigurationError(f"change for layer {i} must be a LayerChange, got {ch!r}")
+            raise ConfigurationError(f"change for activation {i} must be a LayerChange, got {ch!r}")
         out[int(i)] = ch
     if out[0].changes_Z:
         raise ConfigurationError(
-            "the input (layer 0) has no pre-activation space: give only Omega, gamma for it "
-            "(change.on_A_only())"
+            "the input (activation 0) has no pre-activation space: give only Omega, gamma for "
+            "it (change.on_A_only())"
         )
     return out
 
@@ -252,22 +287,21 @@ class CoordinateMLP:
         """Forward pass keeping everything: ``(abars, zs, acts)``.
 
         ``abars[i-1]`` is ``ā_{i-1}`` (input of layer i), ``zs[i-1]`` is ``z_i`` and
-        ``acts[i]`` is ``a_i`` (``acts[0] = x``).  Numeric: batches ``(N, ·)``.
+        ``acts[i]`` is ``a_i`` (``acts[0] = x``). Rows are examples, numeric or symbolic:
+        each entry is ``(N, ·)`` (a numpy array, or a sympy matrix for a symbolic network or
+        input). A single sympy column ``(n_0, 1)`` is still read as one example (deprecated)
+        and then gives columns.
         """
         if self.symbolic or is_symbolic(x):
-            a = _to_sym(x) if not isinstance(x, sp.MatrixBase) else sp.ImmutableMatrix(x)
-            if a.shape[1] != 1:
-                a = sp.ImmutableMatrix(a.reshape(a.shape[0] * a.shape[1], 1))
-            self._check_input(a.shape[0])
-            abars, zs, acts = [], [], [a]
-            for W, phi in zip(self.Wbars, self.activations):
-                ab = sp.ImmutableMatrix(a.col_join(sp.ones(1, 1)))
-                z = sp.ImmutableMatrix(_to_sym(W) * ab)
-                a = phi(z)
-                abars.append(ab)
-                zs.append(z)
-                acts.append(a)
-            return abars, zs, acts
+            cols, as_column = self._symbolic_examples(x)
+            per = [self._trace_column(c) for c in cols]
+            if as_column:
+                return per[0]
+
+            def stack(k, j):
+                return sp.ImmutableMatrix(sp.Matrix.vstack(*[p[k][j].T for p in per]))
+
+            return tuple([stack(k, j) for j in range(len(per[0][k]))] for k in range(3))
         x = np.asarray(x, dtype=float)
         if x.ndim == 1:
             x = x[None, :]
@@ -283,14 +317,59 @@ class CoordinateMLP:
             acts.append(a)
         return abars, zs, acts
 
+    def _symbolic_examples(self, x):
+        """The examples of a symbolic batch as columns, and whether ``x`` was a single
+        column (the deprecated form)."""
+        n0 = self.widths[0]
+        if isinstance(x, sp.MatrixBase):
+            M = sp.ImmutableMatrix(x)
+        else:
+            arr = np.asarray(x, dtype=object)
+            M = _to_sym(x)
+            if arr.ndim == 1:
+                M = sp.ImmutableMatrix(M.reshape(1, M.rows * M.cols))
+        if M.cols == n0:
+            return [sp.ImmutableMatrix(M.row(r).T) for r in range(M.rows)], False
+        if M.cols == 1 and M.rows == n0:
+            import warnings
+
+            warnings.warn(
+                "a sympy column as the input of a CoordinateMLP is deprecated: rows are examples "
+                f"(give a 1 × {n0} row, or an N × {n0} matrix), as for NumPy batches",
+                DeprecationWarning, stacklevel=4)
+            return [M], True
+        raise DimensionError(
+            f"symbolic inputs are rows (N, {n0}), one example per row as for NumPy batches, "
+            f"got shape {tuple(M.shape)}")
+
+    def _trace_column(self, a):
+        abars, zs, acts = [], [], [a]
+        for W, phi in zip(self.Wbars, self.activations):
+            ab = sp.ImmutableMatrix(a.col_join(sp.ones(1, 1)))
+            z = sp.ImmutableMatrix(_to_sym(W) * ab)
+            a = phi(z)
+            abars.append(ab)
+            zs.append(z)
+            acts.append(a)
+        return abars, zs, acts
+
     def _check_input(self, n):
         if n != self.widths[0]:
             raise DimensionError(f"inputs have {n} features, the network expects {self.widths[0]}")
 
     def forward(self, x):
-        """Network output ``a_L`` for a numeric batch ``(N, n_0)`` / ``(n_0,)`` or a sympy column.
+        """Network output ``a_L`` for a batch ``(N, n_0)`` (rows are examples): a numpy array,
+        or a sympy matrix for a symbolic network or input, giving ``(N, n_L)``.
 
-        A 1-D numeric input gives a ``(1, n_L)`` output.
+        A 1-D input is one example and gives a ``(1, n_L)`` output.
+
+        >>> import sympy as sp
+        >>> x = sp.Symbol("x")
+        >>> net = CoordinateMLP([sp.Matrix([[2, 1, 5]])], ["identity"])   # z = 2 x₁ + x₂ + 5
+        >>> net.forward(sp.Matrix([[x, 3], [1, 0]]))                   # two examples, two rows
+        Matrix([
+        [2*x + 8],
+        [      7]])
         """
         return self.trace(x)[2][-1]
 
@@ -308,13 +387,24 @@ class CoordinateMLP:
         return np.concatenate([W.reshape(-1, order="F") for W in self.Wbars])
 
     @property
-    def layer_sizes(self) -> tuple[int, ...]:
-        """Number of parameters ``n_i (n_{i-1} + 1)`` per layer."""
+    def param_counts(self) -> tuple[int, ...]:
+        """Number of parameters ``n_i (n_{i-1} + 1)`` of each layer ``i = 1..L`` (the widths
+        of the spaces are :attr:`widths`)."""
         return tuple(W.shape[0] * W.shape[1] for W in self.Wbars)
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Deprecated name of :attr:`param_counts`."""
+        import warnings
+
+        warnings.warn("layer_sizes is deprecated: it is the number of parameters per layer, now "
+                      "param_counts; the widths of the spaces are widths", DeprecationWarning,
+                      stacklevel=2)
+        return self.param_counts
 
     def with_vector(self, w) -> "CoordinateMLP":
         """Same architecture, weights from a stacked column-major vector."""
-        sizes = np.cumsum((0,) + self.layer_sizes)
+        sizes = np.cumsum((0,) + self.param_counts)
         if len(w) != sizes[-1]:
             raise DimensionError(f"parameter vector has {len(w)} entries, expected {sizes[-1]}")
         Ws = []
@@ -374,20 +464,37 @@ def _conjugate(phi: Activation, change: LayerChange) -> Activation:
     return ConjugatedActivation(phi, change.Omega, change.gamma, change.Phi, change.tau)
 
 
-def reparameterize(coord_net: CoordinateMLP, changes) -> CoordinateMLP:
-    """The same abstract network in changed frames (Eqns. D.2 and D.3).
+def _reparameterize_coordinate_mlp(coord_net: CoordinateMLP, changes) -> CoordinateMLP:
+    ch = normalize_changes(changes, coord_net.L)
+    Ws, acts = [], []
+    for i in range(1, coord_net.L + 1):
+        Ws.append(transform_weights(coord_net.Wbars[i - 1], ch[i - 1], ch[i]))
+        acts.append(_conjugate(coord_net.activations[i - 1], ch[i]))
+    return CoordinateMLP(Ws, acts)
+
+
+def reparameterize(net, changes, *legacy):
+    """The same abstract network in changed frames (Eqns. D.2 and D.3): the one entry point
+    for coordinate networks and the NumPy backend's networks.
 
     Parameters
     ----------
-    coord_net : CoordinateMLP
-    changes : dict ``{layer: LayerChange}`` or sequence of ``L + 1`` LayerChange/None
-        Layer 0: input change ``(Ω_0, γ_0)``; layers ``1 … L−1``: hidden changes
-        ``(Ω_i, γ_i, Φ_i, τ_i)``; layer L (optional): change of the output spaces, after
-        which outputs are in the new coordinates ``Ω_L a_L + γ_L``.
+    net : CoordinateMLP, geomkfac.nn.MLP or geomkfac.nn.Sequential
+        A Sequential of Dense, Conv2d, AvgPool2d, MaxPool2d, Flatten, RNN and LastStep layers
+        (each layer kind's rule: :mod:`geomkfac.nn.reparam`).
+    changes : dict ``{i: LayerChange}`` or sequence of ``L + 1`` LayerChange/None
+        Keyed by the activation index ``i = 0..L`` (paper numbering: ``a_0`` the input,
+        ``a_i`` the output of weight layer ``W_i``, ``i = 1..L``). ``0``: input change
+        ``(Ω_0, γ_0)`` only; ``1 … L−1``: hidden changes ``(Ω_i, γ_i, Φ_i, τ_i)``; ``L``
+        (optional): change of the output spaces, after which outputs are in the new
+        coordinates ``Ω_L a_L + γ_L``.
+    *legacy
+        Deprecated: ``reparameterize(model, Omegas, gammas, Phis, taus)`` (per-space lists,
+        the former signature of ``geomkfac.nn.reparameterize``) still works and warns.
 
     Returns
     -------
-    CoordinateMLP
+    CoordinateMLP, MLP or Sequential (the kind of ``net``)
         with ``f‡(Ω_0 x + γ_0) = Ω_L f(x) + γ_L``.
 
     Examples
@@ -398,13 +505,41 @@ def reparameterize(coord_net: CoordinateMLP, changes) -> CoordinateMLP:
     >>> x = rng.normal(size=(5, 2))
     >>> bool(np.allclose(net2.forward(x), net.forward(x)))
     True
+
+    The same ``changes`` on the NumPy backend's network:
+
+    >>> from geomkfac.nn import MLP
+    >>> model = MLP([2, 3, 1], "sigmoid", seed=0)
+    >>> bool(np.allclose(reparameterize(model, {1: sigmoid_to_tanh(3)}).forward(x), model.forward(x)))
+    True
     """
-    ch = normalize_changes(changes, coord_net.L)
-    Ws, acts = [], []
-    for i in range(1, coord_net.L + 1):
-        Ws.append(transform_weights(coord_net.Wbars[i - 1], ch[i - 1], ch[i]))
-        acts.append(_conjugate(coord_net.activations[i - 1], ch[i]))
-    return CoordinateMLP(Ws, acts)
+    if legacy:
+        import warnings
+
+        from geomkfac.nn.reparam import changes_from_arrays
+
+        if len(legacy) != 3:
+            raise ConfigurationError(
+                "reparameterize(net, changes) takes a {i: LayerChange} mapping; the deprecated "
+                "form is reparameterize(model, Omegas, gammas, Phis, taus)")
+        warnings.warn(
+            "reparameterize(model, Omegas, gammas, Phis, taus) is deprecated; pass "
+            "reparameterize(model, {i: LayerChange(Omega, gamma, Phi, tau)}) keyed by the "
+            "activation index i = 0..L", DeprecationWarning, stacklevel=2)
+        changes = changes_from_arrays(changes, *legacy)
+    if isinstance(net, CoordinateMLP):
+        return _reparameterize_coordinate_mlp(net, changes)
+    from geomkfac.nn.layers import Sequential
+    from geomkfac.nn.model import MLP
+
+    if isinstance(net, (MLP, Sequential)):
+        from geomkfac.nn.reparam import reparameterize_network
+
+        return reparameterize_network(net, changes)
+    raise ConfigurationError(
+        f"reparameterize takes a CoordinateMLP, a geomkfac.nn.MLP or a geomkfac.nn.Sequential, "
+        f"got {type(net).__name__}; an AbstractMLP is reparameterized by choosing frames: "
+        "net.reference_frames().derive(changes)")
 
 
 # --------------------------------------------------------------------------- named changes

@@ -59,8 +59,8 @@ def _symbolic():
     ch1 = LayerChange(sp.Matrix([[2, 1], [R(1, 2), 1]]), sp.Matrix([1, -R(1, 3)]),
                       sp.Matrix([[1, R(2, 3)], [-1, 2]]), sp.Matrix([R(1, 4), -1]))
     net_t = reparameterize(net, {0: LayerChange(Omega=O0, gamma=g0), 1: ch1})
-    x = sp.Matrix(sp.symbols("x0:2"))
-    d = net_t.forward(O0 * x + g0) - net.forward(x)
+    x = sp.Matrix([sp.symbols("x0:2")])   # one example: a row
+    d = net_t.forward(x * O0.T + g0.T) - net.forward(x)
     d = d.applyfunc(lambda e: sp.expand(e.replace(sp.tanh, lambda a: sp.tanh(sp.expand(a)))))
     return d
 

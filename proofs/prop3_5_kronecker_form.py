@@ -106,7 +106,7 @@ def _seed(seed, N):
                 d = max(d, rel(M, np.kron(A, G)))
             worst["frames κ: pipeline vs coordinate network in κ (geomkfac.nn)"] = d
     F = np.asarray(K.expected_pullback(net, w, X, "gaussian").matrix(), dtype=float)
-    offs = np.concatenate([[0], np.cumsum(net.layer_sizes)])
+    offs = np.concatenate([[0], np.cumsum(net.param_counts)])
     ctrl = np.inf
     for i in range(1, net.L):  # hidden layers (for the last, identity output, they coincide)
         sl = slice(offs[i - 1], offs[i])

@@ -91,7 +91,7 @@ def _seed(seed, N):
                              N=N)
     g = K.kfac_metric(net, w, X, "bernoulli")
     M = np.asarray(g.matrix(), dtype=float)
-    sizes = net.layer_sizes
+    sizes = net.param_counts
     offs = np.concatenate([[0], np.cumsum(sizes)])
     off_max = 0.0
     for i in range(net.L):

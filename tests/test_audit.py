@@ -33,6 +33,7 @@ from geomkfac.audit import (
 from geomkfac.cli import main
 from geomkfac.errors import ConfigurationError
 from geomkfac.nn import get_optimizer
+from geomkfac.reparam import reparameterize
 
 TINY = dict(steps=2, n_examples=256, hidden=(4,), damping_lambdas=(0.0, 1e-6, 1e-2))
 
@@ -121,10 +122,15 @@ def test_rules_in_identity_coordinates_reproduce_the_shipped_optimizers(key, arc
 def test_activation_pairs_compute_the_same_function(arch, name):
     X, _ = digits_problem(40, seed=2, arch=arch)
     net = build_network(arch, (6,), seed=2)
-    net2, X2 = activation_pair(name, net, X, np.random.default_rng(3))
+    net2, X2, changes = activation_pair(name, net, X, np.random.default_rng(3), return_changes=True)
     f = net.forward(X)
     # D.2/D.3 with changes of condition ≤ 1e2 per space: round-off ≲ 1e-13 relative
     assert np.abs(net2.forward(X2) - f).max() <= 1e-12 * np.abs(f).max()
+    # the layer stacks are built by hand here (as in the Thm 4.1/4.2 proofs): the library's
+    # reparameterize must give the same weights for the same changes (measured ≤ 1e-15)
+    lib = reparameterize(net, changes)
+    for W, W_lib in zip(net2.get_Wbars(), lib.get_Wbars()):
+        assert np.abs(W - W_lib).max() <= 1e-12 * max(1.0, np.abs(W_lib).max())
     # control: Eqn. D.2 without D.3 (the new weights with the old activations) is another
     # function — the check above can fail
     wrong = net2.copy()
@@ -235,7 +241,7 @@ def test_cli_table_json_and_exit_status(tmp_path, capsys):
     # a non-empty --out is refused without --force (exit 2, one line), accepted with it
     assert main(["audit", *_FAST, "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
-    assert main(["audit", *_FAST, "--out", str(out), "--force"]) == 0
+    assert main(["audit", *_FAST, "--out", str(out), "--force", "--threads", "1"]) == 0
 
 
 def test_cli_planted_failure_exits_1(capsys):

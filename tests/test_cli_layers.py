@@ -98,9 +98,9 @@ def test_idx_images_are_1x28x28(tmp_path, capsys):
     save_idx(tmp_path / "lab", rng.integers(0, 10, 20).astype(np.uint8))
     rc, _, err = _run(capsys, "--arch", "conv2k5p2-max4-dense10", "--idx-images", tmp_path / "img",
                       "--idx-labels", tmp_path / "lab", "--task", "classification",
-                      "--optimizer", "sgd", "--steps", 2, "--out", tmp_path)
+                      "--optimizer", "sgd", "--steps", 2, "--out", tmp_path / "out")
     assert rc == 0, err
-    Wbars = load_checkpoint(tmp_path / "checkpoint-sgd.npz").Wbars
+    Wbars = load_checkpoint(tmp_path / "out" / "checkpoint-sgd.npz").Wbars
     assert [W.shape for W in Wbars] == [(2, 26), (10, 2 * 7 * 7 + 1)]
     # the same images as 28 rows of 28 pixels: predict the next row (no labels needed)
     rc, _, err = _run(capsys, "--arch", "rnn4-dense28", "--idx-images", tmp_path / "img",

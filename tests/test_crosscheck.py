@@ -413,18 +413,6 @@ def test_ngd_step_equals_abstract_update_with_fisher(loss, om, metric):
 
 
 # ----------------------------------------------------------------------------- changed frames
-def _nn_changes(L, changes):
-    """``{layer: LayerChange}`` → the argument lists of ``geomkfac.nn.model.reparameterize``
-    (Omegas/gammas indexed 0..L by activation space, Phis/taus 0..L-1 by layer − 1)."""
-    Om, ga = [None] * (L + 1), [None] * (L + 1)
-    Ph, ta = [None] * L, [None] * L
-    for i, ch in changes.items():
-        Om[i], ga[i] = ch.Omega, ch.gamma
-        if i >= 1:
-            Ph[i - 1], ta[i - 1] = ch.Phi, ch.tau
-    return Om, ga, Ph, ta
-
-
 @pytest.mark.parametrize("sizes,act,hidden", [((3, 4, 2), "tanh", (1,)),
                                               ((2, 3, 3, 2), "softplus", (1, 2)),
                                               ((2, 3, 3, 2), "sigmoid", (2,))])
@@ -438,7 +426,7 @@ def test_factors_in_a_changed_frame_equal_nn_on_reparameterized_net(sizes, act, 
     # follow from the core's transformation laws (A‡ = [Ω]_H A [Ω]_Hᵀ, G‡ = Φᵀ G Φ)
     g = kfac_metric(anet, w, X, om)
     in_kappa = to_arrays(g, anet, frames=kappa)
-    model2 = nn_reparameterize(model, *_nn_changes(anet.L, changes))
+    model2 = nn_reparameterize(model, changes)
     assert_close(model2.forward(X), model.forward(X), what="same function")
     fac2 = kfac_factors(model2, X, Y, loss, fisher="exact")
     # the pipeline run directly in κ (D.3 activations, κ's Jacobians) agrees as well
@@ -468,7 +456,7 @@ def test_changed_frame_input_and_hidden(loss, om):
     changes = {0: ch0, 1: random_affine(sizes[1], rng)}
     kappa = anet.reference_frames().derive(changes)
     in_kappa = to_arrays(kfac_metric(anet, w, X, om), anet, frames=kappa)
-    model2 = nn_reparameterize(model, *_nn_changes(anet.L, changes))
+    model2 = nn_reparameterize(model, changes)
     X2 = X @ ch0.Omega.T + ch0.gamma
     fac2 = kfac_factors(model2, X2, Y, loss, fisher="exact")
     for i, ((A, G), (A_k, G_k)) in enumerate(zip(fac2, in_kappa), start=1):
@@ -515,7 +503,7 @@ def test_property_changed_frame_factors(seed, width, pair, act):
     changes = {1: random_affine(width, np.random.default_rng(seed + 1))}
     kappa = anet.reference_frames().derive(changes)
     in_kappa = to_arrays(kfac_metric(anet, w, X, om), anet, frames=kappa)
-    fac2 = kfac_factors(nn_reparameterize(model, *_nn_changes(anet.L, changes)), X, Y, loss)
+    fac2 = kfac_factors(nn_reparameterize(model, changes), X, Y, loss)
     for (A, G), (A_k, G_k) in zip(fac2, in_kappa):
         # the frame change has condition number ≤ 4 per factor, so entries stay O(10)
         assert_close(A, A_k, what="A‡")

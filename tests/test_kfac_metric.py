@@ -137,7 +137,7 @@ def test_independence_metric_is_prop_3_5_and_exact_for_one_example():
     rng, net, w, x = setup(4, N=9)
     F = expected_pullback(net, w, x[:1], "gaussian")
     K = kfac_metric(net, w, x[:1], "gaussian")
-    sizes = net.layer_sizes
+    sizes = net.param_counts
     # one example: E[ā āᵀ] ⊗ E[DᵀGD] = E[ā āᵀ ⊗ DᵀGD] → equals the Fisher's diagonal blocks
     k = 0
     for i, blk in enumerate(K.blocks(), start=1):

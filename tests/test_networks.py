@@ -148,8 +148,11 @@ def test_frame_choice_errors():
         FrameChoice(net, [A.reference_frame for A in other.A], [None, net.Z[1].reference_frame, net.Z[2].reference_frame])
     with pytest.raises(DimensionError):
         AbstractMLP([2, 2, 1], ["tanh"])
+    # one activation name means what it means for geomkfac.nn.MLP: hidden layers, identity last
+    one = AbstractMLP([2, 2, 1], "tanh")
+    assert [a.name for a in one.activations] == ["tanh", "identity"]
     with pytest.raises(ConfigurationError):
-        AbstractMLP([2, 2, 1], "tanh")
+        AbstractMLP([2, 2, 1], "swish")
     with pytest.raises(DimensionError):
         net.weights_from([np.zeros((2, 2)), np.zeros((1, 3))])
     with pytest.raises(ConfigurationError):

@@ -143,3 +143,17 @@ def test_conjugated_dtype_and_errors():
         ConjugatedActivation("tanh")
     with pytest.raises(ConfigurationError):
         ConjugatedActivation("nope", Omega=np.eye(2))
+
+
+@pytest.mark.parametrize("name", NAMES + ["conjugated"])
+def test_forward_into_a_strided_view_equals_forward(name):
+    """``forward_into`` writes φ(z) into the activation columns of a homogeneous buffer
+    ``[a 1]`` (a strided view) exactly as ``forward`` returns it, and leaves the ones column."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((5, 3))
+    act = (ConjugatedActivation("tanh", np.eye(3) + 0.2, rng.standard_normal(3))
+           if name == "conjugated" else get_activation(name))
+    buf = np.ones((5, 4))
+    got = act.forward_into(z, buf[:, :-1])
+    np.testing.assert_array_equal(buf[:, :-1], act.forward(z))
+    assert np.shares_memory(got, buf) and np.all(buf[:, -1] == 1)

@@ -146,10 +146,7 @@ def test_backend_reparameterize_agrees_with_the_theory_layer():
     widths = (3, 4, 5, 2)
     model = MLP(widths, "softplus", seed=1)
     ch = random_changes(rng, widths)
-    L = len(widths) - 1
-    fast = reparameterize(model, [ch[i].Omega for i in range(L + 1)],
-                          [ch[i].gamma for i in range(L + 1)],
-                          [ch[i].Phi for i in range(1, L + 1)], [ch[i].tau for i in range(1, L + 1)])
+    fast = reparameterize(model, ch)  # the same changes, read by the backend's rules
     theory = to_mlp(theory_reparameterize(to_coordinate_mlp(model), ch))
     for a, b in zip(fast.layers, theory.layers):
         np.testing.assert_allclose(a.Wbar, b.Wbar, rtol=0, atol=TOL * max(1.0, np.abs(b.Wbar).max()))

@@ -23,6 +23,7 @@ from geomkfac.nn import (
     reparameterize,
 )
 from geomkfac.nn.curvature import kfac_factors_from_cache
+from geomkfac.nn.reparam import changes_from_arrays
 
 LOSSES = ["softmax_ce", "mse", "bernoulli"]
 # float64 round-off of sums of O(1) products over ≤ 100 terms: 1e-12 leaves a wide margin
@@ -226,7 +227,7 @@ def test_kfac_factors_transform_and_undamped_step_is_invariant(loss):
     ga = [rng.standard_normal(d) for d in sizes[:-1]] + [None]
     Ph = [np.eye(d) + 0.3 * rng.standard_normal((d, d)) for d in sizes[1:]]
     ta = [rng.standard_normal(d) for d in sizes[1:]]
-    net2 = reparameterize(net, Om, ga, Ph, ta)
+    net2 = reparameterize(net, changes_from_arrays(Om, ga, Ph, ta))
     X2 = X @ Om[0].T + ga[0]
     fac = kfac_factors(net, X, Y, loss, fisher="exact")
     fac2 = kfac_factors(net2, X2, Y, loss, fisher="exact")

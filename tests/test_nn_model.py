@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from geomkfac.errors import ConfigurationError, DimensionError
 from geomkfac.nn import MLP, Dense, get_loss, loss_and_grad, reparameterize
+from geomkfac.nn.reparam import changes_from_arrays
+from geomkfac.reparam import LayerChange
 from geomkfac.nn.activations import ACTIVATIONS, ConjugatedActivation
 
 ACTS = sorted(ACTIVATIONS)
@@ -139,7 +141,7 @@ def test_reparameterized_network_computes_same_function(act):
     net = MLP(sizes, act, seed=4)
     X = rng.standard_normal((7, 3))
     Om, ga, Ph, ta = random_bases(rng, sizes, keep_output=False)
-    net2 = reparameterize(net, Om, ga, Ph, ta)
+    net2 = reparameterize(net, changes_from_arrays(Om, ga, Ph, ta))
     assert all(isinstance(l.activation, ConjugatedActivation) for l in net2.layers)
     want = net.forward(X) @ Om[-1].T + ga[-1]
     np.testing.assert_allclose(net2.forward(X @ Om[0].T + ga[0]), want, rtol=1e-9, atol=1e-10)
@@ -157,11 +159,16 @@ def test_reparameterize_keep_output_basis():
     sizes = [2, 3, 2]
     net = MLP(sizes, "sigmoid", seed=0)
     Om, ga, Ph, ta = random_bases(rng, sizes, keep_output=True)
-    net2 = reparameterize(net, Om, ga, Ph, ta)
+    net2 = reparameterize(net, changes_from_arrays(Om, ga, Ph, ta))
     X = rng.standard_normal((4, 2))
     np.testing.assert_allclose(net2.forward(X @ Om[0].T + ga[0]), net.forward(X), rtol=1e-10, atol=1e-12)
     with pytest.raises(DimensionError):
-        reparameterize(net, Om[:-1], ga, Ph, ta)
+        changes_from_arrays(Om[:-1], ga, Ph, ta)
+    # the former signature still works, with a DeprecationWarning, and gives the same network
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        old = reparameterize(net, Om, ga, Ph, ta)
+    for a, b in zip(old.layers, net2.layers):
+        np.testing.assert_array_equal(a.Wbar, b.Wbar)
 
 
 def test_sigmoid_network_is_reparameterized_tanh_network():
@@ -171,9 +178,8 @@ def test_sigmoid_network_is_reparameterized_tanh_network():
     rng = np.random.default_rng(12)
     tanh_net = MLP([2, 3, 1], "tanh", seed=3)
     h = 3
-    net2 = reparameterize(
-        tanh_net, [None, 0.5 * np.eye(h), None], [None, 0.5 * np.ones(h), None], [0.5 * np.eye(h), None], [None, None]
-    )
+    net2 = reparameterize(tanh_net, {1: LayerChange(Omega=0.5 * np.eye(h), gamma=0.5 * np.ones(h),
+                                                    Phi=0.5 * np.eye(h))})
     z = rng.standard_normal((5, h))
     sig = 1 / (1 + np.exp(-z))
     np.testing.assert_allclose(net2.layers[0].activation.forward(z), sig, rtol=1e-14)
@@ -243,7 +249,7 @@ def test_bad_input():
         MLP([3, 2], "tanh", dtype=np.int32)
     with pytest.raises(ConfigurationError):
         MLP([3], "tanh")
-    with pytest.raises(DimensionError, match="layer 1 expects 5 inputs but layer 0 has 4"):
+    with pytest.raises(DimensionError, match="layer 2 expects 5 inputs but layer 1 has 4"):
         MLP.from_layers([Dense(np.ones((4, 3)), np.zeros(4)), Dense(np.ones((2, 5)), np.zeros(2))])
     with pytest.raises(DimensionError):
         Dense(np.ones((4, 3)), np.zeros(3))

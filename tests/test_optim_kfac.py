@@ -361,7 +361,7 @@ def test_without_floor_a_singular_factor_is_reported_and_nothing_changes():
     net, X, Y = _singular_input_problem()
     opt = get_optimizer("kfac", net, "mse", lr=0.1, **exact_kfac(eig_floor=None))
     th0 = net.get_flat()
-    with pytest.raises(DegenerateMetricError, match="K-FAC block of layer 0 is degenerate: rank"):
+    with pytest.raises(DegenerateMetricError, match="K-FAC block of layer 1 is degenerate: rank"):
         opt.step(X, Y)
     assert np.array_equal(net.get_flat(), th0)
     assert opt.A is None  # the optimizer state was rolled back too
@@ -377,7 +377,7 @@ def test_undamped_softmax_kfac_is_refused_as_degenerate():
     net = MLP([3, 4, 3], "tanh", seed=1)
     th0 = net.get_flat()
     opt = get_optimizer("kfac", net, "softmax_ce", lr=0.1, **exact_kfac(eig_floor=None))
-    with pytest.raises(DegenerateMetricError, match="layer 1 is degenerate"):
+    with pytest.raises(DegenerateMetricError, match="layer 2 is degenerate"):
         opt.step(X, Y)
     assert np.array_equal(net.get_flat(), th0)
     damped = get_optimizer("kfac", net, "softmax_ce", lr=0.1,
@@ -460,7 +460,7 @@ def test_singular_factor_without_damping_in_inverse_mode():
     net, X, Y = _singular_input_problem()
     opt = get_optimizer("kfac", net, "mse", damping=0.0, fisher="exact")
     th0 = net.get_flat()
-    with pytest.raises(DegenerateMetricError, match="factor A of layer 0"):
+    with pytest.raises(DegenerateMetricError, match="factor A of layer 1"):
         opt.step(X, Y)
     assert np.array_equal(net.get_flat(), th0)
 

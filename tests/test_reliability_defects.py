@@ -467,3 +467,18 @@ def test_13_stopped_run_counts_updates_from_one_only():
     failed = res.steps + 1
     assert f"update {failed} was not applied" in res.message
     assert f"step {failed - 1}:" not in res.message and "step " not in res.message, res.message
+
+
+def test_finite_check_is_exact_when_the_sum_overflows():
+    """The optimizers' finite check decides from the sum first; a sum that overflows on
+    large finite entries must not be mistaken for a NaN/inf entry (and a NaN or inf entry
+    hidden among them is still found)."""
+    from geomkfac.nn.optim.base import _is_finite
+
+    big = np.full(10, 3e38, dtype=np.float32)  # finite entries, the float32 sum overflows
+    assert _is_finite(big) and _is_finite([big, np.array([1e308, 1e308])])
+    for bad in (np.nan, np.inf, -np.inf):
+        x = big.copy()
+        x[3] = bad
+        assert not _is_finite(x) and not _is_finite([np.ones(2), x])
+    assert not _is_finite(np.array([np.inf, -np.inf]))  # the sum is NaN, not inf

@@ -209,13 +209,13 @@ def test_symbolic_same_function_exact():
         ),
     }
     net2 = reparameterize(net, ch)
-    x = sp.Matrix([sp.Rational(1, 3), -1])
+    x = sp.Matrix([[sp.Rational(1, 3), -1]])  # one example: a row
     lhs = net2.forward(ch[0].apply_activations(x))[0]
     rhs = net.forward(x)[0]
     assert sp.cancel(lhs - rhs) == 0
     # negative control: drop the Φ W‡ γ bias term of D.2 in layer 2
     W2t = net2.Wbars[1]
-    bad_b = W2t[:, -1] + W2t[:, :-1] * ch[1].gamma
+    bad_b = W2t[:, -1] + W2t[:, :-1] * sp.Matrix(ch[1].gamma)
     W2bad = W2t[:, :-1].row_join(bad_b)
     net_bad = CoordinateMLP([net2.Wbars[0], W2bad], net2.activations)
     diff = sp.cancel(net_bad.forward(ch[0].apply_activations(x))[0] - rhs)
@@ -227,7 +227,7 @@ def test_symbolic_sigmoid_to_tanh_exact():
     net = _sym_net()
     net2 = reparameterize(net, {1: sigmoid_to_tanh(2, symbolic=True)})
     plain = CoordinateMLP(net2.Wbars, ["tanh", "identity"])
-    x = sp.Matrix([sp.Rational(1, 2), 2])
+    x = sp.Matrix([[sp.Rational(1, 2), 2]])
     d = (plain.forward(x)[0] - net.forward(x)[0]).rewrite(sp.exp)
     assert sp.simplify(d) == 0
     # negative control: tanh in place of sigmoid without the weight change
@@ -239,7 +239,7 @@ def test_symbolic_sigmoid_to_tanh_exact():
 def test_symbolic_agrees_with_numeric():
     net = _sym_net()
     netf = CoordinateMLP([np.array(W, dtype=float) for W in net.Wbars], net.activations)
-    x = sp.Matrix([sp.Rational(1, 5), sp.Rational(-3, 2)])
+    x = sp.Matrix([[sp.Rational(1, 5), sp.Rational(-3, 2)]])
     ys = float(net.forward(x)[0])
     yn = netf.forward(np.array([0.2, -1.5]))[0, 0]
     assert abs(ys - yn) < 1e-14  # exact value rounded once vs float64 pass

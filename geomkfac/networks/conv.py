@@ -73,6 +73,7 @@ from typing import Sequence
 import numpy as np
 import sympy as sp
 
+from geomkfac import display as _display
 from geomkfac.activations_sym import Activation, ConjugatedActivation, get_activation
 from geomkfac.errors import ConfigurationError, DataError, DimensionError, SpaceMismatchError
 from geomkfac.fields import field_of
@@ -190,7 +191,7 @@ def _grid_T(grid) -> int:
     return 1 if grid is None else grid[0] * grid[1]
 
 
-class AbstractCNN:
+class AbstractCNN(_display.Displayable):
     """An abstract convolutional network (Appendix F.1.2): spaces, weight spaces, maps.
 
     Parameters
@@ -529,6 +530,20 @@ class AbstractCNN:
         Xc = np.asarray(Xc, dtype=float)
         return [Point(f0, x.reshape(-1)) for x in Xc]
 
+    # ------------------------------------------------------------ display
+    def _display(self, frame=None, weights=None):
+        return _display.cnn_display(self, frame, weights)
+
+    def display(self, frame=None, weights=None):
+        """The network in the CNNFrames ``frame`` (default: reference frames): spaces and
+        grids, frames, ``|T_l|``, activations in those frames (D.3) and, given ``weights``,
+        ``[W̄_l]`` (F.4) -- :func:`geomkfac.display.cnn_display`."""
+        return self._display(frame, weights)
+
+    def latex(self, frame=None, weights=None) -> str:
+        """The LaTeX of :meth:`display`."""
+        return self._display(frame, weights).latex
+
     def __repr__(self) -> str:
         kinds = " → ".join(r.kind for r in self.layers)
         return f"AbstractCNN({self.name!r}, in={self.in_shape}, {kinds})"
@@ -591,7 +606,7 @@ def _max_pool_map(frame_in: Frame, frame_out: Frame, geom: PoolGeometry) -> Smoo
 
 
 # =========================================================================== frames
-class CNNFrames:
+class CNNFrames(_display.Displayable):
     """A frame on every local activation space ``A_s`` and pre-activation space ``Z_l``.
 
     The same frame of a local space is used at every location (power frames), in every
@@ -661,6 +676,10 @@ class CNNFrames:
         chA = self.net.A[rec.a_out].reference_frame.change_to(fA)
         chZ = fZ.change_to(self.net.Z[l].reference_frame)
         return ConjugatedActivation(rec.activation, chA.B, chA.c, chZ.B, chZ.c)
+
+    def _display(self, frame=None):
+        """The network in these frames (``frame``: other CNNFrames to show instead)."""
+        return _display.cnn_display(self.net, frame if frame is not None else self)
 
     def __repr__(self) -> str:
         return f"CNNFrames(A: [{', '.join(f.name for f in self.A)}]; Z: [{', '.join(f.name for f in self.Z)}])"

@@ -79,6 +79,13 @@ __all__ = [
 ]
 
 
+def _warn_layer_sizes():
+    import warnings
+
+    warnings.warn("layer_sizes is deprecated: it is the number of parameters per layer, now "
+                  "param_counts; the widths of the spaces are widths", DeprecationWarning, stacklevel=3)
+
+
 def _vec(M):
     """Column-stacking vec of a numeric or sympy matrix (1-D array / sympy column)."""
     if isinstance(M, sp.MatrixBase):
@@ -203,9 +210,16 @@ class AbstractMLP(_display.Displayable):
     ----------
     widths : sequence of int
         ``n_0, n_1, …, n_L``.
-    activations : sequence of L activations (names or :class:`Activation` objects)
-        ``φ_i`` in the reference frames of ``Z_i`` and ``A_i``.
+    activations : activation or sequence of L activations (names or :class:`Activation` objects)
+        ``φ_i`` in the reference frames of ``Z_i`` and ``A_i``. A single one means, as for
+        :class:`geomkfac.nn.MLP`: the hidden layers use it and the last layer is
+        ``"identity"``.
     name : str
+
+    Layers are numbered as in the paper: weight spaces ``W_i`` (``weight_spaces[i]``) and
+    pre-activation spaces ``Z_i`` for ``i = 1..L``, activation spaces ``A_i`` for
+    ``i = 0..L`` (``A[0]`` the input); :attr:`widths` are the dimensions ``n_0..n_L`` and
+    :attr:`param_counts` the number of parameters ``dim W_i`` of each layer.
 
     Examples
     --------
@@ -231,9 +245,9 @@ class AbstractMLP(_display.Displayable):
             raise DimensionError(f"an MLP needs at least two positive widths (n_0, n_1, …), got {widths}")
         L = len(widths) - 1
         if isinstance(activations, (str, Activation)):
-            raise ConfigurationError(
-                f"give one activation per layer ({L}), e.g. ['tanh'] * {L - 1} + ['identity']"
-            )
+            # as geomkfac.nn.MLP: one activation for the hidden layers, identity for the last
+            get_activation(activations)  # checked even without a hidden layer to use it
+            activations = [activations] * (L - 1) + ["identity"]
         activations = tuple(get_activation(a) for a in activations)
         if len(activations) != L:
             raise DimensionError(f"{L} layers need {L} activations, got {len(activations)}")
@@ -248,8 +262,21 @@ class AbstractMLP(_display.Displayable):
         self._reference = None
 
     @property
-    def layer_sizes(self) -> tuple[int, ...]:
+    def param_counts(self) -> tuple[int, ...]:
+        """Number of parameters ``dim W_i = n_i (n_{i-1} + 1)`` of each layer ``i = 1..L``
+        (the sizes of the spaces are :attr:`widths`).
+
+        >>> AbstractMLP([2, 3, 1], "tanh").param_counts
+        (9, 4)
+        """
         return tuple(W.dim for W in self.weight_spaces[1:])
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Deprecated name of :attr:`param_counts` (it never gave the layers' widths: those
+        are :attr:`widths`)."""
+        _warn_layer_sizes()
+        return self.param_counts
 
     def reference_frames(self) -> FrameChoice:
         """The reference frame of every space (cached)."""
@@ -316,7 +343,8 @@ class AbstractMLP(_display.Displayable):
     def input_coords(self, inputs, frames: FrameChoice | None = None):
         """Input coordinates (given in the reference frame of ``A_0``) in ``frames.A[0]``.
 
-        Numeric ``(N, n_0)`` batches are mapped in one vectorized step.
+        Rows are examples: a numeric ``(N, n_0)`` batch or a sympy ``(N, n_0)`` matrix is
+        mapped in one step (a single sympy column is read as one example and stays a column).
         """
         frames = self._frames(frames)
         f0 = frames.A[0]
@@ -324,14 +352,17 @@ class AbstractMLP(_display.Displayable):
             return inputs
         ch = self.A[0].reference_frame.change_to(f0)
         if is_symbolic(inputs) or ch.field.symbolic:
-            x = _to_sym(inputs)  # one symbolic example: a column (a row is accepted too)
-            if x.cols != 1:
-                if x.rows != 1:
-                    raise DimensionError(
-                        "symbolic inputs are one example at a time: give an n_0 × 1 column"
-                    )
-                x = x.T
-            return sp.ImmutableMatrix(_to_sym(ch.B) * x + _to_sym(ch.c).reshape(x.rows, 1))
+            x = _to_sym(inputs)
+            n0 = self.widths[0]
+            if np.ndim(inputs) == 1 and not isinstance(inputs, sp.MatrixBase):
+                x = x.T  # one example given as a flat list: a row
+            column = x.cols == 1 and x.rows == n0 and n0 != 1
+            rows = x.T if column else x
+            if rows.cols != n0:
+                raise DimensionError(
+                    f"symbolic inputs are rows (N, {n0}), one example per row, got shape {tuple(x.shape)}")
+            out = rows * _to_sym(ch.B).T + sp.ones(rows.rows, 1) * _to_sym(ch.c).reshape(1, n0)
+            return sp.ImmutableMatrix(out.T if column else out)
         x = np.asarray(inputs, dtype=float)
         return x @ np.asarray(ch.B, dtype=float).T + np.asarray(ch.c, dtype=float).reshape(-1)
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from geomkfac import display as _display
 from geomkfac.activations_sym import Activation, ConjugatedActivation, get_activation
 from geomkfac.errors import ConfigurationError, DimensionError, SpaceMismatchError
 from geomkfac.fields import field_of
@@ -72,7 +73,7 @@ def _vec(M):
 
 
 # =========================================================================== frames
-class RNNFrames:
+class RNNFrames(_display.Displayable):
     """A frame on each of ``A``, ``X``, ``Z``, ``Y`` of an abstract RNN, shared by all steps.
 
     Attributes
@@ -151,6 +152,10 @@ class RNNFrames:
         chA = self.net.A.reference_frame.change_to(self.A)
         chZ = self.Z.change_to(self.net.Z.reference_frame)
         return ConjugatedActivation(base, chA.B, chA.c, chZ.B, chZ.c)
+
+    def _display(self, frame=None):
+        """The network in these frames (``frame``: other RNNFrames to show instead)."""
+        return _display.rnn_display(self.net, frame if frame is not None else self)
 
     def __repr__(self) -> str:
         return f"RNNFrames(A: {self.A.name}, X: {self.X.name}, Z: {self.Z.name}, Y: {self.Y.name})"
@@ -258,7 +263,7 @@ def reparameterize_rnn(crnn: CoordinateRNN, hidden: LayerChange | None = None,
 
 
 # =========================================================================== the abstract RNN
-class AbstractRNN:
+class AbstractRNN(_display.Displayable):
     """An abstract recurrent network (Appendix G.1.2): spaces, weight spaces, activation.
 
     Parameters
@@ -386,6 +391,21 @@ class AbstractRNN:
         """Outputs (coordinates in ``frames.Y``) for inputs given in the reference frame of X."""
         frames = self._frames(frames)
         return self.coordinates(weights, h0, frames).forward(self.input_coords(X, frames))
+
+    # ------------------------------------------------------------ display
+    def _display(self, frame=None, weights=None, h0=None):
+        return _display.rnn_display(self, frame, weights, h0)
+
+    def display(self, frame=None, weights=None, h0=None):
+        """The network in the RNNFrames ``frame`` (default: reference frames): the recurrent
+        step and the readout with their spaces and frames, the activation in those frames
+        (D.3) and, given ``weights`` / ``h0``, ``[W̄_0]``, ``[W̄_1]`` (D.2) and ``α_0`` --
+        :func:`geomkfac.display.rnn_display`."""
+        return self._display(frame, weights, h0)
+
+    def latex(self, frame=None, weights=None, h0=None) -> str:
+        """The LaTeX of :meth:`display`."""
+        return self._display(frame, weights, h0).latex
 
     def __repr__(self) -> str:
         return (f"AbstractRNN({self.name!r}, hidden={self.hidden}, inputs={self.inputs}, outputs={self.outputs}, "

@@ -29,7 +29,8 @@ from geomkfac.nn.curvature import (
     per_example_grads,
 )
 from geomkfac.nn.losses import get_loss
-from geomkfac.nn.model import MLP, Dense, reparameterize
+from geomkfac.nn.model import MLP, Dense
+from geomkfac.reparam import reparameterize
 from geomkfac.nn.layers import (
     RNN,
     AvgPool2d,
@@ -42,6 +43,7 @@ from geomkfac.nn.layers import (
 from geomkfac.nn.curvature import KroneckerBlock
 from geomkfac.nn.bridge import to_coordinate_mlp, to_mlp
 from geomkfac.nn.optim import get_optimizer
+from geomkfac.nn.data import load_digits, train_test_split
 
 __all__ = [
     "MLP",
@@ -71,4 +73,6 @@ __all__ = [
     "to_mlp",
     "to_coordinate_mlp",
     "get_optimizer",
+    "load_digits",
+    "train_test_split",
 ]

@@ -12,7 +12,7 @@ Arrays are batch-major: a pre-activation batch ``z`` is ``(N, d)`` and the activ
 
 :class:`ConjugatedActivation` is the activation of a reparameterized network (Eqn. D.3,
 paper-notes §3): ``φ‡(z‡) = Ω φ(Φ z‡ + τ) + γ``. Together with the weights of Eqn. D.2
-(see :func:`geomkfac.nn.model.reparameterize`) it computes the same function in new
+(see :func:`geomkfac.reparameterize`) it computes the same function in new
 activation / pre-activation bases.
 
 >>> import numpy as np
@@ -61,6 +61,12 @@ class Activation:
         """Return ``a = φ(z)`` for a batch ``z`` of shape ``(N, d)``."""
         raise NotImplementedError
 
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Write ``φ(z)`` into ``out`` (e.g. the activation columns of the next layer's
+        homogeneous input, so that no copy is made) and return ``out``."""
+        out[...] = self.forward(z)
+        return out
+
     def backward(self, z: np.ndarray, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
         """Return ``grad_z = (∂φ/∂z)ᵀ grad_a`` per example.
 
@@ -98,6 +104,28 @@ class ElementwiseActivation(Activation):
         return hash(type(self))
 
 
+def derivative_rows(act, z, a, store=None, key=None):
+    """``φ'(z)`` of an elementwise activation whose backward pass is ``φ'(z) ⊙ grad_a``
+    (:meth:`ElementwiseActivation.backward`), computed once per forward pass: with a dict
+    ``store`` it is kept under ``key`` and reused by every later backward pass and
+    Jacobian-vector product of the same pass (a step runs up to three). ``None`` for
+    activations with their own backward (identity, ReLU, conjugated ones), which the caller
+    then applies directly.
+
+    >>> import numpy as np
+    >>> t = Tanh(); z = np.array([[0.5]]); a = t.forward(z)
+    >>> bool(np.allclose(derivative_rows(t, z, a), t.derivative(z))), derivative_rows(Identity(), z, z)
+    (True, None)
+    """
+    if not isinstance(act, ElementwiseActivation) or type(act).backward is not ElementwiseActivation.backward:
+        return None
+    if store is None:
+        return act._derivative_from(z, a)
+    if key not in store:
+        store[key] = act._derivative_from(z, a)
+    return store[key]
+
+
 class Identity(ElementwiseActivation):
     """``φ(z) = z`` (the usual last layer: the loss acts on logits / means)."""
 
@@ -127,7 +155,9 @@ class Sigmoid(ElementwiseActivation):
         return s * (1 - s)
 
     def _derivative_from(self, z, a):
-        return a * (1 - a)
+        d = np.subtract(1, a)
+        d *= a  # a (1 − a), one temporary
+        return d
 
 
 class Tanh(ElementwiseActivation):
@@ -138,12 +168,16 @@ class Tanh(ElementwiseActivation):
     def forward(self, z):
         return np.tanh(z)
 
+    def forward_into(self, z, out):
+        return np.tanh(z, out=out)
+
     def derivative(self, z):
         t = np.tanh(z)
         return 1 - t * t
 
     def _derivative_from(self, z, a):
-        return 1 - a * a
+        d = np.square(a)
+        return np.subtract(1, d, out=d)  # 1 − a², one temporary
 
 
 class ReLU(ElementwiseActivation):
@@ -154,11 +188,15 @@ class ReLU(ElementwiseActivation):
     def forward(self, z):
         return np.maximum(z, 0)
 
+    def forward_into(self, z, out):
+        return np.maximum(z, 0, out=out)
+
     def derivative(self, z):
         return (z > 0).astype(z.dtype)
 
     def backward(self, z, a, grad_a):
-        return np.where(z > 0, grad_a, 0).astype(grad_a.dtype, copy=False)
+        # a product with the 0/1 mask (not np.where: five times slower on these shapes)
+        return grad_a * (z > 0)
 
 
 class Softplus(ElementwiseActivation):

@@ -142,7 +142,7 @@ def build_model(text: str, in_shape, act="tanh", seed: int = 0, dtype=np.float64
         try:
             shape = tuple(layer.out_shape(shape))
         except DimensionError as exc:
-            raise DimensionError(f"architecture {text!r}, layer {len(layers)}: {exc}") from None
+            raise DimensionError(f"architecture {text!r}, its layer number {len(layers) + 1}: {exc}") from None
         layers.append(layer)
 
     for kind, p in spec:

@@ -32,7 +32,10 @@ widths come from the data: ``d-128-64-32-64-128-d`` for the autoencoder, ``d-128
 classification.
 
 Output files in ``--out DIR``: ``metrics-<optimizer>.csv`` (or ``.jsonl``),
-``checkpoint-<optimizer>.npz``, and ``loss.png`` with every optimizer's loss curves.
+``checkpoint-<optimizer>.npz``, and ``loss.png`` with every optimizer's loss curves. ``DIR``
+must be new or empty: a non-empty one is refused unless ``--resume`` (continue the runs in
+it) or ``--force`` (delete the files an earlier run wrote there, of every optimizer, then
+start afresh). ``--threads N`` limits the BLAS threads (:mod:`geomkfac.threads`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import re
 import sys
 
 import numpy as np
@@ -56,7 +60,10 @@ optimizer's loss curves on one figure), then prints a summary table.
 
 --arch lists the FULL layer sizes, input width first and output width last
 (64-128-64-32-64-128-64 is the digits autoencoder). Both ends are checked against the
-data; without --arch they come from the data."""
+data; without --arch they come from the data.
+
+--out DIR must be new or empty, unless --resume (continue the runs saved there) or --force
+(delete an earlier run's files there first, so none of another optimizer is left stale)."""
 
 _EPILOG = """\
 examples:
@@ -111,7 +118,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "targets at every step; on the digits: predict the next row)")
     g.add_argument("--loss", help="bernoulli or mse for the autoencoder (default bernoulli), "
                                   "softmax_ce for classification (the default there)")
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                   help="floating-point type of the weights, data and optimizer state "
+                        "(default float64, in which --resume continues bit-for-bit)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the initialization and of the mini-batch order (default 0)")
 
@@ -119,11 +128,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     o.add_argument("--optimizer", default="kfac", metavar="NAMES",
                    help="comma list (sgd, adam, diag_fisher, ngd, kfac, ekfac); several are "
                         "trained one after the other from the same initialization. Default kfac")
-    for flag, what in (("--lr", "learning rate"), ("--momentum", "momentum"),
-                       ("--damping", "damping")):
-        o.add_argument(flag, metavar="VALUE",
-                       help=f"{what}: one value for every optimizer that has this setting, or "
-                            f"per optimizer as NAME=VALUE[,NAME=VALUE] (e.g. sgd=0.1,adam=1e-3)")
+    per_optimizer = ("one value for every optimizer that has this setting, or per optimizer "
+                     "as NAME=VALUE[,NAME=VALUE]")
+    o.add_argument("--lr", metavar="VALUE",
+                   help=f"learning rate: {per_optimizer}, e.g. --lr kfac=1,sgd=0.02,adam=1e-3 "
+                        "(default: each optimizer's own)")
+    o.add_argument("--momentum", metavar="VALUE",
+                   help=f"momentum coefficient in [0, 1) (every optimizer but adam, which has "
+                        f"--opt-arg beta1): {per_optimizer}, "
+                        "e.g. --momentum sgd=0.9 (default: each optimizer's own)")
+    o.add_argument("--damping", metavar="VALUE",
+                   help=f"Tikhonov damping lambda >= 0 added to the curvature (kfac, ekfac, ngd, "
+                        f"diag_fisher): {per_optimizer}, e.g. --damping kfac=0.1,ngd=1e-3 "
+                        "(default: each optimizer's own)")
     o.add_argument("--opt-arg", action="append", default=[], metavar="[NAME:]KEY=VALUE",
                    help="any other optimizer hyperparameter, e.g. --opt-arg fisher=mc or "
                         "--opt-arg kfac:inverse_update_period=5 (repeatable)")
@@ -136,6 +153,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int,
                    help="evaluate the loss on the full training set every N steps "
                         "(default: 10 times per run)")
+    t.add_argument("--threads", type=int, metavar="N",
+                   help="use at most N BLAS/OpenMP threads (default: the libraries' own, "
+                        "usually one per core); 1 is fastest for small networks and on a "
+                        "machine shared with other jobs")
 
     d = p.add_argument_group("data (default: the embedded 8x8 digits, pixels scaled to [0, 1])")
     d.add_argument("--data", metavar="PATH.npz", help=".npz file with X (N, d) and Y")
@@ -144,13 +165,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     f = p.add_argument_group("output")
     f.add_argument("--out", default="runs", metavar="DIR",
-                   help="directory for metrics, checkpoints and loss.png (default ./runs)")
-    f.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="metrics format")
+                   help="directory for metrics, checkpoints and loss.png (default ./runs); it "
+                        "must be empty or new, unless --resume or --force")
+    f.add_argument("--format", choices=("csv", "jsonl"), default="csv",
+                   help="format of the metrics files: csv (one row per evaluation, default) or "
+                        "jsonl (one JSON object per line)")
     f.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="also checkpoint every N steps (always at the end)")
-    f.add_argument("--resume", action="store_true",
+    r = f.add_mutually_exclusive_group()
+    r.add_argument("--resume", action="store_true",
                    help="continue each optimizer from its checkpoint in --out (same settings; "
                         "--steps/--epochs may be raised)")
+    r.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out: first delete the files an earlier "
+                        "`geomkfac train` wrote there (metrics-*, checkpoint-*, loss.png, for "
+                        "every optimizer); other files are kept")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -406,6 +435,33 @@ def _check_out_dir(out: str) -> None:
         raise ConfigurationError(f"--out {out}: the directory is not writable; give a writable one")
 
 
+#: the files ``geomkfac train`` writes into ``--out`` (and its temporary files)
+_RUN_FILE = re.compile(r"(metrics-\w+\.(csv|jsonl)|checkpoint-\w+\.npz(\.prev)?|loss\.png"
+                       r"|\.(checkpoint|metrics)-\w+\..*\.tmp)")
+
+
+def _prepare_out_dir(out: str, resume: bool, force: bool) -> list[str]:
+    """Refuse a non-empty ``--out`` unless ``resume`` or ``force``; with ``force`` delete the
+    files an earlier run wrote there (every optimizer's, so none is left stale). Returns the
+    names of the deleted files."""
+    entries = sorted(os.listdir(out))
+    if not entries or resume:
+        return []
+    if not force:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise ConfigurationError(
+            f"--out {out} is not empty ({shown}); give a new or empty directory, --resume to "
+            "continue the runs saved there, or --force to replace an earlier run's files"
+        )
+    removed = []
+    for name in entries:
+        path = os.path.join(out, name)
+        if _RUN_FILE.fullmatch(name) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
+
+
 def _summary_table(rows) -> str:
     head = ("optimizer", "status", "final loss", "steps", "seconds")
     body = [(r.name, r.status, "-" if r.final_loss is None else f"{r.final_loss:.6g}",
@@ -438,6 +494,12 @@ def run(args) -> int:
             raise ConfigurationError(f"--{flag.replace('_', '-')} must be positive, got {v}")
     if args.seed < 0:
         raise ConfigurationError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigurationError(f"--threads must be a positive integer, got {args.threads}")
+        from geomkfac.threads import limit_blas_threads
+
+        limit_blas_threads(args.threads)
     _check_out_dir(args.out)
     loss_name = args.loss or _DEFAULT_LOSS[args.task]
     loss = get_loss(loss_name)
@@ -472,6 +534,10 @@ def run(args) -> int:
         return _accepted_keys(get_optimizer(name, init.copy(), loss))
 
     hyper = _hyper_for(names, args, probe)
+    removed = _prepare_out_dir(args.out, args.resume, args.force)
+    if removed:
+        print(f"geomkfac train: --force: deleted {len(removed)} file(s) of an earlier run in "
+              f"{args.out}: {', '.join(removed)}", file=sys.stderr)
     steps = args.steps if (args.steps is not None or args.epochs is not None) else 100
     out = args.out
     ext = "jsonl" if args.format == "jsonl" else "csv"

@@ -299,7 +299,7 @@ def kfac_factors(model: MLP, X, Y, loss, fisher: str = "exact", mc_samples: int 
     f, cache = _forward(model, X)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     factors = kfac_factors_from_cache(model, cache, f, Y, loss, fisher, rng, mc_samples)
-    for i, (A, G) in enumerate(factors):
+    for i, (A, G) in enumerate(factors, start=1):
         if not (np.all(np.isfinite(A)) and np.all(np.isfinite(G))):
             raise NonFiniteError(
                 f"the K-FAC factors of layer {i} are not finite (NaN or inf): the inputs or the "

@@ -34,6 +34,7 @@ __all__ = [
     "save_idx",
     "load_idx_dataset",
     "make_dataset",
+    "train_test_split",
 ]
 
 #: the supported tasks
@@ -225,7 +226,7 @@ def _as_array(a, name: str, what: str) -> np.ndarray:
         raise DataError(f"{name}: {what} is not a rectangular array ({exc})") from None
 
 
-def load_digits(task: str = "autoencoder", dtype=np.float64) -> Dataset:
+def load_digits(task: str = "autoencoder", dtype=np.float64, return_X_y: bool = False):
     """The embedded 8×8 handwritten digits (1,797 images), pixels scaled to ``[0, 1]``.
 
     Read from the package data ``geomkfac/data/digits.npz`` (no network access).
@@ -235,13 +236,30 @@ def load_digits(task: str = "autoencoder", dtype=np.float64) -> Dataset:
     task : {"autoencoder", "classification"}
         Autoencoder: targets are the inputs. Classification: targets are the labels 0–9.
     dtype : float dtype of the inputs.
+    return_X_y : bool
+        Return the arrays ``(X, Y)`` instead of a :class:`Dataset` (as scikit-learn's
+        loaders do).
+
+    Returns
+    -------
+    Dataset, or ``(X, Y)`` with ``return_X_y``
+        ``X`` is ``(1797, 64)``; ``Y`` is ``X`` itself (autoencoder) or the integer labels
+        ``(1797,)`` (classification).
 
     Examples
     --------
     >>> ds = load_digits()
     >>> ds.X.shape, float(ds.X.min()), float(ds.X.max()), ds.Y is ds.X
     ((1797, 64), 0.0, 1.0, True)
+    >>> X, y = load_digits("classification", return_X_y=True)
+    >>> X.shape, y.shape, sorted(set(y.tolist())) == list(range(10))
+    ((1797, 64), (1797,), True)
     """
+    if not isinstance(return_X_y, (bool, np.bool_)):
+        raise ConfigurationError(f"return_X_y must be True or False, got {return_X_y!r}")
+    if return_X_y:
+        ds = load_digits(task, dtype)
+        return ds.X, ds.Y
     _check_task(task)
     dtype = _float_dtype(dtype)
     ref = importlib.resources.files("geomkfac.data").joinpath("digits.npz")
@@ -253,6 +271,109 @@ def load_digits(task: str = "autoencoder", dtype=np.float64) -> Dataset:
     if task == "autoencoder":
         return Dataset(X, X, task, name, None)
     return make_dataset(X, y, task, name=name, dtype=dtype, num_classes=10)
+
+
+def train_test_split(X, Y=None, test_fraction: float = 0.2, seed: int = 0, stratify: bool | None = None):
+    """A seeded split into a training and a test part.
+
+    Parameters
+    ----------
+    X : ndarray (N, ...) or Dataset
+        The inputs, or a whole :class:`Dataset` (then ``Y`` is not given).
+    Y : ndarray (N, ...), optional
+        The targets (labels or arrays), split with the same permutation as ``X``.
+    test_fraction : float
+        The share of examples in the test part, ``0 < test_fraction < 1``; the test part has
+        ``round(test_fraction · N)`` examples (at least one, leaving at least one to train).
+    seed : int
+        Seed of the permutation: the same seed gives the same split.
+    stratify : bool, optional
+        Keep the class proportions in both parts (each class contributes
+        ``round(test_fraction · N_c)`` examples to the test part, so the test size can
+        differ from ``round(test_fraction · N)`` by up to half the number of classes).
+        Default: stratify when ``Y`` holds integer class labels ``(N,)``.
+
+    Returns
+    -------
+    ``(X_train, X_test, Y_train, Y_test)``, or ``(train, test)`` Datasets for a Dataset
+        Within each part the examples keep their original order.
+
+    Raises
+    ------
+    DataError
+        ``X`` and ``Y`` differ in length, or there are fewer than two examples.
+    ConfigurationError
+        ``test_fraction`` outside ``(0, 1)``, a negative seed, or ``stratify`` without labels.
+
+    Examples
+    --------
+    >>> X, y = load_digits("classification", return_X_y=True)
+    >>> X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_fraction=0.2, seed=0)
+    >>> X_tr.shape, X_te.shape
+    ((1438, 64), (359, 64))
+    >>> [int(n) for n in np.bincount(y_te)]            # about 36 of each digit
+    [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]
+    >>> train, test = train_test_split(load_digits(), seed=1)
+    >>> train.num_examples, test.num_examples, test.Y is test.X
+    (1438, 359, True)
+    """
+    if isinstance(X, Dataset):
+        if Y is not None:
+            raise ConfigurationError("give either a Dataset or the arrays X and Y, not both")
+        ds = X
+        tr, te = _split_indices(ds.Y if ds.task == "classification" else None, ds.num_examples,
+                                test_fraction, seed, stratify)
+        def part(idx, tag):
+            Xp = ds.X[idx]
+            Yp = Xp if ds.Y is ds.X else ds.Y[idx]
+            return Dataset(Xp, Yp, ds.task, f"{ds.name} ({tag})", ds.num_classes)
+        return part(tr, "train"), part(te, "test")
+    X = np.asarray(X)
+    if X.ndim < 1:
+        raise DataError("X must be an array of examples (N, ...), got a scalar")
+    N = int(X.shape[0])
+    if Y is not None:
+        Y = np.asarray(Y)
+        if Y.ndim < 1 or Y.shape[0] != N:
+            raise DataError(f"X has {N} examples but Y has shape {Y.shape}; give one target per example")
+    tr, te = _split_indices(Y, N, test_fraction, seed, stratify)
+    if Y is None:
+        return X[tr], X[te], None, None
+    return X[tr], X[te], Y[tr], Y[te]
+
+
+def _split_indices(Y, N: int, test_fraction, seed, stratify):
+    """Sorted training and test indices (the seeded permutation, per class if stratified)."""
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number)) \
+            or not 0.0 < float(test_fraction) < 1.0:
+        raise ConfigurationError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigurationError(f"seed must be a non-negative integer, got {seed!r}")
+    if N < 2:
+        raise DataError(f"a train/test split needs at least 2 examples, got {N}")
+    labels = Y is not None and Y.ndim == 1 and np.issubdtype(Y.dtype, np.integer)
+    if stratify is None:
+        stratify = bool(labels)
+    if stratify and not labels:
+        raise ConfigurationError("stratify=True needs integer class labels Y of shape (N,)")
+    rng = np.random.default_rng(int(seed))
+    if not stratify:
+        n_test = min(max(int(round(float(test_fraction) * N)), 1), N - 1)
+        perm = rng.permutation(N)
+        test = perm[:n_test]
+    else:
+        test = []
+        for c in np.unique(Y):
+            members = np.flatnonzero(Y == c)
+            k = int(round(float(test_fraction) * len(members)))
+            test.extend(rng.permutation(members)[:k].tolist())
+        test = np.asarray(test, dtype=np.int64)
+        if len(test) == 0 or len(test) == N:  # tiny classes: fall back to one example either way
+            perm = rng.permutation(N)
+            test = perm[:1] if len(test) == 0 else perm[1:]
+    mask = np.zeros(N, dtype=bool)
+    mask[test] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def load_npz(path, task: str = "autoencoder", dtype=np.float64) -> Dataset:

@@ -323,6 +323,8 @@ def get_loss(name) -> Loss:
     """
     if isinstance(name, Loss):
         return name
+    if isinstance(getattr(name, "loss_fn", None), Loss):  # an optimizer's bound loss
+        return name.loss_fn
     if not isinstance(name, str):
         raise ConfigurationError(f"a loss must be a name or a Loss object, got {type(name).__name__}")
     key = name.strip().lower()

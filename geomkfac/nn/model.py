@@ -22,14 +22,15 @@ bias is the last ``out`` entries of its block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
-from geomkfac.nn.activations import Activation, ConjugatedActivation, get_activation
+from geomkfac.nn.activations import Activation, derivative_rows, get_activation
+from geomkfac.nn.layers.base import direction_rows
 from geomkfac.nn.layers.dense import Dense
-from geomkfac.reparam import LayerChange, transform_weights
+from geomkfac.reparam import reparameterize  # the one implementation, re-exported here
 
 __all__ = ["Dense", "MLP", "Cache", "INITS", "reparameterize", "check_inputs"]
 
@@ -49,11 +50,16 @@ class Cache:
         ``z[i]`` the pre-activations of layer ``i``, ``(N, out_i)``.
     a : list of ndarray
         ``a[i] = φ_i(z[i])`` the activations of layer ``i`` (``a[-1]`` is the output).
+    derivatives : dict
+        ``φ_i'(z[i])`` by layer, filled on first use by the backward passes and
+        Jacobian-vector products of this forward pass (see
+        :func:`~geomkfac.nn.activations.derivative_rows`).
     """
 
     abar: list
     z: list
     a: list
+    derivatives: dict = field(default_factory=dict)
 
     @property
     def N(self) -> int:
@@ -204,7 +210,7 @@ class MLP:
         for i in range(1, len(layers)):
             if layers[i].in_dim != layers[i - 1].out_dim:
                 raise DimensionError(
-                    f"layer {i} expects {layers[i].in_dim} inputs but layer {i - 1} has "
+                    f"layer {i + 1} expects {layers[i].in_dim} inputs but layer {i} has "
                     f"{layers[i - 1].out_dim} outputs"
                 )
         dtype = np.result_type(*[l.W.dtype for l in layers])
@@ -269,7 +275,7 @@ class MLP:
             Wb = np.asarray(Wb)
             if Wb.shape != (l.out_dim, l.in_dim + 1):
                 raise DimensionError(
-                    f"W̄ of layer {i} must have shape {(l.out_dim, l.in_dim + 1)}, got {Wb.shape}"
+                    f"W̄ of layer {i + 1} must have shape {(l.out_dim, l.in_dim + 1)}, got {Wb.shape}"
                 )
             l.W[...] = Wb[:, :-1]
             l.b[...] = Wb[:, -1]
@@ -345,14 +351,15 @@ class MLP:
             abar_list.append(abar)
             z = abar[:, :-1] @ l.W.T
             z += l.b
-            a = l.activation.forward(z)
             z_list.append(z)
             if i + 1 < len(self.layers):
+                # φ(z) written straight into the next layer's homogeneous input [a 1]
                 nxt = np.empty((N, l.out_dim + 1), dtype=self.dtype)
-                nxt[:, :-1] = a
+                a = l.activation.forward_into(z, nxt[:, :-1])
                 nxt[:, -1] = 1
-                a = nxt[:, :-1]
                 abar = nxt
+            else:
+                a = l.activation.forward(z)
             a_list.append(a)
         return a_list[-1], Cache(abar_list, z_list, a_list)
 
@@ -378,13 +385,17 @@ class MLP:
             raise DimensionError(f"dF must end in ({N}, {C}) to match the output, got {dF.shape}")
         L = len(self.layers)
         Dz = [None] * L
-        g = dF
+        g, owned = dF, False  # owned: g is a temporary of this pass (may be overwritten)
         for i in range(L - 1, -1, -1):
             l = self.layers[i]
-            d = l.activation.backward(cache.z[i], cache.a[i], g)
+            dphi = derivative_rows(l.activation, cache.z[i], cache.a[i], cache.derivatives, i)
+            if dphi is None:
+                d = l.activation.backward(cache.z[i], cache.a[i], g)
+            else:
+                d = np.multiply(g, dphi, out=g) if owned else g * dphi
             Dz[i] = d
             if i > 0:
-                g = d @ l.W
+                g, owned = d @ l.W, True
         return Dz
 
     def jvp(self, cache: Cache, V) -> np.ndarray:
@@ -394,67 +405,13 @@ class MLP:
 
         da = None
         for i, layer in enumerate(self.layers):
-            dz = np.matmul(cache.abar[i], np.swapaxes(V[i], 1, 2))  # (k, N, out)
+            dz = direction_rows(cache.abar[i], V[i])  # (k, N, out), one 2-D GEMM
             if da is not None:
-                dz = dz + da @ layer.W.T
-            da = activation_jvp(layer.activation, cache.z[i], cache.a[i], dz)
+                k, N = da.shape[:2]
+                t = (da.reshape(k * N, -1) @ layer.W.T).reshape(k, N, -1)
+                t += dz
+                dz = t
+            dphi = derivative_rows(layer.activation, cache.z[i], cache.a[i], cache.derivatives, i)
+            da = (activation_jvp(layer.activation, cache.z[i], cache.a[i], dz) if dphi is None
+                  else dphi * dz)
         return da
-
-
-def reparameterize(model: MLP, Omegas, gammas, Phis, taus) -> MLP:
-    """The same abstract network in new bases (Appendix D, Eqns. D.2 and D.3).
-
-    On every activation space ``A_i`` (``i = 0..L``) the new coordinates are
-    ``a‡ = Ω_i a + γ_i``; on every pre-activation space ``Z_i`` (``i = 1..L``) the old ones
-    are ``z = Φ_i z‡ + τ_i``. The returned network has weights solving Eqn. D.2,
-
-    ``W‡_i = Φ_i⁻¹ W_i Ω_{i-1}⁻¹``,  ``b‡_i = Φ_i⁻¹ (b_i − τ_i) − W‡_i γ_{i-1}``
-
-    (computed by :func:`geomkfac.reparam.transform_weights`, the one implementation of D.2),
-    and conjugated activations ``φ‡_i(z‡) = Ω_i φ_i(Φ_i z‡ + τ_i) + γ_i`` (Eqn. D.3), so
-    ``net‡(Ω_0 x + γ_0) = Ω_L net(x) + γ_L``. Pass ``None`` entries for identity / zero;
-    ``Omegas[L] = None, gammas[L] = None`` keeps the output basis.
-
-    Parameters
-    ----------
-    Omegas, gammas : sequences of length L+1 (entries may be None)
-    Phis, taus : sequences of length L (entries may be None)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> net = MLP([2, 3, 1], "tanh", seed=0)
-    >>> rng = np.random.default_rng(1)
-    >>> Om = [np.eye(2) + 0.1 * rng.standard_normal((2, 2)), 2 * np.eye(3), None]
-    >>> ga = [rng.standard_normal(2), np.ones(3), None]
-    >>> net2 = reparameterize(net, Om, ga, [None, None], [None, np.ones(1)])
-    >>> X = rng.standard_normal((4, 2))
-    >>> bool(np.allclose(net2.forward(X @ Om[0].T + ga[0]), net.forward(X)))
-    True
-    """
-    L = len(model.layers)
-    if len(Omegas) != L + 1 or len(gammas) != L + 1 or len(Phis) != L or len(taus) != L:
-        raise DimensionError(
-            f"a network of {L} layers needs {L + 1} Omegas and gammas (input..output) and "
-            f"{L} Phis and taus, got {len(Omegas)}, {len(gammas)}, {len(Phis)}, {len(taus)}"
-        )
-    sizes = model.sizes
-
-    def mat(M, d):
-        return np.eye(d) if M is None else np.asarray(M, dtype=np.float64)
-
-    def vec(v, d):
-        return np.zeros(d) if v is None else np.asarray(v, dtype=np.float64)
-
-    Om = [mat(Omegas[i], sizes[i]) for i in range(L + 1)]
-    ga = [vec(gammas[i], sizes[i]) for i in range(L + 1)]
-    Ph = [mat(Phis[i], sizes[i + 1]) for i in range(L)]
-    ta = [vec(taus[i], sizes[i + 1]) for i in range(L)]
-    layers = []
-    for i, l in enumerate(model.layers):
-        # Eqn. D.2 by the theory layer's one implementation (homogeneous coordinates)
-        Wbar = transform_weights(l.Wbar.astype(np.float64), LayerChange(Omega=Om[i], gamma=ga[i]),
-                                 LayerChange(Phi=Ph[i], tau=ta[i]))
-        act = ConjugatedActivation(l.activation, Om[i + 1], ga[i + 1], Ph[i], ta[i])
-        layers.append(Dense(Wbar[:, :-1].astype(model.dtype), Wbar[:, -1].astype(model.dtype), act))
-    return MLP.from_layers(layers)

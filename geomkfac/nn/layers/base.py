@@ -48,13 +48,17 @@ import numpy as np
 
 from geomkfac.errors import DimensionError
 
-__all__ = ["Layer", "ParamLayer", "Context", "lead_shape", "as_float", "rows_product"]
+__all__ = ["Layer", "ParamLayer", "Context", "lead_shape", "as_float", "rows_product",
+           "direction_rows"]
 
 
 class Context:
-    """A plain record of what ``forward`` kept (attributes set by each layer)."""
+    """A plain record of what ``forward`` kept (attributes set by each layer), with a
+    ``memo`` dict for what the later passes of the same forward pass compute once and share
+    (the activation derivative)."""
 
     def __init__(self, **kw):
+        self.memo = {}
         self.__dict__.update(kw)
 
 
@@ -165,6 +169,21 @@ def rows_product(D, abar) -> np.ndarray:
     if abar.shape[-1] > D.shape[-1]:
         return np.swapaxes(np.swapaxes(abar, -1, -2) @ D, -1, -2)
     return np.swapaxes(D, -1, -2) @ abar
+
+
+def direction_rows(abar, V) -> np.ndarray:
+    """``ā V_jᵀ`` for ``k`` stacked directions ``V`` (``(k, out, d+1)``): ``(k, R, out)``, as one
+    2-D GEMM ``Ā [V_1; …; V_k]ᵀ`` (a view of its ``(R, k·out)`` result) instead of ``k``
+    batched ones.
+
+    >>> import numpy as np
+    >>> A, V = np.arange(6.0).reshape(3, 2), np.arange(8.0).reshape(2, 2, 2)
+    >>> bool(np.array_equal(direction_rows(A, V), np.matmul(A, np.swapaxes(V, 1, 2))))
+    True
+    """
+    k, out = V.shape[0], V.shape[1]
+    prod = abar @ V.reshape(k * out, V.shape[2]).T  # (R, k·out)
+    return np.swapaxes(prod.reshape(prod.shape[0], k, out), 0, 1)
 
 
 def homogeneous_rows(rows: np.ndarray) -> np.ndarray:

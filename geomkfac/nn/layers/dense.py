@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import DimensionError
-from geomkfac.nn.activations import get_activation
-from geomkfac.nn.layers.base import Context, ParamLayer, as_float, homogeneous_rows, lead_shape
+from geomkfac.nn.activations import derivative_rows, get_activation
+from geomkfac.nn.layers.base import (Context, ParamLayer, as_float, direction_rows,
+                                     homogeneous_rows, lead_shape)
 
 __all__ = ["Dense"]
 
@@ -101,7 +102,8 @@ class Dense(ParamLayer):
     def backward(self, ctx, gy, need_input=True):
         lead = lead_shape(gy, 2 + len(ctx.steps))
         g = gy.reshape(lead + (ctx.N * ctx.T, self.out_dim))
-        Dz = self.activation.backward(ctx.z, ctx.a, g)
+        dphi = derivative_rows(self.activation, ctx.z, ctx.a, ctx.memo, "derivative")
+        Dz = self.activation.backward(ctx.z, ctx.a, g) if dphi is None else dphi * g
         gx = None
         if need_input:
             gx = (Dz @ self.W).reshape(lead + (ctx.N,) + ctx.steps + (self.in_dim,))
@@ -112,9 +114,14 @@ class Dense(ParamLayer):
 
         dz = 0
         if V is not None:
-            dz = np.matmul(ctx.abar, np.swapaxes(V, -1, -2))
+            dz = direction_rows(ctx.abar, V)
         if dx is not None:
             k = dx.shape[0]
-            dz = dz + dx.reshape(k, ctx.N * ctx.T, self.in_dim) @ self.W.T
-        da = activation_jvp(self.activation, ctx.z, ctx.a, dz)
+            # the k directions as one 2-D GEMM
+            t = (dx.reshape(k * ctx.N * ctx.T, self.in_dim) @ self.W.T).reshape(k, ctx.N * ctx.T, -1)
+            if V is not None:
+                t += dz
+            dz = t
+        dphi = derivative_rows(self.activation, ctx.z, ctx.a, ctx.memo, "derivative")
+        da = activation_jvp(self.activation, ctx.z, ctx.a, dz) if dphi is None else dphi * dz
         return da.reshape((da.shape[0], ctx.N) + ctx.steps + (self.out_dim,))

@@ -22,10 +22,14 @@ from geomkfac.nn.layers.base import Context, Layer, lead_shape
 __all__ = ["AvgPool2d", "MaxPool2d"]
 
 
-def _windows(x, k, s):
-    """``(..., C, H, W)`` → ``(..., C, Ho, Wo, k, k)`` (a view)."""
-    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(-2, -1))
-    return win[..., ::s, ::s, :, :]
+def _offsets(k, s, Ho, Wo):
+    """The ``k²`` window offsets ``(o, (dy, dx) slices)`` in row-major order: for offset
+    ``(dy, dx)`` the strided slice of the input holding that entry of every window, so
+    ``x[..., sy, sx]`` is ``(..., Ho, Wo)``. Pooling is a loop over these ``k²`` offsets of
+    whole-array operations, never over locations or examples."""
+    hs, ws = s * (Ho - 1) + 1, s * (Wo - 1) + 1
+    return [(dy * k + dx, (slice(dy, dy + hs, s), slice(dx, dx + ws, s)))
+            for dy in range(k) for dx in range(k)]
 
 
 class _Pool(Layer):
@@ -53,17 +57,15 @@ class _Pool(Layer):
             raise DimensionError(f"{self!r}: the window ({self.k}x{self.k}) is larger than the input ({H}x{W})")
         return (C, (H - self.k) // self.stride + 1, (W - self.k) // self.stride + 1)
 
-    def _scatter(self, g, shape, weights):
-        """``Σ_{dy,dx}`` of ``g · weights[dy, dx]`` placed at each window offset."""
-        lead = g.shape[:-3]
-        k, s = self.k, self.stride
-        Ho, Wo = g.shape[-2:]
-        out = np.zeros(lead + tuple(shape), dtype=g.dtype)
-        hs, ws = s * (Ho - 1) + 1, s * (Wo - 1) + 1
-        for dy in range(k):
-            for dx in range(k):
-                out[..., dy:dy + hs:s, dx:dx + ws:s] += weights(dy, dx, g)
-        return out
+    def _slices(self, in_hw):
+        H, W = in_hw
+        Ho, Wo = (H - self.k) // self.stride + 1, (W - self.k) // self.stride + 1
+        return _offsets(self.k, self.stride, Ho, Wo)
+
+    @property
+    def _disjoint(self) -> bool:
+        """Windows do not overlap (stride ≥ k): each input entry is in at most one window."""
+        return self.stride >= self.k
 
 
 class AvgPool2d(_Pool):
@@ -71,46 +73,70 @@ class AvgPool2d(_Pool):
 
     kind = "avgpool"
 
+    def _mean(self, x):
+        offs = self._slices(x.shape[-2:])
+        y = x[(...,) + offs[0][1]].copy()
+        for _, sl in offs[1:]:
+            y += x[(...,) + sl]
+        y *= y.dtype.type(1.0 / (self.k * self.k))
+        return y
+
     def forward(self, x):
         shape = self.out_shape(x.shape[1:])
-        y = _windows(x, self.k, self.stride).mean(axis=(-2, -1))
-        return y, Context(in_shape=x.shape[1:], out_shape=shape)
+        return self._mean(x), Context(in_shape=x.shape[1:], out_shape=shape)
 
     def backward(self, ctx, gy, need_input=True):
         lead_shape(gy, 4)
         if not need_input:
             return None, None
-        c = gy.dtype.type(1.0 / (self.k * self.k))
-        return self._scatter(gy, ctx.in_shape, lambda dy, dx, g: g * c), None
+        gc = gy * gy.dtype.type(1.0 / (self.k * self.k))
+        out = np.zeros(gy.shape[:-3] + tuple(ctx.in_shape), dtype=gy.dtype)
+        for _, sl in self._slices(ctx.in_shape[-2:]):
+            if self._disjoint:
+                out[(...,) + sl] = gc
+            else:
+                out[(...,) + sl] += gc
+        return out, None
 
     def jvp(self, ctx, dx, V):
-        return _windows(dx, self.k, self.stride).mean(axis=(-2, -1))
+        return self._mean(dx)
 
 
 class MaxPool2d(_Pool):
     """Max pooling over ``k×k`` windows (stride ``k`` by default); the gradient goes to the
-    first maximal entry of each window."""
+    first maximal entry of each window (row-major order inside the window)."""
 
     kind = "maxpool"
 
     def forward(self, x):
         shape = self.out_shape(x.shape[1:])
-        win = _windows(x, self.k, self.stride)
-        flat = win.reshape(win.shape[:-2] + (self.k * self.k,))
-        idx = flat.argmax(axis=-1)
-        y = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+        offs = self._slices(x.shape[-2:])
+        y = x[(...,) + offs[0][1]].copy()
+        idx = np.zeros(y.shape, dtype=np.int16)
+        for o, sl in offs[1:]:
+            v = x[(...,) + sl]
+            better = v > y  # strictly: ties keep the first maximal entry
+            np.copyto(y, v, where=better)
+            np.copyto(idx, o, where=better)
         return y, Context(in_shape=x.shape[1:], out_shape=shape, idx=idx)
 
     def backward(self, ctx, gy, need_input=True):
         lead_shape(gy, 4)
         if not need_input:
             return None, None
-        k = self.k
-        return self._scatter(gy, ctx.in_shape,
-                             lambda dy, dx, g: g * (ctx.idx == dy * k + dx)), None
+        out = np.zeros(gy.shape[:-3] + tuple(ctx.in_shape), dtype=gy.dtype)
+        for o, sl in self._slices(ctx.in_shape[-2:]):
+            hit = ctx.idx == o
+            dst = out[(...,) + sl]
+            if self._disjoint:
+                np.copyto(dst, gy, where=hit)
+            else:
+                np.add(dst, gy, out=dst, where=hit)
+        return out, None
 
     def jvp(self, ctx, dx, V):
-        win = _windows(dx, self.k, self.stride)
-        flat = win.reshape(win.shape[:-2] + (self.k * self.k,))
-        idx = np.broadcast_to(ctx.idx[..., None], flat.shape[:-1] + (1,))
-        return np.take_along_axis(flat, idx, axis=-1)[..., 0]
+        offs = self._slices(ctx.in_shape[-2:])
+        y = dx[(...,) + offs[0][1]].copy()
+        for o, sl in offs[1:]:
+            np.copyto(y, dx[(...,) + sl], where=ctx.idx == o)
+        return y

@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import DimensionError
-from geomkfac.nn.activations import get_activation
-from geomkfac.nn.layers.base import Context, ParamLayer, as_float, lead_shape
+from geomkfac.nn.activations import derivative_rows, get_activation
+from geomkfac.nn.layers.base import Context, ParamLayer, as_float, direction_rows, lead_shape
 
 __all__ = ["RNN"]
 
@@ -116,8 +116,13 @@ class RNN(ParamLayer):
         Wh, Wx = self.W[:, :H], self.W[:, H:]
         Dz = np.empty(lead + (ctx.N, ctx.T, H), dtype=gy.dtype)
         gh = np.zeros(lead + (ctx.N, H), dtype=gy.dtype)
+        dphi = derivative_rows(self.activation, ctx.z, ctx.a, ctx.memo, "derivative")
         for t in range(ctx.T - 1, -1, -1):
-            dz = self.activation.backward(ctx.z[:, t], ctx.a[:, t], gy[..., t, :] + gh)
+            g = gy[..., t, :] + gh
+            if dphi is None:
+                dz = self.activation.backward(ctx.z[:, t], ctx.a[:, t], g)
+            else:
+                dz = np.multiply(g, dphi[:, t], out=g)
             Dz[..., t, :] = dz
             gh = dz @ Wh
         Dz = Dz.reshape(lead + (ctx.N * ctx.T, H))
@@ -133,12 +138,14 @@ class RNN(ParamLayer):
         k = (V if V is not None else dx).shape[0]
         dz = np.zeros((k, N, T, H), dtype=ctx.z.dtype)
         if V is not None:
-            dz += np.matmul(ctx.abar, np.swapaxes(V, -1, -2)).reshape(k, N, T, H)
+            dz += direction_rows(ctx.abar, V).reshape(k, N, T, H)
         if dx is not None:
             dz += (dx.reshape(k, N * T, -1) @ Wx.T).reshape(k, N, T, H)
         da = np.empty_like(dz)
         dh = None
+        dphi = derivative_rows(self.activation, ctx.z, ctx.a, ctx.memo, "derivative")
         for t in range(T):
             u = dz[:, :, t] if dh is None else dz[:, :, t] + dh @ Wh.T
-            dh = da[:, :, t] = activation_jvp(self.activation, ctx.z[:, t], ctx.a[:, t], u)
+            dh = da[:, :, t] = (activation_jvp(self.activation, ctx.z[:, t], ctx.a[:, t], u)
+                                if dphi is None else dphi[:, t] * u)
         return da

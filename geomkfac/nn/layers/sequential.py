@@ -71,7 +71,7 @@ class Sequential:
             raise ConfigurationError("a Sequential model needs at least one layer")
         for i, l in enumerate(layers):
             if not isinstance(l, Layer):
-                raise ConfigurationError(f"layer {i} is not a geomkfac.nn layer: {l!r}")
+                raise ConfigurationError(f"layers[{i}] is not a geomkfac.nn layer: {l!r}")
         params = [l for l in layers if l.has_params]
         if not params:
             raise ConfigurationError("a Sequential model needs at least one layer with parameters")
@@ -123,7 +123,7 @@ class Sequential:
         for i, (l, Wb) in enumerate(zip(self.param_layers, Wbars)):
             Wb = np.asarray(Wb)
             if Wb.shape != l.Wbar_shape:
-                raise DimensionError(f"W̄ of layer {i} must have shape {l.Wbar_shape}, got {Wb.shape}")
+                raise DimensionError(f"W̄ of layer {i + 1} must have shape {l.Wbar_shape}, got {Wb.shape}")
             l.set_Wbar(Wb)
 
     def get_flat(self) -> np.ndarray:
@@ -153,7 +153,7 @@ class Sequential:
                 try:
                     out.append(tuple(l.out_shape(out[-1])))
                 except DimensionError as exc:
-                    raise DimensionError(f"layer {i} ({l!r}): {exc}") from None
+                    raise DimensionError(f"layers[{i}] ({l!r}): {exc}") from None
             self._shapes[in_shape] = out
         return self._shapes[in_shape]
 

@@ -6,6 +6,9 @@ K-FAC and EKFAC, sharing one interface.
 - ``step(X, Y) -> StepInfo`` (loss before the step, gradient norm, ``extras``), updating the
   model in place; non-finite loss / gradient / curvature / update raises
   :class:`~geomkfac.errors.NonFiniteError` before anything is modified;
+- ``loss(X, Y)``: the loss at the current weights, without side effects;
+- ``exact=True`` (``kfac``, ``ngd``): the exact natural-gradient preset (exact Fisher, no
+  damping, no averaging, every-step factors; a contradicting keyword is refused);
 - ``state_dict()`` / ``load_state_dict(d)`` for bit-exact resumption.
 
 >>> import numpy as np
@@ -57,6 +60,9 @@ OPTIMIZERS = {
 
 def get_optimizer(name, model, loss, **hyper) -> Optimizer:
     """Build the optimizer called ``name`` for ``model`` and ``loss``.
+
+    ``hyper`` are the optimizer's hyperparameters, and ``exact=True`` its exact
+    natural-gradient preset where it has one (:attr:`Optimizer.exact_preset`).
 
     Raises
     ------

@@ -18,6 +18,9 @@ class Adam(Optimizer):
 
     with ``t`` counted from 1 and ``g_t`` including the L2 weight decay ``η θ``.
 
+    ``step(X, Y)`` returns a :class:`StepInfo`: ``loss`` before the update, ``grad_norm``,
+    ``extras = {lr}``.
+
     Parameters
     ----------
     model, loss

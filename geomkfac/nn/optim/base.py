@@ -123,9 +123,36 @@ def rng_from_array(arr) -> np.random.Generator:
     return np.random.Generator(bg)
 
 
+def _same_setting(a, b) -> bool:
+    """Whether a user's hyperparameter value equals a preset's (``0`` and ``0.0`` agree,
+    ``None`` only with ``None``)."""
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
+        return type(a) is type(b) and a == b
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _exact_optimizers() -> dict:
+    from geomkfac.nn.optim import OPTIMIZERS
+
+    return {n: c for n, c in OPTIMIZERS.items() if c.exact_preset is not None}
+
+
 def _is_finite(x) -> bool:
+    """Whether every entry is finite. Decided first from the sum (one pass, no temporary: a
+    NaN or inf entry makes it non-finite); only a non-finite sum (which an overflow of large
+    finite entries can also cause) is checked entry by entry."""
     if isinstance(x, (list, tuple)):
         return all(_is_finite(v) for v in x)
+    x = np.asarray(x)
+    if x.dtype.kind in "fc":
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(x.sum()):
+                return True
     return bool(np.all(np.isfinite(x)))
 
 
@@ -266,12 +293,48 @@ def _check_layer_entry(where, k, v, shapes) -> None:
     if (rectangular and v.shape != shape) or v.ndim > len(shape) or \
             any(s not in shape for s in v.shape):
         raise CheckpointError(
-            f"{where}: {k} has shape {v.shape}, which does not fit layer {i} with parameters "
+            f"{where}: {k} has shape {v.shape}, which does not fit layer {i + 1} with parameters "
             f"of shape {shape}; resume with the same architecture"
         )
 
 
 # --------------------------------------------------------------------------- base class
+
+
+class BoundLoss:
+    """An optimizer's loss ``ℓ``, bound to its model.
+
+    Calling it, ``opt.loss(X, Y)``, gives the minibatch objective ``h(θ) = (1/N) Σ_n ℓ_n`` at
+    the current weights (without weight decay: the value :meth:`Optimizer.step` reports as
+    ``StepInfo.loss`` before its update) and has no side effect: no weight, optimizer state,
+    random generator or step counter changes. Every other attribute is the loss object's own
+    (``value(f, Y)``, ``grad(f, Y)``, ``name``, …).
+    """
+
+    def __init__(self, optimizer, loss):
+        self._optimizer = optimizer
+        self._loss = loss
+
+    @property
+    def loss_fn(self):
+        """The loss object itself."""
+        return self._loss
+
+    def __call__(self, X, Y) -> float:
+        opt = self._optimizer
+        X, Y = opt._prepare(X, Y)
+        value = float(self._loss.value(opt.model.forward(X), Y))
+        if not np.isfinite(value):
+            raise NonFiniteError(f"the loss is not finite ({value}) on this batch at the current weights")
+        return value
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_loss", "_optimizer"):
+            raise AttributeError(name)
+        return getattr(self._loss, name)
+
+    def __repr__(self) -> str:
+        return f"BoundLoss({self._loss!r})"
 
 
 class Optimizer:
@@ -282,20 +345,32 @@ class Optimizer:
     does its own forward and backward passes, updates ``model`` in place and returns a
     :class:`StepInfo`. If the loss, the gradient, a curvature factor or the update is NaN or
     inf, :class:`NonFiniteError` (naming the quantity and the step) is raised **before** the
-    model or the optimizer state is modified.
+    model or the optimizer state is modified. ``loss(X, Y)`` evaluates the objective at the
+    current weights without side effects (:class:`BoundLoss`).
+
+    ``exact=True`` selects the optimizer's exact natural-gradient preset
+    (:attr:`exact_preset`, where it has one): the preset's hyperparameters are fixed, and
+    giving one of them another value raises :class:`ConfigurationError`.
     """
 
     name = "optimizer"
     #: hyperparameter name -> default value (``lr`` included)
     defaults: dict = {}
+    #: the hyperparameters of the exact natural-gradient step (None: no such preset)
+    exact_preset: dict | None = None
 
-    def __init__(self, model, loss, **hyper):
+    def __init__(self, model, loss, exact=False, **hyper):
         from geomkfac.nn.losses import loss_for_model  # late import: nn-core module
 
         if not all(hasattr(model, a) for a in ("get_Wbars", "forward_cache", "dtype")):
             raise ConfigurationError(
                 f"an optimizer needs a geomkfac.nn model (MLP or Sequential), got {type(model).__name__}"
             )
+        if not isinstance(exact, (bool, np.bool_)):
+            raise ConfigurationError(f"exact must be True or False, got {exact!r}")
+        if exact:
+            hyper = self._with_exact_preset(hyper)
+        self.exact = bool(exact)
         unknown = sorted(set(hyper) - set(self.defaults))
         if unknown:
             raise ConfigurationError(
@@ -305,7 +380,9 @@ class Optimizer:
         h = dict(self.defaults)
         h.update(hyper)
         self.model = model
-        self.loss = loss_for_model(model, loss)
+        #: the loss object (``value(f, Y)``, ``grad(f, Y)``, …); ``loss`` is it bound to the model
+        self.loss_fn = loss_for_model(model, loss)
+        self.loss = BoundLoss(self, self.loss_fn)
         self.hyper = h
         self._validate_common(h)
         self._validate(h)
@@ -313,6 +390,22 @@ class Optimizer:
         self.rng = np.random.default_rng(int(h.get("seed", 0)))
         self.dtype = np.dtype(model.dtype)
         self._shapes = [W.shape for W in model.get_Wbars()]
+
+    def _with_exact_preset(self, hyper: dict) -> dict:
+        """``hyper`` completed by :attr:`exact_preset`; a contradicting value is refused."""
+        preset = self.exact_preset
+        if preset is None:
+            have = ", ".join(sorted(n for n, c in _exact_optimizers().items()))
+            raise ConfigurationError(
+                f"optimizer {self.name!r} has no exact natural-gradient preset; exact=True is "
+                f"offered by: {have}")
+        clash = [k for k, v in preset.items() if k in hyper and not _same_setting(hyper[k], v)]
+        if clash:
+            said = ", ".join(f"{k}={hyper[k]!r} (the preset has {preset[k]!r})" for k in clash)
+            raise ConfigurationError(
+                f"exact=True fixes {', '.join(f'{k}={v!r}' for k, v in preset.items())}; got {said}. "
+                "Drop those arguments, or drop exact=True and configure every setting yourself")
+        return {**hyper, **preset}
 
     # -- validation ------------------------------------------------------------------------
     @staticmethod
@@ -389,7 +482,7 @@ class Optimizer:
             raise DataError(f"the targets are not a regular array ({exc}); give one row per example") from None
         if Y.dtype.kind not in "biuf":
             raise DataError(f"the targets must hold numbers, got dtype {Y.dtype}")
-        Y = self.loss.check_targets(Y, C, X.shape[0])
+        Y = self.loss_fn.check_targets(Y, C, X.shape[0])
         return X, Y
 
     def _check(self, name, value):
@@ -404,9 +497,9 @@ class Optimizer:
         """One forward and backward pass: ``(loss, grads, f, cache, Dz)``; grads per layer
         ``DW̄_i = (1/N) Dz_iᵀ ā_i`` (Eqn. 2.2), weight decay not yet added."""
         f, cache = self.model.forward_cache(X)
-        loss = self.loss.value(f, Y)
+        loss = self.loss_fn.value(f, Y)
         self._check("the loss", loss)
-        Dz = self.model.backward(cache, self.loss.grad(f, Y))
+        Dz = self.model.backward(cache, self.loss_fn.grad(f, Y))
         N = X.shape[0]
         grads = [rows_product(D, ab) / N for D, ab in zip(Dz, cache.abar)]
         self._check("the gradient", grads)
@@ -423,7 +516,16 @@ class Optimizer:
 
     # -- public API -----------------------------------------------------------------------------
     def step(self, X, Y) -> StepInfo:
-        """Take one step on the batch ``(X, Y)``; returns the loss before the step."""
+        """Take one step on the batch ``(X, Y)``, updating the model in place.
+
+        Returns
+        -------
+        StepInfo
+            ``step``: the index of this step (0 for the first); ``loss``: the minibatch loss
+            ``h(θ)`` **before** the update (without weight decay; ``loss(X, Y)`` gives it
+            after); ``grad_norm``: the norm of the gradient used (weight decay included);
+            ``extras``: the optimizer's diagnostics (``lr``, …).
+        """
         X, Y = self._prepare(X, Y)
         info = self._step(X, Y)
         self.step_count += 1

@@ -21,6 +21,9 @@ class DiagFisher(Optimizer):
     Diagonal methods are not invariant under non-diagonal affine reparameterizations
     (paper-notes §3, negative controls).
 
+    ``step(X, Y)`` returns a :class:`StepInfo`: ``loss`` before the update, ``grad_norm``,
+    ``extras = {lr, damping}``.
+
     Parameters
     ----------
     model, loss
@@ -71,7 +74,7 @@ class DiagFisher(Optimizer):
         if h["fisher"] == "empirical":
             Dzs, w = [D[None] for D in Dz], 1.0 / X.shape[0]
         else:
-            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss_fn, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
         new = [diagonal_fisher(D, ab, w, T) for D, ab, T in zip(Dzs, cache.abar, cache.T)]
         self._check("the diagonal Fisher", new)

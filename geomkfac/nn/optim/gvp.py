@@ -13,6 +13,9 @@ forming ``J`` or ``F``:
 
 Per-layer directions and results are in ``W̄`` layout (``out × (in+1)``), optionally with a
 leading axis of ``k`` directions.
+
+The quadratic forms ``v_iᵀ F v_j`` that K-FAC's quadratic model needs take only step 1 and 2:
+``(1/N) Σ_n (J_n v_i)ᵀ H_n (J_n v_j)`` (:func:`ggn_quadratic_form`), no backward pass.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 from geomkfac.errors import DimensionError
 from geomkfac.nn.layers.base import rows_product
 
-__all__ = ["activation_jvp", "output_hvp", "ggn_vector_products", "ggn_vector_product"]
+__all__ = ["activation_jvp", "output_hvp", "ggn_vector_products", "ggn_vector_product",
+           "ggn_quadratic_form"]
 
 
 def activation_jvp(act, z, a, dz):
@@ -40,6 +44,8 @@ def activation_jvp(act, z, a, dz):
         u = z @ Ph.T + ta
         du = activation_jvp(act.base, u, act.base.forward(u), dz @ Ph.T)
         return du @ Om.T
+    if hasattr(act, "_derivative_from"):  # φ'(z) from the cached a = φ(z) where cheaper
+        return act._derivative_from(z, a) * dz
     if hasattr(act, "derivative"):
         return act.derivative(z) * dz
     d = z.shape[-1]  # generic: row j of the Jacobian is backward(e_j)
@@ -103,6 +109,45 @@ def ggn_vector_products(model, cache, f, loss, V):
     Dz = model.backward(cache, output_hvp(loss, f, da))
     out = [rows_product(D, ab) / N for D, ab in zip(Dz, cache.abar)]
     return [o[0] for o in out] if single else out
+
+
+def ggn_quadratic_form(model, cache, f, loss, V) -> np.ndarray:
+    """The ``k × k`` Gram matrix ``[v_iᵀ F v_j]`` of ``k`` directions under the GGN, by
+    forward mode only: ``(1/N) Σ_n (J_n v_i)ᵀ H_n (J_n v_j)`` with the ``k`` directions stacked
+    in one Jacobian-vector pass (no backward pass, no per-layer products).
+
+    Parameters
+    ----------
+    model, cache, f, loss
+        As for :func:`ggn_vector_products`.
+    V : list of ndarray
+        Per-layer directions, each ``(k, out, in+1)``.
+
+    Returns
+    -------
+    ndarray (k, k), symmetric.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from geomkfac.nn import MLP, get_loss
+    >>> net = MLP([3, 4, 2], "tanh", seed=0)
+    >>> X = np.random.default_rng(0).standard_normal((5, 3))
+    >>> f, cache = net.forward_cache(X)
+    >>> rng = np.random.default_rng(1)
+    >>> V = [rng.standard_normal((2,) + W.shape) for W in net.get_Wbars()]
+    >>> Q = ggn_quadratic_form(net, cache, f, get_loss("mse"), V)
+    >>> FV = ggn_vector_products(net, cache, f, get_loss("mse"), V)
+    >>> ref = [[sum(np.vdot(a[i], b[j]) for a, b in zip(V, FV)) for j in range(2)] for i in range(2)]
+    >>> bool(np.allclose(Q, ref))
+    True
+    """
+    N = f.shape[0]
+    da = model.jvp(cache, V)  # (k, N, *out)
+    k = da.shape[0]
+    Hda = output_hvp(loss, f, da)
+    Q = da.reshape(k, -1) @ Hda.reshape(k, -1).T / N
+    return 0.5 * (Q + Q.T)
 
 
 def ggn_vector_product(model, X, loss, v):

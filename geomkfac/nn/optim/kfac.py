@@ -11,7 +11,7 @@ import numpy as np
 
 from geomkfac.errors import ConfigurationError
 from geomkfac.nn.optim.base import Optimizer, StepInfo, layer_dot
-from geomkfac.nn.optim.gvp import ggn_vector_products
+from geomkfac.nn.optim.gvp import ggn_quadratic_form
 from geomkfac.nn.optim.kronecker import (
     Eig,
     damped_inverse,
@@ -83,6 +83,13 @@ class KFAC(Optimizer):
     (``inverse_update_period=1``, ``factor_update_period=1``, ``ema_decay=0``) the step is the
     exact K-FAC natural gradient, invariant under affine reparameterizations (Theorem 2.1).
 
+    ``step(X, Y)`` returns a :class:`StepInfo`: ``loss`` before the update, ``grad_norm``
+    (weight decay included), ``extras``: ``lr``, ``momentum``, ``kl_scale`` (ν; fixed
+    learning rate) or ``lr``, ``momentum`` from the quadratic model (``adaptive_lr``),
+    ``damping`` (λ used), ``next_damping``, ``eig_retries``, ``eig_floored`` (at inverse
+    updates), ``rho`` and ``model_decrease`` (at LM updates). ``exact=True`` selects
+    :attr:`exact_preset` (Theorem 2.1's exact K-FAC step).
+
     Parameters
     ----------
     model : MLP or Sequential
@@ -151,6 +158,21 @@ class KFAC(Optimizer):
         "ekfac": False,
         "temporal": "independent",
         "seed": 0,
+    }
+    #: ``exact=True``: the exact K-FAC natural gradient of Theorem 2.1 — exact Fisher,
+    #: undamped, no moving average, factors and inverses every step, no KL clipping, no
+    #: eigenvalue floor (a degenerate block is refused), no damping adaptation
+    exact_preset = {
+        "fisher": "exact",
+        "damping": 0.0,
+        "damping_mode": "exact",
+        "ema_decay": 0.0,
+        "factor_update_period": 1,
+        "inverse_update_period": 1,
+        "kl_clip": None,
+        "eig_floor": None,
+        "adapt_damping": False,
+        "ekfac": False,
     }
 
     def _validate(self, h):
@@ -238,7 +260,7 @@ class KFAC(Optimizer):
         h = self.hyper
         N = f.shape[0]
         if h["temporal"] != "independent":
-            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss_fn, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
             fac, lags = [], []
             for ab, D, T, temp in zip(cache.abar, Dzs, cache.T, cache.temporal):
@@ -249,7 +271,7 @@ class KFAC(Optimizer):
                             if temp else None)
             return fac, ("lags", lags)
         if h["ekfac"]:
-            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+            Dzs, w = backprop_samples(self.model, cache, f, Y, self.loss_fn, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
             fac = []
             for ab, D, T in zip(cache.abar, Dzs, cache.T):
@@ -261,14 +283,14 @@ class KFAC(Optimizer):
                     for ab, D, T in zip(cache.abar, Dz, cache.T)], None
         from geomkfac.nn.curvature import kfac_factors_from_cache
 
-        fac = kfac_factors_from_cache(self.model, cache, f, Y, self.loss, h["fisher"], self.rng,
+        fac = kfac_factors_from_cache(self.model, cache, f, Y, self.loss_fn, h["fisher"], self.rng,
                                       int(h["mc_samples"]))
         return [(blk.T * A, G) for blk, (A, G) in zip(fac, fac)], None
 
     def _eigs(self, A, G):
         floor = self.hyper["eig_floor"]
-        eA = [safe_eigh(a, floor, f"factor A of layer {i}") for i, a in enumerate(A)]
-        eG = [safe_eigh(g, floor, f"factor G of layer {i}") for i, g in enumerate(G)]
+        eA = [safe_eigh(a, floor, f"factor A of layer {i}") for i, a in enumerate(A, start=1)]
+        eG = [safe_eigh(g, floor, f"factor G of layer {i}") for i, g in enumerate(G, start=1)]
         return eA, eG
 
     def _factored_inverses(self, damping):
@@ -290,10 +312,10 @@ class KFAC(Optimizer):
         mode = self.hyper["damping_mode"]
         if self.hyper["ekfac"]:
             return [precondition_eigenbasis(g, a, q, s, damping, f"the EKFAC block of layer {i}")
-                    for i, (g, a, q, s) in enumerate(zip(grads, self.eigA, self.eigG, self.S))]
+                    for i, (g, a, q, s) in enumerate(zip(grads, self.eigA, self.eigG, self.S), start=1)]
         if mode == "exact":
             return [precondition_exact(g, a, q, damping, f"the K-FAC block of layer {i}")
-                    for i, (g, a, q) in enumerate(zip(grads, self.eigA, self.eigG))]
+                    for i, (g, a, q) in enumerate(zip(grads, self.eigA, self.eigG), start=1)]
         tb = self.tblocks or [None] * len(grads)
         out = []
         for i, (g, (Ai, Gi), b) in enumerate(zip(grads, self._factored_inverses(damping), tb)):
@@ -319,7 +341,7 @@ class KFAC(Optimizer):
         factor_step = A is None or t % int(h["factor_update_period"]) == 0
         if factor_step:
             fac, samples = self._new_factors(cache, f, Y, Dz)
-            for i, (a, g) in enumerate(fac):
+            for i, (a, g) in enumerate(fac, start=1):
                 self._check(f"curvature factor A of layer {i}", a)
                 self._check(f"curvature factor G of layer {i}", g)
             lags = samples[1] if samples is not None and samples[0] == "lags" else None
@@ -332,7 +354,7 @@ class KFAC(Optimizer):
                 G = [eps * g0 + (1 - eps) * g for g0, (_, g) in zip(G, fac)]
             Ts = list(cache.T)
             if lags is not None:
-                for i, lg in enumerate(lags):
+                for i, lg in enumerate(lags, start=1):
                     if lg is not None:
                         self._check(f"lag-one moments of layer {i}", lg)
                 if first or self.A1 is None:
@@ -362,7 +384,7 @@ class KFAC(Optimizer):
                 r = np.sqrt(self.damping + float(h["weight_decay"]))
                 invs = []
                 chol = use_cholesky(A + G)
-                for i, (a, g, pi) in enumerate(zip(A, G, pis)):
+                for i, (a, g, pi) in enumerate(zip(A, G, pis), start=1):
                     Ai, ra = safe_inverse(a, pi * r, f"factor A of layer {i}", chol)
                     Gi, rg = safe_inverse(g, r / pi, f"factor G of layer {i}", chol)
                     invs.append((Ai, Gi))
@@ -383,7 +405,7 @@ class KFAC(Optimizer):
                 Dzs, w = samples
                 S_new = [ekfac_scalings(D, ab, ea.Q, eg.Q, w)
                          for D, ab, ea, eg in zip(Dzs, cache.abar, eigA, eigG)]
-                for i, s in enumerate(S_new):
+                for i, s in enumerate(S_new, start=1):
                     self._check(f"EKFAC scalings of layer {i}", s)
                 if S is None or new_basis:
                     S = S_new
@@ -425,7 +447,7 @@ class KFAC(Optimizer):
             reg_old = 0.5 * eta * layer_dot(Wbars, Wbars)
             new = self.model.get_Wbars()
             with np.errstate(all="ignore"):
-                h_new = float(self.loss.value(self.model.forward(X), Y))
+                h_new = float(self.loss_fn.value(self.model.forward(X), Y))
             h_new += 0.5 * eta * layer_dot(new, new)
             rho = reduction_ratio(h_new, loss + reg_old, model_value)
             self.damping = levenberg_marquardt(
@@ -438,9 +460,10 @@ class KFAC(Optimizer):
         return StepInfo(t, loss, float(np.sqrt(layer_dot(grads, grads))), extras)
 
     def _model_value(self, grads, delta, cache, f, damping):
-        """``M(δ) = ½ δᵀ(F + damping·I)δ + ∇hᵀδ`` with an exact GGN product."""
-        Fd = ggn_vector_products(self.model, cache, f, self.loss, delta)
-        return (0.5 * layer_dot(delta, Fd) + 0.5 * damping * layer_dot(delta, delta)
+        """``M(δ) = ½ δᵀ(F + damping·I)δ + ∇hᵀδ`` with the exact GGN (its quadratic form by
+        forward mode, :func:`~geomkfac.nn.optim.gvp.ggn_quadratic_form`)."""
+        dFd = ggn_quadratic_form(self.model, cache, f, self.loss_fn, [d[None] for d in delta])[0, 0]
+        return (0.5 * float(dFd) + 0.5 * damping * layer_dot(delta, delta)
                 + layer_dot(grads, delta))
 
     def _update(self, grads, P, cache, f, lam, eta):
@@ -449,13 +472,13 @@ class KFAC(Optimizer):
             Delta = [-p for p in P]
             has_prev = self.prev_delta is not None
             d0 = self.prev_delta if has_prev else [np.zeros_like(p) for p in P]
-            V = [np.stack([a, b]) for a, b in zip(Delta, d0)]
-            FV = ggn_vector_products(self.model, cache, f, self.loss, V)
+            # the Gram matrix of (Δ, δ₀) under the GGN: one forward-mode pass, both stacked
+            V = [np.stack([a, b]) for a, b in zip(Delta, d0)] if has_prev else [a[None] for a in Delta]
+            Q = ggn_quadratic_form(self.model, cache, f, self.loss_fn, V)
             c = lam + eta
-            FD, Fd0 = [x[0] for x in FV], [x[1] for x in FV]
-            q00 = layer_dot(Delta, FD) + c * layer_dot(Delta, Delta)
-            q01 = layer_dot(Delta, Fd0) + c * layer_dot(Delta, d0)
-            q11 = layer_dot(d0, Fd0) + c * layer_dot(d0, d0)
+            q00 = float(Q[0, 0]) + c * layer_dot(Delta, Delta)
+            q01 = float(Q[0, 1]) + c * layer_dot(Delta, d0) if has_prev else 0.0
+            q11 = float(Q[1, 1]) + c * layer_dot(d0, d0) if has_prev else 0.0
             b = [layer_dot(grads, Delta), layer_dot(grads, d0)]
             alpha, mu, mval = solve_lr_momentum([[q00, q01], [q01, q11]], b, has_prev)
             delta = [alpha * a + mu * d for a, d in zip(Delta, d0)]
@@ -544,6 +567,8 @@ class EKFAC(KFAC):
 
     name = "ekfac"
     defaults = {k: v for k, v in KFAC.defaults.items() if k != "ekfac"}
+    #: EKFAC's rescaled eigenbasis is not the K-FAC metric: no exact preset
+    exact_preset = None
 
     def _validate(self, h):
         h["ekfac"] = True

@@ -21,6 +21,9 @@ class NGD(Optimizer):
     ``F`` is ``P × P``: meant for small networks (tests, invariance experiments). With
     ``damping=0`` a singular ``F`` raises :class:`~geomkfac.errors.DegenerateMetricError`.
 
+    ``step(X, Y)`` returns a :class:`StepInfo`: ``loss`` before the update, ``grad_norm``,
+    ``extras = {lr, damping, momentum}``. ``exact=True``: ``damping=0``, ``metric="ggn"``.
+
     Parameters
     ----------
     model, loss
@@ -44,6 +47,9 @@ class NGD(Optimizer):
     name = "ngd"
     defaults = {"lr": 1.0, "damping": 1e-4, "metric": "ggn", "momentum": 0.0,
                 "weight_decay": 0.0, "seed": 0}
+    #: ``exact=True``: the undamped natural gradient with the exact Fisher (the GGN, which
+    #: equals the Fisher for the losses here, Example 3.3)
+    exact_preset = {"damping": 0.0, "metric": "ggn"}
 
     def _validate(self, h):
         self._number(h, "damping", 0)
@@ -63,7 +69,7 @@ class NGD(Optimizer):
         Wbars = self.model.get_Wbars()
         loss, grads, *_ = self._forward_backward(X, Y)
         grads = self._add_weight_decay(grads, Wbars)
-        F = (ggn if h["metric"] == "ggn" else empirical_fisher)(self.model, X, Y, self.loss)
+        F = (ggn if h["metric"] == "ggn" else empirical_fisher)(self.model, X, Y, self.loss_fn)
         self._check(f"the {h['metric']} matrix", F)
         g = flatten(grads)
         M = F + (lam + eta) * np.eye(F.shape[0], dtype=F.dtype)

@@ -19,6 +19,9 @@ class SGD(Optimizer):
         θ_{t+1} = θ_t − lr · v_t                    (heavy ball)
         θ_{t+1} = θ_t − lr · (g_t + μ v_t)          (nesterov=True)
 
+    ``step(X, Y)`` returns a :class:`StepInfo`: ``loss`` before the update, ``grad_norm``,
+    ``extras = {lr, momentum}``.
+
     Parameters
     ----------
     model : MLP or Sequential
