@@ -241,7 +241,7 @@ def test_cli_table_json_and_exit_status(tmp_path, capsys):
     # a non-empty --out is refused without --force (exit 2, one line), accepted with it
     assert main(["audit", *_FAST, "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
-    assert main(["audit", *_FAST, "--out", str(out), "--force", "--threads", "1"]) == 0
+    assert main(["audit", *_FAST, "--out", str(out), "--force"]) == 0
 
 
 def test_cli_planted_failure_exits_1(capsys):
