@@ -1,4 +1,4 @@
-"""The ``geomkfac`` command: ``geomkfac prove`` and ``geomkfac train``.
+"""The ``geomkfac`` command: ``geomkfac prove``, ``geomkfac train`` and ``geomkfac audit``.
 
 Each subcommand lives in its own module and registers itself through an
 ``add_parser(subparsers)`` function, so this file only dispatches.
@@ -18,6 +18,7 @@ from geomkfac.errors import GeomKFACError
 SUBCOMMANDS = {
     "prove": "geomkfac.prove",
     "train": "geomkfac.nn.cli",
+    "audit": "geomkfac.audit_cli",
 }
 
 
