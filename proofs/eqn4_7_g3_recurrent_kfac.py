@@ -12,12 +12,12 @@ Closed-form side, only from ``ā`` and ``Dz`` **arrays** obtained by independent
 * numeric (float64): ``ā`` from the direct unrolled loop (:class:`~geomkfac.networks.rnn.CoordinateRNN`),
   ``Dz``-statistics ``J_tᵀ H J_t`` with ``J_t = ∂(y_1..y_T)/∂z_t`` by central finite differences of
   that loop and ``H`` the softmax output Fisher ``diag(p) − ppᵀ`` per step (block diagonal over
-  steps); a tanh RNN (H = 3, 2 inputs, 3 classes, T = 4), recurrent layer and readout (shared over
-  steps, ``T₁ = T``), in the reference frames and in a second choice of frames κ (the pipeline
+  steps); a tanh RNN (H = 3, 2 inputs, 3 classes, T = 4), recurrent layer (layer 1) and readout
+  (layer 2, shared over steps, ``T_2 = T``), in the reference frames and in a second choice of frames κ (the pipeline
   run in κ; the closed form from the κ network of :func:`~geomkfac.networks.rnn.reparameterize_rnn`);
 * the reference case ``rnn_seq_ce`` of an independent library (``tests/oracle/``): the pipeline's
   factors against ``A{i}``, ``G{i}_type2``, ``G{i}_empirical``, and ``T·kron`` of the library's
-  arrays ``abar{i}``, ``Dz{i}_empirical`` against the pipeline's empirical K-FAC metric;
+  arrays ``abar{i}``, ``Dz{i}_empirical`` (the library's keys number layers from 0) against the pipeline's empirical K-FAC metric;
 * symbolic (exact): a linear RNN (one unit, one input, T = 2, Gaussian output) with symbolic
   recurrent weights ``(a, b, c)``; ``ā`` from the unrolled loop in sympy and ``J_t`` by sympy
   differentiation of the loop with ``z_t`` shifted by a symbol; the pipeline's sympy matrix minus

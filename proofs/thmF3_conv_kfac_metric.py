@@ -1,5 +1,5 @@
 """Theorem F.3: the K-FAC metric of an abstract convolutional network,
-``g_KFAC = g^0_ind + g^1_ind + …`` (Definition F.2, each ``g^l_ind`` as in Eqn. F.6), is a
+``g_KFAC = g^1_ind + … + g^L_ind`` (Definition F.2, each ``g^l_ind`` as in Eqn. F.6), is a
 metric on the weight space — symmetric, PSD, one coordinate-free object — and it is
 nondegenerate when every layer's ``E_{ξ,t}[(Ψ^l_{ξ,t})* g]`` (the pullback restricted to a
 single location, ``Ψ^l_{ξ,t} = ϕ^l_{ξ,t} ∘ ψ_{α_{ξ,t}}``) is.
