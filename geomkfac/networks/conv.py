@@ -52,6 +52,7 @@ number takes ``i = 1..L``; the lists :attr:`AbstractCNN.Z`, :attr:`AbstractCNN.w
 :attr:`AbstractCNN.layer_inputs` and the per-layer results keep Python's positions (position
 ``i - 1`` holds layer ``i``) and read by the paper's number with ``.layer(i)``.  Pooling and
 flatten have no weights and no number: a position in the architecture list is ``arch[k]``.
+The reference files key their arrays from 0 (``W0``, ``b0`` are layer 1's).
 
 Examples
 --------
