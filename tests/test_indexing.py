@@ -1,5 +1,6 @@
 """One numbering everywhere (paper: weight layers W_i, i = 1..L; activation spaces a_i,
-i = 0..L) and one orientation of inputs (rows are examples, numeric and symbolic)."""
+i = 0..L) for the MLP, the CNN and the RNN, and one orientation of inputs (rows are examples,
+numeric and symbolic)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import sympy as sp
 
 from geomkfac.errors import ConfigurationError, DimensionError
 from geomkfac.kfac import independence_metric, kfac_metric
-from geomkfac.networks import AbstractMLP
+from geomkfac.networks import AbstractMLP, conv_kfac, rnn_kfac
+from geomkfac.networks.conv import AbstractCNN
+from geomkfac.networks.rnn import AbstractRNN
+from geomkfac.numbering import LayerList
+from geomkfac.output_metrics import GaussianFisher
 from geomkfac.nn import MLP
 from geomkfac.reparam import CoordinateMLP, LayerChange, normalize_changes, reparameterize
 
@@ -110,11 +115,6 @@ def test_symbolic_rows_through_changes_and_the_abstract_network():
 
 
 # ----------------------------------------------------------------------------- CNN and RNN
-from geomkfac.networks import conv_kfac, rnn_kfac  # noqa: E402
-from geomkfac.networks.conv import AbstractCNN  # noqa: E402
-from geomkfac.networks.rnn import AbstractRNN  # noqa: E402
-from geomkfac.numbering import LayerList  # noqa: E402
-from geomkfac.output_metrics import GaussianFisher  # noqa: E402
 
 _ARCH = [{"type": "conv", "out": 2, "k": 2, "pad": 0, "act": "tanh"}, {"type": "avgpool", "k": 1},
          {"type": "flatten"}, {"type": "dense", "out": 1, "act": "identity"}]
