@@ -184,7 +184,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       "    return independence_metric(alphas, rests, zetas, gs)\n",
       ("Eqn. 4.4/F.5",)),
     M("rnn: the scale T dropped", "pipeline", "geomkfac/networks/rnn_kfac.py",
-      "    scale = net.scales[layer] if scaled else 1\n", "    scale = 1\n",
+      "    scale = net.scales.layer(layer) if scaled else 1\n", "    scale = 1\n",
       ("Eqn. 4.7/G.3",)),
     M("rnn: (state, input) in the wrong order", "vec order", "geomkfac/networks/rnn_kfac.py",
       "        alpha = Point(frames.AX, field.concat([field.asvector(h), field.asvector(x)]))\n",

@@ -573,7 +573,8 @@ def _act_text(act) -> str:
     return act.name if not hasattr(act, "base") else f"Ω {act.base.name}(Φ z + τ) + γ"
 
 
-def _weights_lines(Ws, first: int = 0) -> list:
+def _weights_lines(Ws, first: int = 1) -> list:
+    """``[W b]_i`` and its rows for each layer, numbered from ``first`` (the paper's 1)."""
     lines = []
     for l, W in enumerate(Ws, start=first):
         lines.append(f"  [W b]_{l} =")
@@ -584,11 +585,11 @@ def _weights_lines(Ws, first: int = 0) -> list:
 def cnn_display(net, frames=None, weights=None) -> Display:
     """Display of an :class:`~geomkfac.networks.conv.AbstractCNN` in a choice of frames
     (:class:`~geomkfac.networks.conv.CNNFrames`): every layer's spaces with their frames and
-    grids (a local space ``A`` at ``H × W`` locations), the patch spaces ``P_l = A^|Δ|``, the
-    number ``|T_l|`` of locations sharing a convolution's weights, the activations in those
+    grids (a local space ``A`` at ``H × W`` locations), the patch spaces ``P_i = A^|Δ|``, the
+    number ``|T_i|`` of locations sharing a convolution's weights, the activations in those
     frames (Eqn. D.3, the same at every location) and, given ``weights``, the matrices
-    ``[W̄_l]`` (law F.4 / D.2). Parametrized layers are numbered from 0, as in
-    :mod:`geomkfac.networks.conv`.
+    ``[W̄_i]`` (law F.4 / D.2). Parametrized layers are numbered ``i = 1..L`` and activation
+    spaces ``A_0..A_L``, as in the paper and :mod:`geomkfac.networks.conv`.
 
     Examples
     --------
@@ -596,22 +597,22 @@ def cnn_display(net, frames=None, weights=None) -> Display:
     >>> net = AbstractCNN((1, 3, 3), [{"type": "conv", "out": 2, "k": 2, "act": "tanh"},
     ...                               {"type": "flatten"}, {"type": "dense", "out": 1}], name="c")
     >>> print(net.display())
-    abstract CNN c: input 1×3×3 (channels × height × width), 2 parametrized layers (from 0)
-    layer 0, conv 2×2 pad 0: c.A0 [ι_c.A0] on 3×3 → patches c.P0 = c.A0^4 → c.Z0 [ι_c.Z0] on 2×2 (|T| = 4) → c.A1 [ι_c.A1], φ_0 = tanh
+    abstract CNN c: input 1×3×3 (channels × height × width), parametrized layers 1..2
+    layer 1, conv 2×2 pad 0: c.A0 [ι_c.A0] on 3×3 → patches c.P1 = c.A0^4 → c.Z1 [ι_c.Z1] on 2×2 (|T| = 4) → c.A1 [ι_c.A1], φ_1 = tanh
     flatten: c.A1 on 2×2 → c.A1^4
-    layer 1, dense: c.A1^4 [ι_c.A1 at every location] → c.Z1 [ι_c.Z1] → c.A2 [ι_c.A2], φ_1 = identity
+    layer 2, dense: c.A1^4 [ι_c.A1 at every location] → c.Z2 [ι_c.Z2] → c.A2 [ι_c.A2], φ_2 = identity
     """
     fc = net.reference_frames() if frames is None else net._frames(frames)
     C, H, W = net.in_shape
     lines = [f"abstract CNN {net.name}: input {C}×{H}×{W} (channels × height × width), "
-             f"{net.L} parametrized layers (from 0)"]
+             f"parametrized layers 1..{net.L}"]
     rows = []
     for rec in net.layers:
         a_in, a_out = net.A[rec.a_in], net.A[rec.a_out]
         f_in, f_out = fc.A[rec.a_in], fc.A[rec.a_out]
         if rec.kind == "conv":
-            l, g = rec.param, rec.geom
-            Z, fZ, P = net.Z[l], fc.Z[l], net.layer_inputs[l]
+            l, g = rec.layer, rec.geom
+            Z, fZ, P = net.Z.layer(l), fc.Z.layer(l), net.layer_inputs.layer(l)
             act = fc.activation(l)
             lines.append(
                 f"layer {l}, conv {g.k}×{g.k} pad {g.pad}: {a_in.name} [{f_in.name}] on {_grid_text(g.in_hw)}"
@@ -638,8 +639,8 @@ def cnn_display(net, frames=None, weights=None) -> Display:
             rows.append(_grid_power(a_in.name, rec.grid_in) + r" \xrightarrow{\mathrm{flatten}} \left("
                         + latex_name(a_in.name) + r"\right)^{" + str(T) + "}")
         else:  # dense
-            l = rec.param
-            Z, fZ = net.Z[l], fc.Z[l]
+            l = rec.layer
+            Z, fZ = net.Z.layer(l), fc.Z.layer(l)
             act = fc.activation(l)
             T = 1 if rec.grid_in is None else rec.grid_in[0] * rec.grid_in[1]
             src = a_in.name if T == 1 else f"{a_in.name}^{T}"
@@ -654,7 +655,7 @@ def cnn_display(net, frames=None, weights=None) -> Display:
     if weights is not None:
         Ws = net.layer_weights(weights, fc)
         lines += _weights_lines(Ws)
-        rows += [r"\left[\bar{W}_{" + str(l) + r"}\right] = " + latex_matrix(Wl) for l, Wl in enumerate(Ws)]
+        rows += [r"\left[\bar{W}_{" + str(i) + r"}\right] = " + latex_matrix(Wi) for i, Wi in enumerate(Ws, start=1)]
     latex = (r"\mathrm{CNN}\ " + _upright(net.name) + r":\quad\begin{array}{l} " + r" \\ ".join(rows)
              + r" \end{array}")
     return Display("\n".join(lines), latex)
@@ -665,34 +666,35 @@ def rnn_display(net, frames=None, weights=None, h0=None) -> Display:
     (:class:`~geomkfac.networks.rnn.RNNFrames`, shared by all steps): the recurrent step
     ``ζ_t = ω(α_{t−1}, x_t)``, ``α_t = φ(ζ_t)`` (Eqn. 4.5) on ``A × X → Z → A``, the readout
     ``ρ : A → Y``, the frames, the activation in them (Eqn. D.3) and, given ``weights``
-    (and the initial state ``h0``, a Point of ``A``), ``[W̄_0]``, ``[W̄_1]`` (law D.2) and
-    the coordinates of ``α_0``. Layer 0 is the recurrent layer, layer 1 the readout.
+    (and the initial state ``h0``, a Point of ``A``), ``[W̄_1]``, ``[W̄_2]`` (law D.2) and
+    the coordinates of ``α_0``. Layer 1 is the recurrent layer, layer 2 the readout (the
+    paper's numbering ``i = 1..L``, as in :mod:`geomkfac.networks.rnn`).
 
     Examples
     --------
     >>> from geomkfac.networks.rnn import AbstractRNN
     >>> print(AbstractRNN(2, 1, 1, T=3, name="r").display())
     abstract RNN r: T = 3 steps, hidden 2, inputs 1, outputs 1 (at every step)
-    layer 0, recurrent: (α_{t−1}, x_t) in r.A × r.X [ι_r.A, ι_r.X] → ζ_t in r.Z [ι_r.Z] → α_t in r.A [ι_r.A], φ = tanh (|T| = 3)
-    layer 1, readout: α_t in r.A [ι_r.A] → υ_t in r.Y [ι_r.Y] at every step (|T| = 3)
+    layer 1, recurrent: (α_{t−1}, x_t) in r.A × r.X [ι_r.A, ι_r.X] → ζ_t in r.Z [ι_r.Z] → α_t in r.A [ι_r.A], φ = tanh (|T| = 3)
+    layer 2, readout: α_t in r.A [ι_r.A] → υ_t in r.Y [ι_r.Y] at every step (|T| = 3)
     """
     fr = net.reference_frames() if frames is None else net._frames(frames)
     act = fr.activation()
-    T0, T1 = net.scales
+    T1, T2 = net.scales
     every = net.output == "seq"
     lines = [
         f"abstract RNN {net.name}: T = {net.T} steps, hidden {net.hidden}, inputs {net.inputs}, "
         f"outputs {net.outputs} ({'at every step' if every else 'at the last step only'})",
-        f"layer 0, recurrent: (α_{{t−1}}, x_t) in {net.A.name} × {net.X.name} [{fr.A.name}, {fr.X.name}]"
-        f" → ζ_t in {net.Z.name} [{fr.Z.name}] → α_t in {net.A.name} [{fr.A.name}], φ = {_act_text(act)} (|T| = {T0})",
-        f"layer 1, readout: α_t in {net.A.name} [{fr.A.name}] → υ_t in {net.Y.name} [{fr.Y.name}]"
-        + (f" at every step (|T| = {T1})" if every else f" at step T = {net.T} only (|T| = 1)"),
+        f"layer 1, recurrent: (α_{{t−1}}, x_t) in {net.A.name} × {net.X.name} [{fr.A.name}, {fr.X.name}]"
+        f" → ζ_t in {net.Z.name} [{fr.Z.name}] → α_t in {net.A.name} [{fr.A.name}], φ = {_act_text(act)} (|T| = {T1})",
+        f"layer 2, readout: α_t in {net.A.name} [{fr.A.name}] → υ_t in {net.Y.name} [{fr.Y.name}]"
+        + (f" at every step (|T| = {T2})" if every else f" at step T = {net.T} only (|T| = 1)"),
     ]
     rows = [
         _framed(net.A.name, fr.A.name) + r" \times " + _framed(net.X.name, fr.X.name)
         + r" \xrightarrow{\omega} " + _framed(net.Z.name, fr.Z.name) + r" \xrightarrow{\varphi} "
         + _framed(net.A.name, fr.A.name) + r",\quad \zeta_{t} = \omega\left(\alpha_{t-1}, x_{t}\right),\ \alpha_{t} = "
-        r"\varphi\left(\zeta_{t}\right),\ t = 1, \ldots, " + str(net.T) + r",\quad \varphi = " + _act_latex(act, fr, 0),
+        r"\varphi\left(\zeta_{t}\right),\ t = 1, \ldots, " + str(net.T) + r",\quad \varphi = " + _act_latex(act, fr, 1),
         _framed(net.A.name, fr.A.name) + r" \xrightarrow{\rho} " + _framed(net.Y.name, fr.Y.name) + r",\quad "
         + (r"\upsilon_{t} = \rho\left(\alpha_{t}\right),\ t = 1, \ldots, " + str(net.T) if every
            else r"\upsilon = \rho\left(\alpha_{" + str(net.T) + r"}\right)"),
@@ -700,7 +702,7 @@ def rnn_display(net, frames=None, weights=None, h0=None) -> Display:
     if weights is not None:
         Ws = net.layer_weights(weights, fr)
         lines += _weights_lines(Ws)
-        rows += [r"\left[\bar{W}_{" + str(l) + r"}\right] = " + latex_matrix(Wl) for l, Wl in enumerate(Ws)]
+        rows += [r"\left[\bar{W}_{" + str(i) + r"}\right] = " + latex_matrix(Wi) for i, Wi in enumerate(Ws, start=1)]
     if h0 is not None:
         x0 = net._state(h0).coords(fr.A)
         lines.append(f"  α_0 in {fr.A.name} = (" + ", ".join(text_entry(e) for e in _flat(x0)) + ")")

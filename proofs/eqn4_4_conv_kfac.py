@@ -52,13 +52,14 @@ ARCH = [{"type": "conv", "out": 2, "k": 3, "pad": 1, "act": "tanh"},
         {"type": "dense", "out": 2, "act": "identity"}]
 
 
-def _closed_form(net, arch, Ws, bs, X, l):
-    abar = layer_abar(arch, Ws, bs, X, l)                 # (N, T, d+1), channel-major
-    Jac = fd_location_jacobians(arch, Ws, bs, X, l)       # (N, T, C, I)
+def _closed_form(net, arch, Ws, bs, X, i):
+    """Layer ``i`` (1..L); the loop helpers take the position ``i - 1`` in the lists ``Ws``, ``bs``."""
+    abar = layer_abar(arch, Ws, bs, X, i - 1)             # (N, T, d+1), channel-major
+    Jac = fd_location_jacobians(arch, Ws, bs, X, i - 1)   # (N, T, C, I)
     N, T = abar.shape[:2]
     A = np.einsum("nta,ntb->ab", abar, abar) / (N * T)
     G = np.einsum("ntci,ntcj->ij", Jac, Jac) / (N * T)   # output metric = I
-    q = np.argsort(layer_input_permutation(net, l))       # channel-major → offset-major
+    q = np.argsort(layer_input_permutation(net, i))       # channel-major → offset-major
     return T * np.kron(A[np.ix_(q, q)], G)
 
 
@@ -71,14 +72,14 @@ def _seed(seed, N):
     Ws, bs = [p[0] for p in pairs], [p[1] for p in pairs]
     g = GaussianFisher()
     disc, ctrl_exact, ctrl_sum = {}, np.inf, np.inf
-    for l in range(net.L):
-        S = layer_samples(net, w, X, l)
-        M = np.asarray(layer_kfac_metric(net, w, X, g, l, samples=S).matrix(), float)
-        C = _closed_form(net, ARCH, Ws, bs, X, l)
-        disc[l] = rel(M, C)
-        if net.params[l].kind == "conv":
-            E = np.asarray(layer_exact_block(net, w, X, g, l, samples=S).matrix(), float)
-            P = np.asarray(layer_per_location_sum(net, w, X, g, l, samples=S).matrix(), float)
+    for i in range(1, net.L + 1):
+        S = layer_samples(net, w, X, i)
+        M = np.asarray(layer_kfac_metric(net, w, X, g, i, samples=S).matrix(), float)
+        C = _closed_form(net, ARCH, Ws, bs, X, i)
+        disc[i] = rel(M, C)
+        if net.params.layer(i).kind == "conv":
+            E = np.asarray(layer_exact_block(net, w, X, g, i, samples=S).matrix(), float)
+            P = np.asarray(layer_per_location_sum(net, w, X, g, i, samples=S).matrix(), float)
             ctrl_exact = min(ctrl_exact, rel(E, C))
             ctrl_sum = min(ctrl_sum, rel(P, C))
     return disc, ctrl_exact, ctrl_sum
@@ -99,7 +100,7 @@ def check(fast: bool = False) -> dict:
     return {
         "holds": bool(worst <= TOL),
         "discrepancy": worst,
-        "negative_control": ("Remark F.1: the exact Fisher block E_ξ[(Ψ^l_ξ)*g] and Σ_t A_t ⊗ G_t "
+        "negative_control": ("Remark F.1: the exact Fisher block E_ξ[(Ψ^i_ξ)*g] and Σ_t A_t ⊗ G_t "
                              "equal |T| kron(E_T[āāᵀ], E_T[DzDzᵀ]) (must not)"),
         "negative_discrepancy": float(ctrl),
         "negative_fails": bool(ctrl >= CONTROL_MIN),

@@ -12,12 +12,12 @@ Closed-form side, only from ``ā`` and ``Dz`` **arrays** obtained by independent
 * numeric (float64): ``ā`` from the direct unrolled loop (:class:`~geomkfac.networks.rnn.CoordinateRNN`),
   ``Dz``-statistics ``J_tᵀ H J_t`` with ``J_t = ∂(y_1..y_T)/∂z_t`` by central finite differences of
   that loop and ``H`` the softmax output Fisher ``diag(p) − ppᵀ`` per step (block diagonal over
-  steps); a tanh RNN (H = 3, 2 inputs, 3 classes, T = 4), recurrent layer and readout (shared over
-  steps, ``T₁ = T``), in the reference frames and in a second choice of frames κ (the pipeline
+  steps); a tanh RNN (H = 3, 2 inputs, 3 classes, T = 4), recurrent layer (layer 1) and readout
+  (layer 2, shared over steps, ``T_2 = T``), in the reference frames and in a second choice of frames κ (the pipeline
   run in κ; the closed form from the κ network of :func:`~geomkfac.networks.rnn.reparameterize_rnn`);
 * the reference case ``rnn_seq_ce`` of an independent library (``tests/oracle/``): the pipeline's
   factors against ``A{i}``, ``G{i}_type2``, ``G{i}_empirical``, and ``T·kron`` of the library's
-  arrays ``abar{i}``, ``Dz{i}_empirical`` against the pipeline's empirical K-FAC metric;
+  arrays ``abar{i}``, ``Dz{i}_empirical`` (the library's keys number layers from 0) against the pipeline's empirical K-FAC metric;
 * symbolic (exact): a linear RNN (one unit, one input, T = 2, Gaussian output) with symbolic
   recurrent weights ``(a, b, c)``; ``ā`` from the unrolled loop in sympy and ``J_t`` by sympy
   differentiation of the loop with ``z_t`` shifted by a symbol; the pipeline's sympy matrix minus
@@ -86,8 +86,8 @@ def _numeric(seed, N):
     net, w, h0, X, rng = problem(seed, H=3, d=2, c=3, T=4, N=N)
     out = {}
     K0, K1, (J, Hbd) = _closed_form(net.coordinates(w, h0), X, categorical_fisher)
-    P0 = recurrent_kfac_metric(net, w, h0, X, "categorical", 0).matrix()
-    P1 = recurrent_kfac_metric(net, w, h0, X, "categorical", 1).matrix()
+    P0 = recurrent_kfac_metric(net, w, h0, X, "categorical", 1).matrix()     # layer 1: recurrent
+    P1 = recurrent_kfac_metric(net, w, h0, X, "categorical", 2).matrix()     # layer 2: readout
     out["reference frames: pipeline vs T·kron(ā, FD Dz)"] = max(rel(P0, K0), rel(P1, K1))
     # the same in a second choice of frames κ
     ch = random_changes(net, rng)
@@ -100,8 +100,8 @@ def _numeric(seed, N):
         return Oyi.T @ categorical_fisher((yk - gy) @ Oyi.T) @ Oyi
 
     K0k, K1k, _ = _closed_form(ck, ch["inputs"].apply_activations(X), H_kappa)
-    P0k = recurrent_kfac_metric(net, w, h0, X, "categorical", 0, frames=kappa).matrix(kappa.weight_frame(0))
-    P1k = recurrent_kfac_metric(net, w, h0, X, "categorical", 1, frames=kappa).matrix(kappa.weight_frame(1))
+    P0k = recurrent_kfac_metric(net, w, h0, X, "categorical", 1, frames=kappa).matrix(kappa.weight_frame(1))
+    P1k = recurrent_kfac_metric(net, w, h0, X, "categorical", 2, frames=kappa).matrix(kappa.weight_frame(2))
     out["frames κ: pipeline in κ vs T·kron(ā‡, FD Dz‡)"] = max(rel(P0k, K0k), rel(P1k, K1k))
     # Remark G.1: the exact Fisher block of the tied recurrent weights
     Jw = fd_weight_jacobian(net.coordinates(w, h0), X)
@@ -150,7 +150,7 @@ def _symbolic(fast):
     w = net.weights_from(sp.Matrix([[a, b, c]]), Wo)
     h0 = net.initial_state(sp.Matrix([h0v]))
     X = [[sp.Matrix([x]) for x in ex] for ex in xs]
-    P = sp.Matrix(recurrent_kfac_metric(net, w, h0, X, "gaussian", 0).matrix())
+    P = sp.Matrix(recurrent_kfac_metric(net, w, h0, X, "gaussian", 1).matrix())
     # closed form by sympy on the unrolled loop: ā and J_t = d(y_1, y_2)/d(shift of z_t)
     e = sp.Symbol("e")
     A = sp.zeros(3, 3)
@@ -174,7 +174,7 @@ def _symbolic(fast):
     vals = {a: 0.5, b: 1 / 3, c: -0.25} if not fast else {}
     Pn = recurrent_kfac_metric(
         net, net.weights_from(np.array([[float(sp.sympify(v).subs(vals)) for v in (a, b, c)]]), np.array(Wo, dtype=float)),
-        net.initial_state(np.array([float(h0v)])), np.array(xs, dtype=float)[:, :, None], "gaussian", 0).matrix()
+        net.initial_state(np.array([float(h0v)])), np.array(xs, dtype=float)[:, :, None], "gaussian", 1).matrix()
     num = rel(Pn, np.array(P.subs(vals), dtype=float))
     return exact, num
 

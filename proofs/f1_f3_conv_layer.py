@@ -79,9 +79,9 @@ def _fd_grad(Ws, bs, X, Y, h=1e-6):
 
 def _to_theta(net, Wbars, wrong_order=False):
     parts = []
-    for l, Wb in enumerate(Wbars):
+    for i, Wb in enumerate(Wbars, start=1):                # position i - 1 holds layer i
         Wb = np.asarray(Wb, float)
-        p = np.arange(Wb.shape[1]) if wrong_order else layer_input_permutation(net, l)
+        p = np.arange(Wb.shape[1]) if wrong_order else layer_input_permutation(net, i)
         parts.append(Wb[:, p].reshape(-1, order="F"))
     return np.concatenate(parts)
 
@@ -103,9 +103,9 @@ def _seed(seed, N):
         z_dir = kept_dir[l][1]
         d_fwd = max(d_fwd, rel(kept[l][1], z_dir.reshape(N, z_dir.shape[1], -1).transpose(0, 2, 1)))
     # (i-b) the core's patch map on Points vs patches cut out by loops
-    pm = net.patch_map(0)
-    fP = power_frame(net.reference_frames().patch_frame(0), net.layers[0].T)
-    q = layer_input_permutation(net, 0)
+    pm = net.patch_map(1)                                  # layer 1: the first convolution
+    fP = power_frame(net.reference_frames().patch_frame(1), net.layers[0].T)
+    q = layer_input_permutation(net, 1)
     abar = direct_patches(X, 3, 1)
     d_patch = 0.0
     for n, p in enumerate(net.input_points(net.input_coords(X))):

@@ -103,10 +103,10 @@ def check(fast: bool = False) -> dict:
     kn = net.A[0].reference_frame.derive(On, gn, name="κ")
     T_in, T = 4, net.layers[0].T
     fin, fout = power_frame(kn, T_in), power_frame(power_frame(kn, K), T)
-    ref_map = net.patch_map(0)
+    ref_map = net.patch_map(1)
     M_law = np.asarray(ref_map.matrix(fin, fout), float)
-    M_gamma = np.asarray(net.patch_map(0, kn).matrix(), float)
-    M_zero = np.asarray(net.patch_map(0, kn, padding="zeros").matrix(), float)
+    M_gamma = np.asarray(net.patch_map(1, kn).matrix(), float)
+    M_zero = np.asarray(net.patch_map(1, kn, padding="zeros").matrix(), float)
     M_ref = np.asarray(ref_map.matrix(), float)
     d3 = float(np.max(np.abs(M_law - M_gamma)))
     d3_linear = float(np.max(np.abs(M_law[:, :-1] - M_ref[:, :-1])))

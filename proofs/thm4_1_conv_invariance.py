@@ -92,7 +92,7 @@ def _problem(seed, pool="avgpool"):
     Y = rng.normal(size=(6, 2))
     ref = net.reference_frames()
     kappa = ref.derive(A={0: _change(2, rng), 1: _change(2, rng), 2: _change(2, rng)},
-                       Z={0: _change(2, rng), 1: _change(2, rng), 2: _change(2, rng)})
+                       Z={1: _change(2, rng), 2: _change(2, rng), 3: _change(2, rng)})
     return net, w, X, Y, ref, kappa, rng
 
 

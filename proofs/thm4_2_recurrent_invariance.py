@@ -97,7 +97,7 @@ def _run(seed, n_steps, control_steps):
         cl = reparameterize_rnn(CoordinateRNN(*[np.asarray(M, dtype=float) for M in net.layer_weights(wa, ref)],
                                               np.asarray(h0.coords(), dtype=float), net.activation), **ch)
         Wk = net.layer_weights(wb, kappa)
-        worst_w = max(worst_w, rel(Wk[0], cl.Wbar_rec), rel(Wk[1], cl.Wbar_out))
+        worst_w = max(worst_w, rel(Wk.layer(1), cl.Wbar_rec), rel(Wk.layer(2), cl.Wbar_out))
     # controls (their drift shows from the first steps on)
     drifts = {}
     for name, rule in (("SGD", _sgd),):

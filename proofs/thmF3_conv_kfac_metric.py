@@ -1,5 +1,5 @@
 """Theorem F.3: the K-FAC metric of an abstract convolutional network,
-``g_KFAC = g^0_ind + g^1_ind + …`` (Definition F.2, each ``g^l_ind`` as in Eqn. F.6), is a
+``g_KFAC = g^1_ind + … + g^L_ind`` (Definition F.2, each ``g^l_ind`` as in Eqn. F.6), is a
 metric on the weight space — symmetric, PSD, one coordinate-free object — and it is
 nondegenerate when every layer's ``E_{ξ,t}[(Ψ^l_{ξ,t})* g]`` (the pullback restricted to a
 single location, ``Ψ^l_{ξ,t} = ϕ^l_{ξ,t} ∘ ψ_{α_{ξ,t}}``) is.
@@ -70,12 +70,13 @@ def _change(n, rng):
 
 
 def _hypothesis_ranks(net, w, X, g, layers=None):
-    """Rank of ``E_{ξ,t}[(ϕ_{ξ,t} ∘ ψ_{α_{ξ,t}})* g]`` on each ``W_l`` (pipeline)."""
+    """Rank of ``E_{ξ,t}[(ϕ_{ξ,t} ∘ ψ_{α_{ξ,t}})* g]`` on each ``W_i``, ``i`` in ``layers``
+    (default ``1..L``; pipeline)."""
     F = net.reference_frames()
     ranks = []
-    for l in (range(net.L) if layers is None else layers):
-        S = layer_samples(net, w, X, l)
-        maps = [ComposedMap(r, net.weight_spaces[l].evaluation_map(a, F.layer_input_frame(l), F.Z[l]))
+    for i in (range(1, net.L + 1) if layers is None else layers):
+        S = layer_samples(net, w, X, i)
+        maps = [ComposedMap(r, net.weight_spaces.layer(i).evaluation_map(a, F.layer_input_frame(i), F.Z.layer(i)))
                 for ras, aas in zip(S.rests, S.alphas) for r, a in zip(ras, aas)]
         E = expected_pullback(maps, [S.omega] * len(maps), g)
         ranks.append(E.rank())
@@ -105,7 +106,7 @@ def _seed(seed, N):
     sym = float(np.max(np.abs(M - M.T)))
     lam_min = float(np.linalg.eigvalsh(M).min()) / scale
     ref = net.reference_frames()
-    kappa = ref.derive(A={0: _change(2, rng), 1: _change(2, rng)}, Z={0: _change(2, rng), 1: _change(2, rng)})
+    kappa = ref.derive(A={0: _change(2, rng), 1: _change(2, rng)}, Z={1: _change(2, rng), 2: _change(2, rng)})
     Fk = kappa.weight_space_frame
     g_k = kfac_metric(net, w, X, g_out, frames=kappa)
     law = _rel(g_k.matrix(Fk), g.matrix(Fk))
@@ -146,8 +147,8 @@ def _converse():
     w = net.weights_from([rng.normal(size=(2, 19)) / np.sqrt(19), Wd])
     X = rng.normal(size=(10, 2, 2, 4))
     g_out = GaussianFisher()
-    g0 = layer_kfac_metric(net, w, X, g_out, 0)
-    return g0.rank(), net.weight_spaces[0].dim, _hypothesis_ranks(net, w, X, g_out, [0])[0]
+    g1 = layer_kfac_metric(net, w, X, g_out, 1)
+    return g1.rank(), net.weight_spaces.layer(1).dim, _hypothesis_ranks(net, w, X, g_out, [1])[0]
 
 
 def check(fast: bool = False) -> dict:

@@ -48,9 +48,10 @@ ROUND_TOL = 1e-8
 
 
 def expected_pullback_rank(net, w, h0, X, layer):
-    """Rank of ``E_{ξ,t}[Ψ_{ξ,t}* g]`` on one layer's weights (the pipeline's expected pullback)."""
+    """Rank of ``E_{ξ,t}[Ψ_{ξ,t}* g]`` on layer ``layer``'s weights (1: recurrent, 2: readout;
+    the pipeline's expected pullback)."""
     E = expected_pullback(net, w, h0, X, "gaussian", layer)
-    return E.rank(), (net.W_rec if layer == 0 else net.W_out).dim
+    return E.rank(), net.weight_spaces.layer(layer).dim
 
 
 def _seed(seed):
@@ -68,7 +69,7 @@ def _seed(seed):
     Bi = np.asarray(ch.B_inv, dtype=float)
     out["coordinate-free: from scratch in κ vs B⁻ᵀGB⁻¹"] = rel(Mk, Bi.T @ M @ Bi)
     # nondegenerate under the hypothesis
-    hyp = [expected_pullback_rank(net, w, h0, X, i) for i in (0, 1)]
+    hyp = [expected_pullback_rank(net, w, h0, X, i) for i in (1, 2)]
     hyp_ok = all(r == n for r, n in hyp)
     nondeg = g.is_nondegenerate() and int(np.linalg.matrix_rank(M)) == M.shape[0]
     dh, _ = loss_differential(net, w, h0, X, rng.normal(size=(3, 3, 2)), "gaussian")
@@ -76,8 +77,8 @@ def _seed(seed):
     out["flat(sharp(dh)) vs dh"] = rel(back, dh.coords())
     # the converse is false: E[Ψ*g] degenerate, g_KFAC nondegenerate
     net2, w2, h02, X2, _ = problem(1000 + seed, H=2, d=1, c=1, T=2, N=2)
-    r2, n2 = expected_pullback_rank(net2, w2, h02, X2, 0)
-    g2 = recurrent_kfac_metric(net2, w2, h02, X2, "gaussian", 0)
+    r2, n2 = expected_pullback_rank(net2, w2, h02, X2, 1)
+    g2 = recurrent_kfac_metric(net2, w2, h02, X2, "gaussian", 1)
     converse = (r2 < n2) and g2.is_nondegenerate()
     facts = {"hypothesis holds (full-rank E[Ψ*g], both layers)": hyp_ok, "g_KFAC nondegenerate": nondeg,
              "converse false (E[Ψ*g] rank < dim, g_KFAC nondegenerate)": converse}
@@ -87,8 +88,8 @@ def _seed(seed):
 def _control(seed):
     """Hypothesis fails (one example, T = 2, A-factor rank ≤ 2 < 6): g_KFAC must be degenerate."""
     net, w, h0, X, rng = problem(2000 + seed, H=3, d=2, c=2, T=2, N=1)
-    r, n = expected_pullback_rank(net, w, h0, X, 0)
-    g = recurrent_kfac_metric(net, w, h0, X, "gaussian", 0)
+    r, n = expected_pullback_rank(net, w, h0, X, 1)
+    g = recurrent_kfac_metric(net, w, h0, X, "gaussian", 1)
     raised = False
     dh, _ = loss_differential(net, w, h0, X, rng.normal(size=(1, 2, 2)), "gaussian")
     d0 = net.weight_space.split(dh.coords())[0]

@@ -104,7 +104,7 @@ def test_oracle_cnn_forward_gradient_and_type2_factors(cnn_case):
 
 def _empirical_metrics(net, w, X, Y):
     loss = SoftmaxCrossEntropy()
-    outs = CK.layer_samples(net, w, X, net.L - 1).outputs
+    outs = CK.layer_samples(net, w, X, net.L).outputs
     return [Metric.outer(Covector(y.space.reference_frame, loss.grad(np.asarray(y.coords(y.space.reference_frame)), Y[n])))
             for n, y in enumerate(outs)]
 
@@ -130,8 +130,8 @@ def test_oracle_linear_conv_kfac_equals_exact_ggn():
     oracle's ggn; control: with tanh the two differ."""
     net, w, case, ref = load_case("id_conv_linear_T16_mse")
     X = case["X"]
-    m = np.asarray(CK.layer_kfac_metric(net, w, X, Euclidean(), 0).matrix(), float)
-    e = np.asarray(CK.layer_exact_block(net, w, X, Euclidean(), 0).matrix(), float)
+    m = np.asarray(CK.layer_kfac_metric(net, w, X, Euclidean(), 1).matrix(), float)
+    e = np.asarray(CK.layer_exact_block(net, w, X, Euclidean(), 1).matrix(), float)
     assert rel(m, e) <= TOL
     (A, G, T), = CK.oracle_kfac_factors(net, w, X, Euclidean())
     assert rel(T * np.kron(A, G), ref["ggn"]) <= TOL
@@ -149,8 +149,8 @@ def test_oracle_linear_conv_kfac_equals_exact_ggn():
     arch[0]["act"] = "tanh"
     nt = AbstractCNN(X.shape[1:], arch, name="tanh_conv")
     wt = nt.weights_from([np.asarray(M, float) for M in net.layer_weights(w)])
-    mt = np.asarray(CK.layer_kfac_metric(nt, wt, X, Euclidean(), 0).matrix(), float)
-    et = np.asarray(CK.layer_exact_block(nt, wt, X, Euclidean(), 0).matrix(), float)
+    mt = np.asarray(CK.layer_kfac_metric(nt, wt, X, Euclidean(), 1).matrix(), float)
+    et = np.asarray(CK.layer_exact_block(nt, wt, X, Euclidean(), 1).matrix(), float)
     assert rel(mt, et) >= CONTROL_MIN
 
 
@@ -192,12 +192,12 @@ def test_patch_map_law_pads_with_gamma(g):
     Om, ga = random_change(J, rng)
     kap = net.A[0].reference_frame.derive(Om, ga)
     geom = net.layers[0].geom
-    M_law = net.patch_map(0).matrix(power_frame(kap, geom.T_in), power_frame(power_frame(kap, geom.K), geom.T))
-    assert rel(M_law, net.patch_map(0, kap).matrix()) <= TOL
-    per_loc = np.vstack([np.asarray(m.matrix()) for m in net.location_patch_maps(0, kap)])
-    assert rel(per_loc, net.patch_map(0, kap).matrix()) <= TOL
+    M_law = net.patch_map(1).matrix(power_frame(kap, geom.T_in), power_frame(power_frame(kap, geom.K), geom.T))
+    assert rel(M_law, net.patch_map(1, kap).matrix()) <= TOL
+    per_loc = np.vstack([np.asarray(m.matrix()) for m in net.location_patch_maps(1, kap)])
+    assert rel(per_loc, net.patch_map(1, kap).matrix()) <= TOL
     if (geom.source < 0).any() and np.max(np.abs(ga)) > 1e-3:
-        assert rel(M_law, net.patch_map(0, kap, padding="zeros").matrix()) >= 1e-4
+        assert rel(M_law, net.patch_map(1, kap, padding="zeros").matrix()) >= 1e-4
 
 
 @settings(max_examples=15, deadline=None)
@@ -230,7 +230,7 @@ def test_same_function_in_two_frames_and_its_controls(seed):
     X = rng.normal(size=(3, 2, 4, 4))
     ref = net.reference_frames()
     kap = ref.derive(A={s: random_change(2, rng) for s in range(4)},
-                     Z={l: random_change(2, rng) for l in range(3)})
+                     Z={i: random_change(2, rng) for i in range(1, 4)})
     chY = net.A[3].reference_frame.change_to(kap.A[3])
     f = net.forward(w, X)
     f_k = net.forward(w, X, kap)
@@ -269,10 +269,10 @@ def test_symbolic_and_numeric_pipelines_agree():
     wn = net.weights_from(Wn)
     ws = net.weights_from([sp.Matrix(W).applyfunc(sp.nsimplify) for W in Wn])
     pts = net.input_points([sp.Matrix(x.reshape(-1)).applyfunc(sp.nsimplify) for x in net.input_coords(Xn)])
-    for l in range(net.L):
-        Ms = CK.layer_kfac_metric(net, ws, pts, GaussianFisher(), l).matrix()
+    for i in range(1, net.L + 1):
+        Ms = CK.layer_kfac_metric(net, ws, pts, GaussianFisher(), i).matrix()
         assert isinstance(Ms, sp.MatrixBase) and Ms.free_symbols == set()
-        Mn = np.asarray(CK.layer_kfac_metric(net, wn, Xn, GaussianFisher(), l).matrix(), float)
+        Mn = np.asarray(CK.layer_kfac_metric(net, wn, Xn, GaussianFisher(), i).matrix(), float)
         assert rel(np.array(sp.Matrix(Ms).evalf(30), dtype=float), Mn) <= TOL
 
 
@@ -280,8 +280,8 @@ def test_location_patch_maps_stack_to_the_patch_map():
     net = AbstractCNN((1, 3, 3), [{"type": "conv", "out": 1, "k": 2, "pad": 1}])
     geom = net.layers[0].geom
     assert geom.T == 16 and (geom.source[0] == [-1, -1, -1, 0]).all()
-    S = np.vstack([np.asarray(m.matrix()) for m in net.location_patch_maps(0)])
-    assert np.array_equal(S, np.asarray(net.patch_map(0).matrix()))
+    S = np.vstack([np.asarray(m.matrix()) for m in net.location_patch_maps(1)])
+    assert np.array_equal(S, np.asarray(net.patch_map(1).matrix()))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -306,8 +306,8 @@ def test_bad_images_and_padding_mode_raise_library_errors():
     w = net.random_weights(0)
     with pytest.raises(DataError):
         net.forward(w, np.zeros((2, 2, 3, 3)))
-    with pytest.raises(ConfigurationError):
-        net.patch_map(0, padding="reflect")
+    with pytest.raises(ConfigurationError, match="padding must be"):
+        net.patch_map(1, padding="reflect")
     with pytest.raises(DimensionError):
         ConvGeometry((2, 2), 0, 0)
 
@@ -331,8 +331,8 @@ def test_planted_bug_zero_padding_turns_f4_and_thm4_1_red(monkeypatch):
     frame), F.4 and Thm 4.1 must fail."""
     real = C.AbstractCNN._patch_parts
 
-    def zero_pad(self, l, fA, padding):
-        return real(self, l, fA, "zeros")
+    def zero_pad(self, i, fA, padding):
+        return real(self, i, fA, "zeros")
 
     monkeypatch.setattr(C.AbstractCNN, "_patch_parts", zero_pad)
     for name in ("f4_patch_frames.py", "thm4_1_conv_invariance.py"):

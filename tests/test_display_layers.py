@@ -40,10 +40,11 @@ def test_checker_rejects_double_scripts():
 def cnn():
     net = AbstractCNN((1, 3, 3), [{"type": "conv", "out": 2, "k": 2, "pad": 0, "act": "tanh"},
                                   {"type": "flatten"}, {"type": "dense", "out": 1, "act": "identity"}], name="c")
-    # conv: W (2, 4) on the 4 offsets of a 1-channel patch, b; dense: 1 x (4 locations * 2) + b
-    W0 = np.array([[2.0, 0.0, 0.0, 2.0, 1.0], [0.0, 4.0, 0.0, 0.0, 0.0]])
-    W1 = np.array([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.5]])
-    w = net.weights_from([W0, W1])
+    # layer 1, conv: W (2, 4) on the 4 offsets of a 1-channel patch, b; layer 2, dense:
+    # 1 x (4 locations * 2) + b
+    W1 = np.array([[2.0, 0.0, 0.0, 2.0, 1.0], [0.0, 4.0, 0.0, 0.0, 0.0]])
+    W2 = np.array([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.5]])
+    w = net.weights_from([W1, W2])
     # input change a‡ = 2 a + 1 on A0 (the pixels)
     kappa = net.reference_frames().derive(A={0: (np.array([[2.0]]), np.array([1.0]))})
     return net, w, kappa
@@ -53,12 +54,13 @@ def test_cnn_display_in_two_frames(cnn):
     net, w, kappa = cnn
     t_ref, t_k = str(net.display(weights=w)), str(net.display(kappa, w))
     assert t_ref.splitlines()[:4] == [
-        "abstract CNN c: input 1×3×3 (channels × height × width), 2 parametrized layers (from 0)",
-        "layer 0, conv 2×2 pad 0: c.A0 [ι_c.A0] on 3×3 → patches c.P0 = c.A0^4 → c.Z0 [ι_c.Z0] on 2×2 "
-        "(|T| = 4) → c.A1 [ι_c.A1], φ_0 = tanh",
+        "abstract CNN c: input 1×3×3 (channels × height × width), parametrized layers 1..2",
+        "layer 1, conv 2×2 pad 0: c.A0 [ι_c.A0] on 3×3 → patches c.P1 = c.A0^4 → c.Z1 [ι_c.Z1] on 2×2 "
+        "(|T| = 4) → c.A1 [ι_c.A1], φ_1 = tanh",
         "flatten: c.A1 on 2×2 → c.A1^4",
-        "layer 1, dense: c.A1^4 [ι_c.A1 at every location] → c.Z1 [ι_c.Z1] → c.A2 [ι_c.A2], φ_1 = identity",
+        "layer 2, dense: c.A1^4 [ι_c.A1 at every location] → c.Z2 [ι_c.Z2] → c.A2 [ι_c.A2], φ_2 = identity",
     ]
+    assert "  [W b]_1 =" in t_ref.splitlines() and "  [W b]_2 =" in t_ref.splitlines()
     assert "c.A0 [ι_c.A0‡] on 3×3" in t_k
     # F.4 by hand: a = (a‡ − 1)/2 in every patch entry, so W‡ = W / 2 and b‡ = b − W‡ 1
     assert "  [2  0  0  2  1]" in t_ref.splitlines() and "  [0  4  0  0  0]" in t_ref.splitlines()
@@ -70,19 +72,20 @@ def test_cnn_display_in_two_frames(cnn):
         check_scripts(tex)
     assert net._repr_latex_() == "$" + net.latex() + "$"
     assert r"\left(A_{0}^{\mathrm{c}}\right)^{3 \times 3}\,[\iota_{\mathrm{c.A0}}^{\ddagger}]" in net.latex(kappa)
-    assert r"\left|T_{0}\right| = 4" in net.latex()
+    assert r"\left|T_{1}\right| = 4" in net.latex() and r"\xrightarrow{\omega_{1}}" in net.latex()
+    assert r"\left[\bar{W}_{2}\right]" in net.latex(weights=w) and r"\bar{W}_{0}" not in net.latex(weights=w)
 
 
 def test_cnn_display_activation_in_changed_frames_and_pooling():
     net = AbstractCNN((2, 4, 4), [{"type": "conv", "out": 3, "k": 3, "pad": 1, "act": "softplus"},
                                   {"type": "maxpool", "k": 2}, {"type": "avgpool", "k": 2},
                                   {"type": "flatten"}, {"type": "dense", "out": 2}], name="p")
-    kappa = net.reference_frames().derive(A={1: (2 * np.eye(3), np.ones(3))}, Z={0: (np.eye(3), np.ones(3))})
+    kappa = net.reference_frames().derive(A={1: (2 * np.eye(3), np.ones(3))}, Z={1: (np.eye(3), np.ones(3))})
     t_ref, t_k = str(net.display()), str(net.display(kappa))
-    assert "φ_0 = softplus" in t_ref and "φ_0 = Ω softplus(Φ z + τ) + γ" in t_k  # D.3
+    assert "φ_1 = softplus" in t_ref and "φ_1 = Ω softplus(Φ z + τ) + γ" in t_k  # D.3
     assert "maxpool 2×2, max (a coordinate map, not affine): p.A1 on 4×4 → p.A1 on 2×2" in t_ref
     assert "avgpool 2×2, average: p.A1 on 2×2 → p.A1 on 1×1" in t_ref
-    assert "(|T| = 16)" in t_ref and "p.Z0 [ι_p.Z0‡]" in t_k
+    assert "(|T| = 16)" in t_ref and "p.Z1 [ι_p.Z1‡]" in t_k and "p.Z2 [ι_p.Z2]" in t_k
     tex = check_scripts(net.latex(kappa))
     assert r"\Omega\, \mathrm{softplus}(\Phi z + \tau) + \gamma" in tex and r"\xrightarrow{\max 2 \times 2}" in tex
     check_scripts(net.latex())
@@ -103,10 +106,11 @@ def test_rnn_display_in_two_frames(rnn):
     t_ref, t_k = str(net.display(weights=w, h0=h0)).splitlines(), str(net.display(kappa, w, h0)).splitlines()
     assert t_ref[:3] == [
         "abstract RNN r: T = 3 steps, hidden 2, inputs 1, outputs 1 (at the last step only)",
-        "layer 0, recurrent: (α_{t−1}, x_t) in r.A × r.X [ι_r.A, ι_r.X] → ζ_t in r.Z [ι_r.Z] → "
+        "layer 1, recurrent: (α_{t−1}, x_t) in r.A × r.X [ι_r.A, ι_r.X] → ζ_t in r.Z [ι_r.Z] → "
         "α_t in r.A [ι_r.A], φ = tanh (|T| = 3)",
-        "layer 1, readout: α_t in r.A [ι_r.A] → υ_t in r.Y [ι_r.Y] at step T = 3 only (|T| = 1)",
+        "layer 2, readout: α_t in r.A [ι_r.A] → υ_t in r.Y [ι_r.Y] at step T = 3 only (|T| = 1)",
     ]
+    assert t_ref[3] == "  [W b]_1 =" and t_ref[6] == "  [W b]_2 ="
     assert "φ = Ω tanh(Φ z + τ) + γ" in t_k[1] and "[ι_r.A‡, ι_r.X]" in t_k[1]
     # D.2 by hand: h = (h‡ − 1)/2, so W_h‡ = W_h / 2, b‡ = b − W_h 1 / 2; the readout likewise;
     # the initial state is a point: α_0 = (1, 0) has coordinates 2·(1, 0) + 1 = (3, 1) in κ

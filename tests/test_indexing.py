@@ -1,5 +1,6 @@
 """One numbering everywhere (paper: weight layers W_i, i = 1..L; activation spaces a_i,
-i = 0..L) and one orientation of inputs (rows are examples, numeric and symbolic)."""
+i = 0..L) for the MLP, the CNN and the RNN, and one orientation of inputs (rows are examples,
+numeric and symbolic)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import sympy as sp
 
 from geomkfac.errors import ConfigurationError, DimensionError
 from geomkfac.kfac import independence_metric, kfac_metric
-from geomkfac.networks import AbstractMLP
+from geomkfac.networks import AbstractMLP, conv_kfac, rnn_kfac
+from geomkfac.networks.conv import AbstractCNN
+from geomkfac.networks.rnn import AbstractRNN
+from geomkfac.numbering import LayerList
+from geomkfac.output_metrics import GaussianFisher
 from geomkfac.nn import MLP
 from geomkfac.reparam import CoordinateMLP, LayerChange, normalize_changes, reparameterize
 
@@ -107,3 +112,126 @@ def test_symbolic_rows_through_changes_and_the_abstract_network():
     kappa = anet.reference_frames().derive({0: ch0})
     np.testing.assert_allclose(np.array(anet.forward(w, X, kappa).evalf(), dtype=float),
                                np.array(net.forward(X).evalf(), dtype=float), atol=1e-13)
+
+
+# ----------------------------------------------------------------------------- CNN and RNN
+
+_ARCH = [{"type": "conv", "out": 2, "k": 2, "pad": 0, "act": "tanh"}, {"type": "avgpool", "k": 1},
+         {"type": "flatten"}, {"type": "dense", "out": 1, "act": "identity"}]
+
+
+def _cnn():
+    net = AbstractCNN((1, 3, 3), _ARCH, name="ix")
+    rng = np.random.default_rng(0)
+    return net, net.random_weights(rng), rng.normal(size=(4, 1, 3, 3))
+
+
+def test_cnn_space_names_and_display_number_weight_layers_from_one():
+    net, w, _ = _cnn()
+    assert [Z.name for Z in net.Z] == ["ix.Z1", "ix.Z2"]
+    assert [A.name for A in net.A] == ["ix.A0", "ix.A1", "ix.A2"]          # activation spaces 0..L
+    assert net.layer_inputs.layer(1).name == "ix.P1" and net.weight_spaces.layer(1).codomain is net.Z.layer(1)
+    assert [r.layer for r in net.layers] == [1, None, None, 2]               # pooling/flatten: no number
+    lines = str(net.display(weights=w)).splitlines()
+    assert lines[0].endswith("parametrized layers 1..2")
+    assert lines[1].startswith("layer 1, conv 2×2 pad 0: ix.A0 [ι_ix.A0] on 3×3 → patches ix.P1 = ix.A0^4 → ix.Z1")
+    assert lines[1].endswith("φ_1 = tanh") and lines[4].startswith("layer 2, dense:") and lines[4].endswith("φ_2 = identity")
+    assert "  [W b]_1 =" in lines and "  [W b]_2 =" in lines and "  [W b]_0 =" not in lines
+    tex = net.latex(weights=w)
+    assert r"\omega_{1}" in tex and r"\varphi_{2}" in tex and r"\left|T_{1}\right| = 4" in tex
+    assert r"\omega_{0}" not in tex and r"\bar{W}_{0}" not in tex
+
+
+def test_cnn_layer_arguments_accessors_and_frames_are_one_based():
+    net, w, X = _cnn()
+    g = conv_kfac.kfac_metric(net, w, X, GaussianFisher())
+    dims = {1: 2 * 2 * 1 + 1, 2: 4 * 2 + 1}                    # ā: a 2×2 patch of 1 channel; 4 locations × 2
+    for i in (1, 2):
+        gi = conv_kfac.layer_kfac_metric(net, w, X, GaussianFisher(), i)
+        assert gi.space is net.weight_spaces.layer(i) is g.block(i).space
+        assert g.block(i).factors()[0].shape == (dims[i], dims[i])
+        np.testing.assert_allclose(g.block(i).matrix(), gi.matrix(), rtol=1e-12, atol=1e-14)
+        assert net.layer_weights(w).layer(i).shape == net.weight_spaces.layer(i).shape
+        assert net.layer_points(w).layer(i).space is net.weight_spaces.layer(i)
+        A, G, T = conv_kfac.oracle_kfac_factors(net, w, X, GaussianFisher()).layer(i)
+        assert A.shape == (dims[i], dims[i]) and T == (4 if i == 1 else 1)
+    # the Python list keeps its positions: [0] is layer 1
+    assert net.layer_weights(w)[0].shape == net.weight_spaces.layer(1).shape
+    # control: the two layers' blocks are different objects on different spaces
+    assert g.block(1).space is not g.block(2).space
+    # frames: Z={1: …} changes Z_1 (the conv's pre-activations), not Z_2
+    Phi = np.array([[2.0, 0.0], [1.0, 1.0]])
+    kappa = net.reference_frames().derive(Z={1: (Phi, np.array([0.5, -1.0]))})
+    assert kappa.Z.layer(1).space is net.Z.layer(1) and not kappa.Z.layer(1).is_reference
+    assert kappa.Z.layer(2).is_reference
+    np.testing.assert_allclose(net.forward(w, X, kappa), net.forward(w, X), atol=1e-12)
+    assert kappa.activation(1) is not net.reference_frames().activation(1)     # φ_1 conjugated (D.3)
+    assert kappa.activation(2) is net.reference_frames().activation(2)
+    assert net.patch_map(1).codomain_frame.space.dim == 4 * net.layer_inputs.layer(1).dim
+    assert np.shape(net.pool_map(1).matrix()) == (8, 9)       # arch[1]: 1×1 windows on 4 locations × 2 channels
+
+
+def test_cnn_error_messages_number_layers_from_one_and_arch_positions():
+    net, w, X = _cnn()
+    with pytest.raises(ConfigurationError, match=r"the parametrized layers of ix are numbered 1\.\.2, got 0"):
+        conv_kfac.layer_kfac_metric(net, w, X, GaussianFisher(), 0)
+    with pytest.raises(ConfigurationError, match="numbered 1..2, got 3"):
+        net.reference_frames().weight_frame(3)
+    with pytest.raises(ConfigurationError, match="layer 2 of ix is a dense layer, not conv"):
+        net.patch_map(2)
+    with pytest.raises(ConfigurationError, match=r"pre-activation spaces Z_i of ix are numbered 1\.\.2, got 0"):
+        net.reference_frames().derive(Z={0: (np.eye(2), None)})
+    with pytest.raises(ConfigurationError, match=r"activation spaces A_s of ix are numbered 0\.\.2"):
+        net.reference_frames().derive(A={3: (np.eye(1), None)})
+    with pytest.raises(ConfigurationError, match=r"arch\[0\] is conv, not avgpool"):
+        net.pool_map(0)
+    with pytest.raises(DimensionError, match="layer 2: W̄_2 must be"):
+        net.weights_from([np.zeros((2, 5)), np.zeros((1, 3))])
+    with pytest.raises(ConfigurationError, match=r"arch\[1\]: a dense layer needs a flatten before it"):
+        AbstractCNN((1, 3, 3), [{"type": "conv", "out": 1, "k": 2}, {"type": "dense", "out": 1}])
+    with pytest.raises(DimensionError, match=r"arch\[2\] \(layer 2\): conv expects 3 input channels"):
+        AbstractCNN((1, 4, 4), [{"type": "conv", "out": 2, "k": 2}, {"type": "avgpool", "k": 1},
+                                {"type": "conv", "in": 3, "out": 1, "k": 2}])
+
+
+def _rnn(output="seq"):
+    net = AbstractRNN(2, 1, 1, T=3, output=output, name="rx")
+    rng = np.random.default_rng(1)
+    return net, net.random_weights(rng), net.initial_state(rng.normal(size=2)), rng.normal(size=(4, 3, 1))
+
+
+def test_rnn_layers_are_one_recurrent_and_two_readout():
+    net, w, h0, X = _rnn("last")
+    g = rnn_kfac.kfac_metric(net, w, h0, X, "gaussian")
+    facs = rnn_kfac.kfac_factors(net, w, h0, X, output_metric="gaussian")
+    assert net.weight_spaces.layer(1) is net.W_rec and net.weight_spaces.layer(2) is net.W_out
+    for i, space in ((1, net.W_rec), (2, net.W_out)):
+        gi = rnn_kfac.recurrent_kfac_metric(net, w, h0, X, "gaussian", layer=i)
+        assert gi.space is space is g.block(i).space
+        A, G, T = facs.layer(i)
+        # T·kron(A, G) from the factors (scaled=False) equals the scaled block
+        np.testing.assert_allclose(T * np.kron(A, G), g.block(i).matrix(), rtol=1e-12, atol=1e-14)
+        assert net.reference_frames().weight_frame(i).space is space
+        assert net.layer_points(w).layer(i).space is space
+    assert rnn_kfac.recurrent_kfac_metric(net, w, h0, X, "gaussian").space is net.W_rec   # default: layer 1
+    assert net.scales == (3, 1) and net.scales.layer(2) == 1 and facs.layer(2)[2] == 1
+    # control: the readout of "last" is used once, the recurrent layer at every step
+    assert facs.layer(1)[2] == 3
+    lines = str(net.display(weights=w, h0=h0)).splitlines()
+    assert lines[1].startswith("layer 1, recurrent:") and lines[2].startswith("layer 2, readout:")
+    assert lines[3] == "  [W b]_1 =" and lines[6] == "  [W b]_2 ="
+    assert r"\left[\bar{W}_{1}\right]" in net.latex(weights=w) and r"\bar{W}_{0}" not in net.latex(weights=w)
+    for bad in (0, 3, True):
+        with pytest.raises(ConfigurationError, match=r"the layers of an RNN \(1: recurrent, 2: readout\) are numbered 1\.\.2"):
+            rnn_kfac.recurrent_kfac_metric(net, w, h0, X, "gaussian", layer=bad)
+    with pytest.raises(ConfigurationError, match="numbered 1..2, got 0"):
+        net.reference_frames().weight_frame(0)
+
+
+def test_layer_list_reads_by_the_paper_number_and_keeps_python_positions():
+    xs = LayerList(["first", "second"])
+    assert xs.layer(1) == xs[0] == "first" and xs.layer(2) == xs[-1] == "second"
+    assert xs == ["first", "second"]
+    for bad in (0, 3, True, 1.0):
+        with pytest.raises(ConfigurationError, match=r"layers are numbered 1\.\.2"):
+            xs.layer(bad)

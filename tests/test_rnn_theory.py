@@ -108,13 +108,13 @@ def test_pulled_back_differentials_are_the_reference_dz(oracle):
     net, w, h0, case, ref = oracle
     examples = _examples(net, w, h0, case["X"], net.reference_frames())
     dls = [d for d, _ in _losses(net, "categorical", examples, case["Y"])]
-    for i in (0, 1):
+    for i in (1, 2):                           # layer i; the reference files number from 0
         alphas, rests, zetas = layer_samples(net, examples, i)
         Dz = pipeline.pulled_back_differentials(rests, zetas, [dls[k // net.T] for k in range(len(rests))])
-        got = np.array([d.coords() for d in Dz]).reshape(ref[f"Dz{i}_empirical"].shape)
-        np.testing.assert_allclose(got, ref[f"Dz{i}_empirical"], rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(np.array([a.coords() for a in alphas]).reshape(ref[f"abar{i}"][..., :-1].shape),
-                                   ref[f"abar{i}"][..., :-1], rtol=RTOL, atol=ATOL)
+        got = np.array([d.coords() for d in Dz]).reshape(ref[f"Dz{i - 1}_empirical"].shape)
+        np.testing.assert_allclose(got, ref[f"Dz{i - 1}_empirical"], rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(np.array([a.coords() for a in alphas]).reshape(ref[f"abar{i - 1}"][..., :-1].shape),
+                                   ref[f"abar{i - 1}"][..., :-1], rtol=RTOL, atol=ATOL)
 
 
 def test_direct_loop_reproduces_the_reference_abar_and_the_state_input_order(oracle):
@@ -199,14 +199,14 @@ def test_pipeline_equals_closed_form_from_loop_arrays(output):
     N, T = X.shape[:2]
     A = np.einsum("nti,ntj->ij", abar, abar) / (N * T)
     G = np.einsum("ntki,ntkj->ij", J, J) / (N * T)
-    assert rel(recurrent_kfac_metric(net, w, h0, X, "gaussian", 0).matrix(), T * np.kron(A, G)) < FD_TOL
+    assert rel(recurrent_kfac_metric(net, w, h0, X, "gaussian", 1).matrix(), T * np.kron(A, G)) < FD_TOL
     if output == "seq":
         a1 = np.concatenate([hs[:, 1:], np.ones((N, T, 1))], 2)
         K1 = T * np.kron(np.einsum("nti,ntj->ij", a1, a1) / (N * T), np.eye(2))
     else:
         a1 = np.concatenate([hs[:, -1], np.ones((N, 1))], 1)
         K1 = np.kron(a1.T @ a1 / N, np.eye(2))
-    assert rel(recurrent_kfac_metric(net, w, h0, X, "gaussian", 1).matrix(), K1) < RTOL
+    assert rel(recurrent_kfac_metric(net, w, h0, X, "gaussian", 2).matrix(), K1) < RTOL
     # Remark G.1 control: the exact block of the tied weights has the cross-time terms
     Wr = crnn.Wbar_rec
     cols = []
@@ -258,11 +258,11 @@ def test_symbolic_and_numeric_pipelines_agree_on_one_code_path():
     Wr, Wo = sp.Matrix([[R(1, 2), R(1, 3), R(-1, 4)]]), sp.Matrix([[R(2), R(1, 5)], [R(-1), R(1)]])
     xs = [[R(1), R(-2)], [R(3, 2), R(1, 2)]]
     gs = recurrent_kfac_metric(net, net.weights_from(Wr, Wo), net.initial_state(sp.Matrix([R(1, 7)])),
-                               [[sp.Matrix([x]) for x in ex] for ex in xs], "gaussian", 0).matrix()
+                               [[sp.Matrix([x]) for x in ex] for ex in xs], "gaussian", 1).matrix()
     assert isinstance(gs, sp.MatrixBase) and all(v.is_Rational for v in gs)
     gn = recurrent_kfac_metric(net, net.weights_from(np.array(Wr, dtype=float), np.array(Wo, dtype=float)),
                                net.initial_state(np.array([1 / 7])), np.array(xs, dtype=float)[:, :, None],
-                               "gaussian", 0).matrix()
+                               "gaussian", 1).matrix()
     assert rel(gn, np.array(gs, dtype=float)) < 1e-14
 
 
@@ -285,19 +285,19 @@ def test_kfac_metric_is_one_coordinate_free_psd_object(seed, output):
 
 def test_nondegenerate_under_the_hypothesis_degenerate_when_it_fails():
     net, w, h0, X, rng = small(11, 2, 1, 2, 3, 3)
-    assert expected_pullback(net, w, h0, X, "gaussian", 0).is_nondegenerate()
-    assert recurrent_kfac_metric(net, w, h0, X, "gaussian", 0).is_nondegenerate()
+    assert expected_pullback(net, w, h0, X, "gaussian", 1).is_nondegenerate()
+    assert recurrent_kfac_metric(net, w, h0, X, "gaussian", 1).is_nondegenerate()
     # control: one example of two steps, hypothesis and conclusion both fail
     net, w, h0, X, rng = small(11, 3, 2, 2, 2, 1)
-    assert not expected_pullback(net, w, h0, X, "gaussian", 0).is_nondegenerate()
-    g = recurrent_kfac_metric(net, w, h0, X, "gaussian", 0)
+    assert not expected_pullback(net, w, h0, X, "gaussian", 1).is_nondegenerate()
+    g = recurrent_kfac_metric(net, w, h0, X, "gaussian", 1)
     assert not g.is_nondegenerate() and g.rank() < net.W_rec.dim
     with pytest.raises(DegenerateMetricError):
         g.sharp(Covector(g.frame, np.ones(net.W_rec.dim)))
     # the converse is false: one output, T = 2, N = 2 — E[Ψ*g] degenerate, g_KFAC not
     net, w, h0, X, rng = small(12, 2, 1, 1, 2, 2)
-    assert expected_pullback(net, w, h0, X, "gaussian", 0).rank() < net.W_rec.dim
-    assert recurrent_kfac_metric(net, w, h0, X, "gaussian", 0).is_nondegenerate()
+    assert expected_pullback(net, w, h0, X, "gaussian", 1).rank() < net.W_rec.dim
+    assert recurrent_kfac_metric(net, w, h0, X, "gaussian", 1).is_nondegenerate()
 
 
 # ----------------------------------------------------------------------------- Thm 4.2

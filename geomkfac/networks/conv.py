@@ -44,7 +44,15 @@ Coordinate conventions (this module)
 The K-FAC metric of the network through the abstract pipeline (Def. F.2, Eqns. F.5/F.6) is
 in :mod:`geomkfac.networks.conv_kfac`.
 
-Layers are numbered from 0 (``W0``, ``W1``, … as in the reference files).
+Layers are numbered as in the paper (:mod:`geomkfac.numbering`): the parametrized (conv and
+dense) layers ``i = 1..L`` with their spaces ``Z_i`` (named ``<name>.Z<i>``), ``P_i`` (a conv
+layer's patch space, ``<name>.P<i>``) and ``W_i``; the local activation spaces ``A_0..A_L``
+(``A_0`` the input, ``A_i`` the output of layer ``i``).  Every method that takes a layer
+number takes ``i = 1..L``; the lists :attr:`AbstractCNN.Z`, :attr:`AbstractCNN.weight_spaces`,
+:attr:`AbstractCNN.layer_inputs` and the per-layer results keep Python's positions (position
+``i - 1`` holds layer ``i``) and read by the paper's number with ``.layer(i)``.  Pooling and
+flatten have no weights and no number: a position in the architecture list is ``arch[k]``.
+The reference files key their arrays from 0 (``W0``, ``b0`` are layer 1's).
 
 Examples
 --------
@@ -52,8 +60,10 @@ Examples
 >>> net = AbstractCNN((1, 3, 3), [{"type": "conv", "out": 2, "k": 2, "pad": 0, "act": "tanh"},
 ...                               {"type": "flatten"},
 ...                               {"type": "dense", "out": 1, "act": "identity"}], name="doc")
->>> net.weight_spaces[0].dim, net.weight_spaces[1].dim, net.layers[0].T
+>>> net.weight_spaces.layer(1).dim, net.weight_spaces.layer(2).dim, net.layers[0].T
 (10, 9, 4)
+>>> net.Z.layer(1).name, net.layer_inputs.layer(1).name    # the first conv layer's Z_1 and P_1
+('doc.Z1', 'doc.P1')
 >>> rng = np.random.default_rng(0)
 >>> w = net.random_weights(rng)
 >>> X = rng.normal(size=(5, 1, 3, 3))
@@ -78,6 +88,7 @@ from geomkfac.activations_sym import Activation, ConjugatedActivation, get_activ
 from geomkfac.errors import ConfigurationError, DataError, DimensionError, SpaceMismatchError
 from geomkfac.fields import field_of
 from geomkfac.maps import AffineMap, AffineMaps, SmoothMap
+from geomkfac.numbering import LayerList, LayerTuple, check_layer
 from geomkfac.pipeline import activation_map
 from geomkfac.spaces import AffineSpace, Frame, Point, ProductSpace, power_frame
 
@@ -176,7 +187,7 @@ class _Layer:
     grid_in: tuple | None      # (H, W) of the input grid (None: a plain vector)
     grid_out: tuple | None
     geom: object = None        # ConvGeometry | PoolGeometry
-    param: int | None = None   # parametrized layer number (0-based)
+    layer: int | None = None   # the weight layer's number i = 1..L (None: pooling, flatten)
     activation: Activation | None = None
 
     @property
@@ -207,14 +218,19 @@ class AbstractCNN(_display.Displayable):
     Attributes
     ----------
     A : list of AffineSpace
-        The local activation spaces, in order (``A[0]`` the input's).
-    Z, weight_spaces : list
-        Per parametrized layer: ``Z_l`` and ``W_l = Aff(P_l, Z_l)`` (``P_l = A^|Δ|`` for a
+        The local activation spaces ``A_0..A_L`` (``A[0]`` the input's, ``A[i]`` the output of
+        layer ``i``).
+    Z, weight_spaces, layer_inputs : LayerList
+        Per parametrized layer ``i = 1..L`` (position ``i - 1`` holds layer ``i``;
+        ``.layer(i)`` reads it): ``Z_i``, ``W_i = Aff(P_i, Z_i)`` and ``P_i`` (``A^|Δ|`` for a
         convolution, the flattened input space for a dense layer).
     layers : list
-        One record per entry of ``arch`` (kind, spaces, geometry, activation).
+        One record per entry of ``arch`` (kind, spaces, geometry, activation; ``.layer`` the
+        weight layer's number ``i``, ``None`` for pooling and flatten).
+    params : LayerList
+        The records of the parametrized layers (position ``i - 1`` holds layer ``i``).
     weight_space : ProductSpace
-        ``W_0 × W_1 × …``.
+        ``W_1 × … × W_L``.
     """
 
     def __init__(self, in_shape, arch: Sequence[dict], name: str = "cnn"):
@@ -227,22 +243,23 @@ class AbstractCNN(_display.Displayable):
         cur, grid, flat = 0, (H, W), False
         for n, spec in enumerate(arch):
             if not isinstance(spec, dict) or "type" not in spec:
-                raise ConfigurationError(f"layer {n} of the architecture must be a dict with a 'type', got {spec!r}")
+                raise ConfigurationError(f"arch[{n}] must be a dict with a 'type', got {spec!r}")
             kind = spec["type"]
             if kind in ("conv", "avgpool", "maxpool") and flat:
-                raise ConfigurationError(f"layer {n} ({kind}) comes after flatten/dense; spatial layers need a grid")
+                raise ConfigurationError(f"arch[{n}] ({kind}) comes after flatten/dense; spatial layers need a grid")
             if kind == "conv":
                 J = self.A[cur].dim
+                i = len(self.Z) + 1
                 if "in" in spec and int(spec["in"]) != J:
-                    raise DimensionError(f"layer {n}: conv expects {spec['in']} input channels, the input has {J}")
+                    raise DimensionError(f"arch[{n}] (layer {i}): conv expects {spec['in']} input channels, "
+                                         f"the input has {J}")
                 geom = ConvGeometry(grid, spec.get("k", 3), spec.get("pad", 0))
                 I = int(spec["out"])
-                l = len(self.Z)
-                P = ProductSpace((self.A[cur],) * geom.K, name=f"{name}.P{l}")
-                self.Z.append(AffineSpace(I, f"{name}.Z{l}"))
-                self.weight_spaces.append(AffineMaps(P, self.Z[l]))
+                P = ProductSpace((self.A[cur],) * geom.K, name=f"{name}.P{i}")
+                self.Z.append(AffineSpace(I, f"{name}.Z{i}"))
+                self.weight_spaces.append(AffineMaps(P, self.Z[-1]))
                 self.A.append(AffineSpace(I, f"{name}.A{len(self.A)}"))
-                rec = _Layer("conv", cur, len(self.A) - 1, grid, geom.out_hw, geom, l,
+                rec = _Layer("conv", cur, len(self.A) - 1, grid, geom.out_hw, geom, i,
                              get_activation(spec.get("act", "identity")))
                 self.layer_inputs.append(P)
                 cur, grid = len(self.A) - 1, geom.out_hw
@@ -252,33 +269,36 @@ class AbstractCNN(_display.Displayable):
                 grid = geom.out_hw
             elif kind == "flatten":
                 if flat:
-                    raise ConfigurationError(f"layer {n}: flatten after flatten/dense")
+                    raise ConfigurationError(f"arch[{n}]: flatten after flatten/dense")
                 rec = _Layer("flatten", cur, cur, grid, None)
                 flat = True
             elif kind == "dense":
                 if not flat:
-                    raise ConfigurationError(f"layer {n}: a dense layer needs a flatten before it")
+                    raise ConfigurationError(f"arch[{n}]: a dense layer needs a flatten before it")
                 D = self._flat_space(cur, grid)
+                i = len(self.Z) + 1
                 if "in" in spec and int(spec["in"]) != D.dim:
-                    raise DimensionError(f"layer {n}: dense expects {spec['in']} inputs, the flattened input has {D.dim}")
-                l = len(self.Z)
-                self.Z.append(AffineSpace(int(spec["out"]), f"{name}.Z{l}"))
-                self.weight_spaces.append(AffineMaps(D, self.Z[l]))
+                    raise DimensionError(f"arch[{n}] (layer {i}): dense expects {spec['in']} inputs, "
+                                         f"the flattened input has {D.dim}")
+                self.Z.append(AffineSpace(int(spec["out"]), f"{name}.Z{i}"))
+                self.weight_spaces.append(AffineMaps(D, self.Z[-1]))
                 self.A.append(AffineSpace(int(spec["out"]), f"{name}.A{len(self.A)}"))
-                rec = _Layer("dense", cur, len(self.A) - 1, grid, None, None, l,
+                rec = _Layer("dense", cur, len(self.A) - 1, grid, None, None, i,
                              get_activation(spec.get("act", "identity")))
                 self.layer_inputs.append(D)
                 cur, grid = len(self.A) - 1, None
             else:
                 raise ConfigurationError(
-                    f"layer {n}: unknown type {kind!r}; use conv, avgpool, maxpool, flatten or dense")
+                    f"arch[{n}]: unknown type {kind!r}; use conv, avgpool, maxpool, flatten or dense")
             self.layers.append(rec)
         if not self.Z:
             raise ConfigurationError("the architecture has no parametrized layer (conv or dense)")
         self.out_index, self.out_grid = cur, grid
         self.output_space = self._flat_space(cur, grid)
+        self.Z, self.weight_spaces, self.layer_inputs = (LayerList(self.Z), LayerList(self.weight_spaces),
+                                                         LayerList(self.layer_inputs))
         self.weight_space = ProductSpace(tuple(self.weight_spaces), name=f"{name}.W")
-        self.params = [r for r in self.layers if r.param is not None]
+        self.params = LayerList(r for r in self.layers if r.layer is not None)
         self._reference = None
 
     def _flat_space(self, a_idx, grid):
@@ -287,8 +307,9 @@ class AbstractCNN(_display.Displayable):
     @classmethod
     def from_oracle(cls, in_shape, arch, Ws, bs, name: str = "cnn"):
         """``(net, weights)`` from the reference files' layout: ``arch`` as there (a list of
-        dicts or its JSON string), ``Ws[l]`` ``(I, J, k, k)`` or ``(e, d)`` (channel-major
-        flatten), ``bs[l]``; the weights as a Point (reference frames)."""
+        dicts or its JSON string), ``Ws[i - 1]`` ``(I, J, k, k)`` or ``(e, d)`` (channel-major
+        flatten), ``bs[i - 1]`` for layer ``i``; the weights as a Point
+        (reference frames)."""
         if isinstance(arch, str):
             import json
 
@@ -321,8 +342,8 @@ class AbstractCNN(_display.Displayable):
         A = self.A[a_idx]
         return Point(A.reference_frame, np.zeros(A.dim))
 
-    def patch_map(self, l: int, frame_A: Frame | None = None, padding: str = "point") -> AffineMap:
-        """The patch map ``A^|T_in| → P^|T|`` of conv layer ``l`` (an :class:`AffineMap`).
+    def patch_map(self, i: int, frame_A: Frame | None = None, padding: str = "point") -> AffineMap:
+        """The patch map ``A^|T_in| → P_i^|T|`` of conv layer ``i`` (``i = 1..L``, an :class:`AffineMap`).
 
         Built in the power frames of ``frame_A`` (default: the reference frame): linear part
         the 0/1 selection ``S`` (``I_J`` blocks), offset the padding point's coordinates in
@@ -333,31 +354,31 @@ class AbstractCNN(_display.Displayable):
         >>> net = AbstractCNN((1, 2, 2), [{"type": "conv", "out": 1, "k": 2, "pad": 1}])
         >>> A = net.A[0]
         >>> kappa = A.reference_frame.derive([[2.0]], [3.0])
-        >>> m = net.patch_map(0)
+        >>> m = net.patch_map(1)
         >>> m.matrix(power_frame(kappa, 4), power_frame(power_frame(kappa, 4), 9))[0]  # law D.2
         array([0., 0., 0., 0., 3.])
         """
-        rec = self._param_layer(l, "conv")
+        rec = self._param_layer(i, "conv")
         fA = frame_A or self.A[rec.a_in].reference_frame
-        S, b = self._patch_parts(l, fA, padding)
+        S, b = self._patch_parts(i, fA, padding)
         geom = rec.geom
         return AffineMap(power_frame(fA, geom.T_in), power_frame(power_frame(fA, geom.K), geom.T), S, b)
 
-    def location_patch_maps(self, l: int, frame_A: Frame | None = None, padding: str = "point") -> list:
-        """The factors of :meth:`patch_map`: for every location ``t`` the affine map
-        ``A^|T_in| → A^|Δ|`` that cuts out the patch at ``t`` (padding as there)."""
-        rec = self._param_layer(l, "conv")
+    def location_patch_maps(self, i: int, frame_A: Frame | None = None, padding: str = "point") -> list:
+        """The factors of :meth:`patch_map` of conv layer ``i``: for every location ``t`` the
+        affine map ``A^|T_in| → A^|Δ|`` that cuts out the patch at ``t`` (padding as there)."""
+        rec = self._param_layer(i, "conv")
         fA = frame_A or self.A[rec.a_in].reference_frame
-        S, b = self._patch_parts(l, fA, padding)
+        S, b = self._patch_parts(i, fA, padding)
         geom, J = rec.geom, fA.space.dim
         n = geom.K * J
         fin, fP = power_frame(fA, geom.T_in), power_frame(fA, geom.K)
         return [AffineMap(fin, fP, S[t * n:(t + 1) * n, :], b[t * n:(t + 1) * n, :] if isinstance(b, sp.MatrixBase)
                           else b[t * n:(t + 1) * n]) for t in range(geom.T)]
 
-    def _patch_parts(self, l, fA, padding):
-        """``(S, b)`` of the patch map in the power frames of ``fA`` (see :meth:`patch_map`)."""
-        rec = self.params[l]
+    def _patch_parts(self, i, fA, padding):
+        """``(S, b)`` of the patch map of layer ``i`` in the power frames of ``fA`` (see :meth:`patch_map`)."""
+        rec = self.params.layer(i)
         geom, J = rec.geom, self.A[rec.a_in].dim
         if padding == "point":
             pad = self.padding_point(rec.a_in).coords(fA)
@@ -378,57 +399,70 @@ class AbstractCNN(_display.Displayable):
             return sp.ImmutableMatrix(S.astype(int)), sp.ImmutableMatrix(sp.Matrix.vstack(*[padv * int(m) for m in mask]))
         return S, np.kron(mask, np.asarray(pad, dtype=float))
 
-    def pool_map(self, n: int, frame_A: Frame | None = None) -> AffineMap:
-        """Average pooling (layer record ``n``) as an affine map ``A^|T| → A^|T'|``, matrix
-        ``P_avg ⊗ I_J`` with zero offset in the power frames of ``frame_A``."""
-        rec = self.layers[n]
+    def pool_map(self, k: int, frame_A: Frame | None = None) -> AffineMap:
+        """Average pooling ``arch[k]`` (position ``k`` in the architecture list, 0-based: a
+        pooling layer has no weights and no layer number) as an affine map ``A^|T| → A^|T'|``,
+        matrix ``P_avg ⊗ I_J`` with zero offset in the power frames of ``frame_A``."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.layers):
+            raise ConfigurationError(f"{self.name} has arch[0..{len(self.layers) - 1}], got {k!r}")
+        rec = self.layers[k]
         if rec.kind != "avgpool":
-            raise ConfigurationError(f"layer {n} is {rec.kind}, not avgpool")
+            raise ConfigurationError(f"arch[{k}] is {rec.kind}, not avgpool")
         fA = frame_A or self.A[rec.a_in].reference_frame
         return AffineMap(power_frame(fA, rec.geom.T_in), power_frame(fA, rec.geom.T),
                          _avg_matrix(rec.geom, fA.space.dim, fA.field.symbolic))
 
-    def _param_layer(self, l: int, kind: str | None = None) -> _Layer:
-        if not 0 <= l < self.L:
-            raise ConfigurationError(f"{self.name} has parametrized layers 0..{self.L - 1}, got {l}")
-        rec = self.params[l]
+    def _param_layer(self, i: int, kind: str | None = None) -> _Layer:
+        """The record of weight layer ``i = 1..L`` (checked; of ``kind`` if given)."""
+        i = check_layer(i, self.L, f"the parametrized layers of {self.name}")
+        rec = self.params[i - 1]
         if kind is not None and rec.kind != kind:
-            raise ConfigurationError(f"layer {l} is a {rec.kind} layer, not {kind}")
+            raise ConfigurationError(f"layer {i} of {self.name} is a {rec.kind} layer, not {kind}")
         return rec
 
     # ------------------------------------------------------------ weights ↔ coordinates
     def weights_from(self, Wbars: Sequence, frames: "CNNFrames | None" = None) -> Point:
         """The Point of the weight space whose coordinates in ``frames`` are ``Wbars``.
 
-        ``Wbars[l] = [W_l b_l]``: ``(I, |Δ|·J + 1)`` for a conv layer (offset-major patch
-        order), ``(e, d + 1)`` for a dense layer (flattened input location-major).
+        ``Wbars[i - 1] = [W_i b_i]`` for layer ``i``: ``(I, |Δ|·J + 1)`` for a conv layer
+        (offset-major patch order), ``(e, d + 1)`` for a dense layer (flattened input
+        location-major).
         """
         F = self._frames(frames)
         if len(Wbars) != self.L:
             raise DimensionError(f"{self.name} has {self.L} parametrized layers, got {len(Wbars)} weight matrices")
         parts = []
-        for l, M in enumerate(Wbars):
-            shape = self.weight_spaces[l].shape
+        for i, M in enumerate(Wbars, start=1):
+            shape = self.weight_spaces.layer(i).shape
             if tuple(M.shape) != shape:
-                raise DimensionError(f"layer {l}: W̄ must be {shape}, got {tuple(M.shape)}")
+                raise DimensionError(f"layer {i}: W̄_{i} must be {shape}, got {tuple(M.shape)}")
             parts.append(field_of(M).vec(M) if isinstance(M, sp.MatrixBase) else np.asarray(M, float).reshape(-1, order="F"))
         field = field_of(*parts)
         return Point(F.weight_space_frame, field.concat([field.asvector(p) for p in parts]))
 
-    def layer_points(self, weights: Point, frames: "CNNFrames | None" = None) -> list:
-        """``[ω_0, ω_1, …]``: the layers' weights as Points of ``W_l`` in the frames' induced frames."""
+    def layer_points(self, weights: Point, frames: "CNNFrames | None" = None) -> LayerList:
+        """``[ω_1, …, ω_L]``: the layers' weights as Points of ``W_i`` in the frames' induced
+        frames (position ``i - 1`` holds layer ``i``; ``.layer(i)`` reads it)."""
         F = self._frames(frames)
         if not isinstance(weights, Point) or weights.space is not self.weight_space:
             raise SpaceMismatchError(f"weights must be a Point of {self.weight_space.name}, got {weights!r}")
         parts = self.weight_space.split(weights.coords(F.weight_space_frame))
-        return [Point(F.weight_frame(l), p) for l, p in enumerate(parts)]
+        return LayerList(Point(F.weight_frame(i), p) for i, p in enumerate(parts, start=1))
 
-    def layer_weights(self, weights: Point, frames: "CNNFrames | None" = None) -> list:
-        """``[W̄_0, W̄_1, …]`` in ``frames`` (the law F.4 / D.2 through the core)."""
-        out = []
-        for l, p in enumerate(self.layer_points(weights, frames)):
+    def layer_weights(self, weights: Point, frames: "CNNFrames | None" = None) -> LayerList:
+        """``[W̄_1, …, W̄_L]`` in ``frames`` (the law F.4 / D.2 through the core; position
+        ``i - 1`` holds layer ``i``, ``.layer(i)`` reads it).
+
+        >>> net = AbstractCNN((1, 2, 2), [{"type": "conv", "out": 1, "k": 2}, {"type": "flatten"},
+        ...                               {"type": "dense", "out": 1}], name="lw")
+        >>> Ws = net.layer_weights(net.weights_from([np.array([[1., 2., 3., 4., 5.]]), np.array([[6., 7.]])]))
+        >>> Ws.layer(1).tolist(), Ws.layer(2).tolist()
+        ([[1.0, 2.0, 3.0, 4.0, 5.0]], [[6.0, 7.0]])
+        """
+        out = LayerList()
+        for i, p in enumerate(self.layer_points(weights, frames), start=1):
             x = p.coords()
-            out.append(field_of(x).unvec(x, self.weight_spaces[l].shape))
+            out.append(field_of(x).unvec(x, self.weight_spaces.layer(i).shape))
         return out
 
     def random_weights(self, rng, scale: float = 1.0, frames: "CNNFrames | None" = None) -> Point:
@@ -460,15 +494,15 @@ class AbstractCNN(_display.Displayable):
         F = self._frames(frames)
         if padding not in ("point", "zeros"):
             raise ConfigurationError(f"padding must be 'point' or 'zeros', got {padding!r}")
-        Ws = [np.asarray(W, dtype=float) for W in self.layer_weights(weights, F)]
+        Ws = LayerList(np.asarray(W, dtype=float) for W in self.layer_weights(weights, F))
         ops = []
         for n, rec in enumerate(self.layers):
             if rec.kind == "conv":
                 pad = (self.padding_point(rec.a_in).coords(F.A[rec.a_in]) if padding == "point"
                        else np.zeros(self.A[rec.a_in].dim))
-                ops.append(("conv", rec.geom, Ws[rec.param], np.asarray(pad, float), F.activation(rec.param)))
+                ops.append(("conv", rec.geom, Ws.layer(rec.layer), np.asarray(pad, float), F.activation(rec.layer)))
             elif rec.kind == "dense":
-                ops.append(("dense", Ws[rec.param], F.activation(rec.param)))
+                ops.append(("dense", Ws.layer(rec.layer), F.activation(rec.layer)))
             else:
                 ops.append((rec.kind, rec.geom))
         return CoordinateCNN(ops)
@@ -480,7 +514,8 @@ class AbstractCNN(_display.Displayable):
 
     # ------------------------------------------------------------ maps in frames
     def maps(self, weights: Point, frames: "CNNFrames | None" = None, padding: str = "point") -> list:
-        """The network read in ``frames`` as core maps: a list of ``(kind, Map, layer)``.
+        """The network read in ``frames`` as core maps: a list of ``(kind, Map, layer)``
+        (``layer`` the weight layer's number ``i = 1..L``, ``None`` for pooling).
 
         ``kind`` is ``patches`` (a conv layer's per-location patch maps, a list, not part of
         the chain), ``weights`` (for a conv: ``(I_|T| ⊗ W) ∘`` patch map, ``A^|T_in| → Z^|T|``;
@@ -493,11 +528,11 @@ class AbstractCNN(_display.Displayable):
         out = []
         for n, rec in enumerate(self.layers):
             if rec.kind == "conv":
-                l, g = rec.param, rec.geom
-                fA, fZ, fP = F.A[rec.a_in], F.Z[l], F.patch_frame(l)
+                l, g = rec.layer, rec.geom
+                fA, fZ, fP = F.A[rec.a_in], F.Z.layer(l), F.patch_frame(l)
                 out.append(("patches", self.location_patch_maps(l, fA, padding), l))
                 S, pb = self._patch_parts(l, fA, padding)
-                om = self.weight_spaces[l].map_of(omegas[l])
+                om = self.weight_spaces.layer(l).map_of(omegas.layer(l))
                 Wl, bl = om.linear(fP, fZ), om.offset(fP, fZ)
                 field = field_of(Wl, bl, pb)
                 Wt = field.kron(field.eye(g.T), field.asmatrix(Wl))
@@ -509,9 +544,9 @@ class AbstractCNN(_display.Displayable):
                 out.append(("act", _grid_activation(power_frame(fZ, g.T), power_frame(F.A[rec.a_out], g.T),
                                                     F.activation(l), g.T), l))
             elif rec.kind == "dense":
-                l = rec.param
-                fD, fZ = F.layer_input_frame(l), F.Z[l]
-                om = self.weight_spaces[l].map_of(omegas[l])
+                l = rec.layer
+                fD, fZ = F.layer_input_frame(l), F.Z.layer(l)
+                om = self.weight_spaces.layer(l).map_of(omegas.layer(l))
                 out.append(("weights", AffineMap(fD, fZ, om.linear(fD, fZ), om.offset(fD, fZ)), l))
                 out.append(("act", activation_map(fZ, F.A[rec.a_out], F.activation(l)), l))
             elif rec.kind == "avgpool":
@@ -607,11 +642,19 @@ def _max_pool_map(frame_in: Frame, frame_out: Frame, geom: PoolGeometry) -> Smoo
 
 # =========================================================================== frames
 class CNNFrames(_display.Displayable):
-    """A frame on every local activation space ``A_s`` and pre-activation space ``Z_l``.
+    """A frame on every local activation space ``A_s`` (``s = 0..L``) and pre-activation
+    space ``Z_i`` (``i = 1..L``).
 
     The same frame of a local space is used at every location (power frames), in every
     patch (the patch frame ``power_frame(A, |Δ|)``) and for the flattened input of a dense
     layer (``power_frame(A, |T|)``: ``I_|T| ⊗ Ω``, ``γ`` at every location).
+
+    Attributes
+    ----------
+    A : tuple of Frame
+        ``A[s]`` the frame of ``A_s``, ``s = 0..L``.
+    Z : LayerTuple of Frame
+        Position ``i - 1`` holds the frame of ``Z_i``; ``Z.layer(i)`` reads it.
     """
 
     def __init__(self, net: AbstractCNN, A_frames: Sequence[Frame], Z_frames: Sequence[Frame]):
@@ -619,46 +662,66 @@ class CNNFrames(_display.Displayable):
         if len(A_frames) != len(net.A) or len(Z_frames) != len(net.Z):
             raise DimensionError(f"{net.name} needs {len(net.A)} A-frames and {len(net.Z)} Z-frames, "
                                  f"got {len(A_frames)} and {len(Z_frames)}")
-        for s, (f, sp_) in enumerate(zip(A_frames + Z_frames, net.A + net.Z)):
+        for f, sp_ in zip(A_frames + Z_frames, list(net.A) + list(net.Z)):
             if not isinstance(f, Frame) or f.space is not sp_:
-                raise SpaceMismatchError(f"frame {s} must be a frame of {sp_.name}, got {f!r}")
-        self.net, self.A, self.Z = net, A_frames, Z_frames
+                raise SpaceMismatchError(f"the frame given for {sp_.name} must be a frame of {sp_.name}, got {f!r}")
+        self.net, self.A, self.Z = net, A_frames, LayerTuple(Z_frames)
 
     def derive(self, A: dict | None = None, Z: dict | None = None, name: str = "‡") -> "CNNFrames":
-        """New frames: ``a‡ = Ω a + γ`` on ``A[s]`` for ``A={s: (Ω, γ)}``, and
-        ``z = Φ z‡ + τ`` on ``Z[l]`` for ``Z={l: (Φ, τ)}`` (the directions of Appendix D)."""
+        """New frames: ``a‡ = Ω a + γ`` on ``A_s`` for ``A={s: (Ω, γ)}`` (``s = 0..L``), and
+        ``z = Φ z‡ + τ`` on ``Z_i`` for ``Z={i: (Φ, τ)}`` (``i = 1..L``; the directions of
+        Appendix D).  Layer ``i`` maps ``Z_i`` to ``A_i``: ``A={i: …}, Z={i: …}`` change both
+        ends of its activation.
+
+        >>> import numpy as np
+        >>> net = AbstractCNN((1, 2, 2), [{"type": "conv", "out": 1, "k": 2}, {"type": "flatten"},
+        ...                               {"type": "dense", "out": 1}], name="dv")
+        >>> kappa = net.reference_frames().derive(A={1: ([[2.]], [1.])}, Z={1: ([[3.]], None)})
+        >>> kappa.A[1].name, kappa.Z.layer(1).name
+        ('ι_dv.A1‡', 'ι_dv.Z1‡')
+        >>> net.reference_frames().derive(Z={0: ([[3.]], None)})
+        Traceback (most recent call last):
+        ...
+        geomkfac.errors.ConfigurationError: the pre-activation spaces Z_i of dv are numbered 1..2, got 0
+        """
         A, Z = dict(A or {}), dict(Z or {})
+        L = self.net.L
         newA = list(self.A)
         for s, (Om, g) in A.items():
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= L:
+                raise ConfigurationError(f"the activation spaces A_s of {self.net.name} are numbered 0..{L} "
+                                         f"(0: the input), got {s!r}")
             newA[s] = self.A[s].derive(Om, g, name=f"{self.A[s].name}{name}")
         newZ = list(self.Z)
-        for l, (Phi, tau) in Z.items():
+        for i, (Phi, tau) in Z.items():
+            i = check_layer(i, L, f"the pre-activation spaces Z_i of {self.net.name}")
             field = field_of(Phi, tau)
             Pinv = field.inv(field.asmatrix(Phi))
-            t = field.zeros(self.net.Z[l].dim) if tau is None else field.asvector(tau)
-            newZ[l] = self.Z[l].derive(Pinv, -field.matmul(Pinv, t), name=f"{self.Z[l].name}{name}")
+            t = field.zeros(self.net.Z.layer(i).dim) if tau is None else field.asvector(tau)
+            newZ[i - 1] = self.Z.layer(i).derive(Pinv, -field.matmul(Pinv, t), name=f"{self.Z.layer(i).name}{name}")
         return CNNFrames(self.net, newA, newZ)
 
-    def patch_frame(self, l: int) -> Frame:
-        """The frame of conv layer ``l``'s patch space ``A^|Δ|`` (a power frame)."""
-        rec = self.net._param_layer(l, "conv")
+    def patch_frame(self, i: int) -> Frame:
+        """The frame of conv layer ``i``'s patch space ``P_i = A^|Δ|`` (a power frame)."""
+        rec = self.net._param_layer(i, "conv")
         return power_frame(self.A[rec.a_in], rec.geom.K)
 
-    def layer_input_frame(self, l: int) -> Frame:
-        """Frame of the input space of ``W_l``: the patch frame, or the flattened input's."""
-        rec = self.net._param_layer(l)
+    def layer_input_frame(self, i: int) -> Frame:
+        """Frame of the input space of ``W_i``: the patch frame, or the flattened input's."""
+        rec = self.net._param_layer(i)
         if rec.kind == "conv":
-            return self.patch_frame(l)
-        D = self.net.layer_inputs[l]
+            return self.patch_frame(i)
+        D = self.net.layer_inputs.layer(i)
         return power_frame(self.A[rec.a_in], len(D.factors)) if isinstance(D, ProductSpace) else self.A[rec.a_in]
 
-    def weight_frame(self, l: int) -> Frame:
-        """The frame of ``W_l`` induced by the layer's input frame and ``Z[l]``."""
-        return self.net.weight_spaces[l].frame(self.layer_input_frame(l), self.Z[l])
+    def weight_frame(self, i: int) -> Frame:
+        """The frame of ``W_i`` (``i = 1..L``) induced by the layer's input frame and ``Z_i``'s."""
+        return self.net.weight_spaces.layer(i).frame(self.layer_input_frame(i), self.Z.layer(i))
 
     @property
     def weight_space_frame(self) -> Frame:
-        return self.net.weight_space.frame_from([self.weight_frame(l) for l in range(self.net.L)])
+        """The product frame on ``W_1 × … × W_L``."""
+        return self.net.weight_space.frame_from([self.weight_frame(i) for i in range(1, self.net.L + 1)])
 
     @property
     def output_frame(self) -> Frame:
@@ -667,14 +730,14 @@ class CNNFrames(_display.Displayable):
             return self.A[net.out_index]
         return power_frame(self.A[net.out_index], _grid_T(net.out_grid))
 
-    def activation(self, l: int) -> Activation:
-        """``φ_l`` in these frames (Eqn. D.3), the same at every location."""
-        rec = self.net._param_layer(l)
-        fA, fZ = self.A[rec.a_out], self.Z[l]
+    def activation(self, i: int) -> Activation:
+        """``φ_i : Z_i → A_i`` (``i = 1..L``) in these frames (Eqn. D.3), the same at every location."""
+        rec = self.net._param_layer(i)
+        fA, fZ = self.A[rec.a_out], self.Z.layer(i)
         if fA.is_reference and fZ.is_reference:
             return rec.activation
         chA = self.net.A[rec.a_out].reference_frame.change_to(fA)
-        chZ = fZ.change_to(self.net.Z[l].reference_frame)
+        chZ = fZ.change_to(self.net.Z.layer(i).reference_frame)
         return ConjugatedActivation(rec.activation, chA.B, chA.c, chZ.B, chZ.c)
 
     def _display(self, frame=None):
@@ -710,9 +773,10 @@ class CoordinateCNN:
 
     def forward(self, x, keep: bool = False):
         """Outputs ``(N, D)``; with ``keep``, also ``[(ā, z)]`` per parametrized layer
-        (``ā`` ``(N, |T|, d+1)``, ``z`` ``(N, |T|, I)``)."""
+        (``ā`` ``(N, |T|, d+1)``, ``z`` ``(N, |T|, I)``; a :class:`~geomkfac.numbering.LayerList`,
+        position ``i - 1`` holds layer ``i``)."""
         a = np.asarray(x, dtype=float)
-        kept = []
+        kept = LayerList()
         for op in self.ops:
             kind = op[0]
             if kind == "conv":
@@ -756,28 +820,29 @@ def flatten_permutation(C: int, T: int) -> np.ndarray:
     return patch_permutation(C, T)
 
 
-def layer_input_permutation(net: AbstractCNN, l: int) -> np.ndarray:
+def layer_input_permutation(net: AbstractCNN, i: int) -> np.ndarray:
     """The permutation of ``ā`` (homogeneous 1 last, fixed) from this module's order to the
-    reference files' order for parametrized layer ``l``."""
-    rec = net._param_layer(l)
+    reference files' order for parametrized layer ``i = 1..L``."""
+    rec = net._param_layer(i)
     J = net.A[rec.a_in].dim
     if rec.kind == "conv":
         p = patch_permutation(J, rec.geom.K)
     else:
-        D = net.layer_inputs[l]
+        D = net.layer_inputs.layer(i)
         p = flatten_permutation(J, len(D.factors)) if isinstance(D, ProductSpace) else np.arange(J)
     return np.concatenate([p, [p.size]])
 
 
-def to_oracle_weights(net: AbstractCNN, Wbars) -> list:
+def to_oracle_weights(net: AbstractCNN, Wbars) -> LayerList:
     """``[(W, b)]`` in the reference files' shapes: ``(I, J, k, k)`` for conv layers,
-    ``(e, d)`` (channel-major flatten) for dense layers."""
-    out = []
-    for l, Wb in enumerate(Wbars):
+    ``(e, d)`` (channel-major flatten) for dense layers (position ``i - 1`` holds layer ``i``,
+    as in ``Wbars``; ``.layer(i)`` reads it)."""
+    out = LayerList()
+    for i, Wb in enumerate(Wbars, start=1):
         Wb = np.asarray(Wb, float)
-        p = layer_input_permutation(net, l)
+        p = layer_input_permutation(net, i)
         W = Wb[:, p[:-1]]
-        rec = net._param_layer(l)
+        rec = net._param_layer(i)
         if rec.kind == "conv":
             J = net.A[rec.a_in].dim
             W = W.reshape(W.shape[0], J, rec.geom.k, rec.geom.k)
@@ -785,12 +850,13 @@ def to_oracle_weights(net: AbstractCNN, Wbars) -> list:
     return out
 
 
-def from_oracle_weights(net: AbstractCNN, Ws, bs) -> list:
-    """Inverse of :func:`to_oracle_weights`: ``[W̄_l]`` in this module's order."""
-    out = []
-    for l, (W, b) in enumerate(zip(Ws, bs)):
+def from_oracle_weights(net: AbstractCNN, Ws, bs) -> LayerList:
+    """Inverse of :func:`to_oracle_weights`: ``[W̄_1, …, W̄_L]`` in this module's order
+    (position ``i - 1`` holds layer ``i``; ``.layer(i)`` reads it)."""
+    out = LayerList()
+    for i, (W, b) in enumerate(zip(Ws, bs), start=1):
         W = np.asarray(W, float).reshape(np.shape(W)[0], -1)
-        p = layer_input_permutation(net, l)[:-1]
+        p = layer_input_permutation(net, i)[:-1]
         Wm = np.empty_like(W)
         Wm[:, p] = W
         out.append(np.hstack([Wm, np.asarray(b, float).reshape(-1, 1)]))
@@ -798,7 +864,7 @@ def from_oracle_weights(net: AbstractCNN, Ws, bs) -> list:
 
 
 def oracle_theta(net: AbstractCNN, Wbars) -> np.ndarray:
-    """``θ = [vec W̄_0; vec W̄_1; …]`` in the reference files' order (column-stacking of
+    """``θ = [vec W̄_1; …; vec W̄_L]`` in the reference files' order (column-stacking of
     ``[W.reshape(I, -1) b]``)."""
     return np.concatenate([np.hstack([W.reshape(W.shape[0], -1), b[:, None]]).reshape(-1, order="F")
                            for W, b in to_oracle_weights(net, Wbars)])

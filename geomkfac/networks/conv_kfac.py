@@ -10,7 +10,7 @@ For every sample ξ and location t of a parametrized layer (:func:`layer_samples
   location fixed: ``Φ ∘ ι_t``, with ``ι_t : Z → Z^|T|`` an affine embedding and ``Φ`` the
   composition of the later layers read in the chosen frames (core
   :class:`~geomkfac.maps.AffineMap` s and activation :class:`~geomkfac.maps.SmoothMap` s);
-* ``g^l_ind = |T| · E_{ξ,t}[α ⊗ α] ⊗ E_{ξ,t}[ϕ_{ξ,t}* g]``
+* ``g^i_ind = |T| · E_{ξ,t}[α ⊗ α] ⊗ E_{ξ,t}[ϕ_{ξ,t}* g]``
   (:func:`geomkfac.pipeline.independence_metric` with ``scale=|T|``), whose matrix in an
   induced frame is ``|T| (E_T[ā āᵀ] ⊗ E_T[Dz Dzᵀ])``; ``g_KFAC`` is their additive metric;
 * ``dh = E_ξ[dℓ_ξ]`` with ``DW̄ = Σ_t Dz_t ā_tᵀ`` (pullbacks of the loss differential).
@@ -20,6 +20,10 @@ by D.3, padding with the padding point's coordinates), so the same abstract obje
 in two frames are two different computations.  One code path serves NumPy and sympy.  The
 objects are per sample and location: this module is the reference the NumPy backend is
 checked against, not a training path.
+
+Layers are numbered ``i = 1..L`` as in the paper (:mod:`geomkfac.networks.conv`): every
+``layer`` argument is such a number, ``kfac_metric(...).block(i)`` is layer ``i``'s block, and
+a per-layer list keeps Python's positions (position ``i - 1`` holds layer ``i``; ``.layer(i)``).
 
 Examples
 --------
@@ -33,6 +37,8 @@ Examples
 >>> g = kfac_metric(net, w, X, GaussianFisher())           # an AdditiveMetric of two blocks
 >>> [(A.shape, G.shape) for A, G in (m.factors() for m in g.metrics)]
 [((5, 5), (2, 2)), ((33, 33), (1, 1))]
+>>> g.block(1).space is net.weight_spaces.layer(1)         # layer 1: the convolution
+True
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from geomkfac.fields import field_of
 from geomkfac.maps import AffineMap, ComposedMap, Map
 from geomkfac.metrics import AdditiveMetric, KroneckerMetric, Metric
 from geomkfac.networks.conv import AbstractCNN, layer_input_permutation
+from geomkfac.numbering import LayerList
 from geomkfac.pipeline import expected_pullback, independence_metric, mean_covector
 from geomkfac.spaces import Covector, Point
 
@@ -116,13 +123,14 @@ def _chain(maps: Sequence[Map]) -> Map:
 
 @dataclass
 class LayerSamples:
-    """What the pipeline needs for parametrized layer ``l``, per sample ξ and location t.
+    """What the pipeline needs for parametrized layer ``layer = i`` (``1..L``), per sample ξ
+    and location t.
 
-    ``alphas[ξ][t]`` the layer's input point (a patch, a Point of ``P``); ``zetas[ξ][t]`` the
-    local pre-activation (Point of ``Z_l``); ``rests[ξ][t]`` the map ``ϕ_{ξ,t} : Z_l → Y``
+    ``alphas[ξ][t]`` the layer's input point (a patch, a Point of ``P_i``); ``zetas[ξ][t]`` the
+    local pre-activation (Point of ``Z_i``); ``rests[ξ][t]`` the map ``ϕ_{ξ,t} : Z_i → Y``
     (the rest of the network with the other locations fixed at their values);
     ``outputs[ξ]`` the network output (Point of ``Y``); ``omega`` the layer's weights
-    (Point of ``W_l``); ``T`` the number of locations.
+    (Point of ``W_i``); ``T`` the number of locations.
     """
 
     layer: int
@@ -149,13 +157,15 @@ def _embeddings(T: int, I: int) -> list:
 def layer_samples(net: AbstractCNN, weights: Point, inputs, layer: int, frames=None, padding="point",
                   maps: list | None = None) -> LayerSamples:
     """Run the network, read in ``frames``, as core maps on each sample (Points), and
-    collect the pipeline's pieces for ``layer`` (see :class:`LayerSamples`).
+    collect the pipeline's pieces for weight layer ``layer = i`` (``1..L``; see
+    :class:`LayerSamples`).
 
     ``inputs``: images ``(N, C, H, W)`` in the reference frame, or a list of Points of
     ``A[0]^|T|`` (e.g. from :meth:`AbstractCNN.input_points`).  ``maps``: the output of
     :meth:`AbstractCNN.maps` for these weights and frames, if already built.
     """
     F = net._frames(frames)
+    rec = net._param_layer(layer)
     steps = maps if maps is not None else net.maps(weights, F, padding)
     pts = inputs if isinstance(inputs, list) else net.input_points(net.input_coords(inputs, F), F)
     k = next(i for i, (kind, _, l) in enumerate(steps) if kind == "weights" and l == layer)
@@ -163,9 +173,8 @@ def layer_samples(net: AbstractCNN, weights: Point, inputs, layer: int, frames=N
     patch_maps = steps[k - 1][1] if steps[k - 1][0] == "patches" else None
     Wmap = steps[k][1]
     rest_all = _Memo(_chain([m for kind, m, _ in steps[k + 1:] if kind != "patches"]))
-    rec = net._param_layer(layer)
     T = rec.T
-    fZ = F.Z[layer]
+    fZ = F.Z.layer(layer)
     alphas, zetas, rests, outputs, zeta_all = [], [], [], [], []
     fin = F.layer_input_frame(layer)
     Es = None
@@ -198,7 +207,7 @@ def layer_samples(net: AbstractCNN, weights: Point, inputs, layer: int, frames=N
         alphas.append(al)
         zetas.append(ze)
         rests.append(re)
-    omega = net.layer_points(weights, F)[layer]
+    omega = net.layer_points(weights, F).layer(layer)
     return LayerSamples(layer, T, alphas, zetas, rests, outputs, omega, rest_all, zeta_all)
 
 
@@ -208,13 +217,15 @@ def _flat(xss):
 
 def layer_kfac_metric(net, weights, inputs, output_metric, layer, frames=None, padding="point",
                       samples: LayerSamples | None = None) -> KroneckerMetric:
-    """``g^l_ind = |T| (E_T[α ⊗ α] ⊗ E_T[(ϕ_{ξ,t})* g(ζ)])`` on ``W_l`` (Eqn. F.6, Def. F.2).
+    """``g^i_ind = |T| (E_T[α ⊗ α] ⊗ E_T[(ϕ_{ξ,t})* g(ζ)])`` on ``W_i``, ``i = layer``
+    (``1..L``; Eqn. F.6, Def. F.2).
 
     Computed by :func:`geomkfac.pipeline.independence_metric` over all pairs (ξ, t) with
     ``scale = |T|``.  ``output_metric`` is a metric field on ``Y`` (e.g. an output Fisher of
     :mod:`geomkfac.output_metrics`), or a list with one metric (field) per sample — e.g.
     ``Metric.outer(dℓ_ξ)`` for the empirical Fisher.  In the frame of ``W_l`` induced by the
-    frames its matrix is ``|T| kron(E_T[ā āᵀ], E_T[Dz Dzᵀ])`` (Eqn. 4.4 / F.5).
+    frames its matrix is ``|T| kron(E_T[ā āᵀ], E_T[Dz Dzᵀ])`` (Eqn. 4.4 / F.5); it is
+    ``kfac_metric(...).block(layer)``.
 
     Examples
     --------
@@ -224,7 +235,7 @@ def layer_kfac_metric(net, weights, inputs, output_metric, layer, frames=None, p
     ...                               {"type": "flatten"}, {"type": "dense", "out": 1}])
     >>> rng = np.random.default_rng(0)
     >>> w, X = net.random_weights(rng), rng.normal(size=(4, 1, 3, 3))
-    >>> g = layer_kfac_metric(net, w, X, GaussianFisher(), 0)
+    >>> g = layer_kfac_metric(net, w, X, GaussianFisher(), 1)     # layer 1: the convolution
     >>> A, G = g.factors()                       # E_T[ā āᵀ] and |T|·E_T[Dz Dzᵀ]
     >>> A.shape, G.shape, bool(np.allclose(g.matrix(), np.kron(A, G)))
     ((5, 5), (1, 1), True)
@@ -241,11 +252,11 @@ def layer_kfac_metric(net, weights, inputs, output_metric, layer, frames=None, p
 
 
 def _stacked_evaluation(net, S: LayerSamples, xi: int, frames) -> AffineMap:
-    """``ψ^(:)_ξ : W_l → Z^|T|``, evaluation at every location (stacked evaluation maps)."""
+    """``ψ^(:)_ξ : W_i → Z_i^|T|``, evaluation at every location (stacked evaluation maps)."""
     F = net._frames(frames)
-    l = S.layer
-    Wsp = net.weight_spaces[l]
-    fin, fZ = F.layer_input_frame(l), F.Z[l]
+    i = S.layer
+    Wsp = net.weight_spaces.layer(i)
+    fin, fZ = F.layer_input_frame(i), F.Z.layer(i)
     Js = [Wsp.evaluation_map(a, fin, fZ).linear() for a in S.alphas[xi]]
     field = field_of(*Js)
     J = field.vstack([field.asmatrix(j) for j in Js])
@@ -253,16 +264,18 @@ def _stacked_evaluation(net, S: LayerSamples, xi: int, frames) -> AffineMap:
 
 
 def layer_exact_block(net, weights, inputs, output_metric, layer, frames=None, samples=None) -> Metric:
-    """``E_ξ[(Ψ^l_ξ)* g]`` on ``W_l`` with ``Ψ^l_ξ = ϕ^l_ξ ∘ ψ^(:)_ξ`` over *all* locations:
-    the exact diagonal block of the expected pullback (Eqn. 3.2) that Eqn. F.5 approximates."""
+    """``E_ξ[(Ψ^i_ξ)* g]`` on ``W_i`` (``i = layer``, ``1..L``) with ``Ψ^i_ξ = ϕ^i_ξ ∘ ψ^(:)_ξ``
+    over *all* locations: the exact diagonal block of the expected pullback (Eqn. 3.2) that
+    Eqn. F.5 approximates."""
     S = samples or layer_samples(net, weights, inputs, layer, frames)
     maps = [ComposedMap(S.rest_all, _stacked_evaluation(net, S, xi, frames)) for xi in range(len(S.alphas))]
     return expected_pullback(maps, [S.omega] * len(maps), output_metric)
 
 
 def layer_per_location_sum(net, weights, inputs, output_metric, layer, frames=None, samples=None) -> Metric:
-    """``Σ_t E_ξ[α_t ⊗ α_t] ⊗ E_ξ[(ϕ_{ξ,t})* g]``: one independence metric per location, summed
-    (what Eqn. F.5 would be without the spatial-homogeneity assumptions of Remark F.1)."""
+    """``Σ_t E_ξ[α_t ⊗ α_t] ⊗ E_ξ[(ϕ_{ξ,t})* g]`` on ``W_i`` (``i = layer``, ``1..L``): one
+    independence metric per location, summed (what Eqn. F.5 would be without the
+    spatial-homogeneity assumptions of Remark F.1)."""
     S = samples or layer_samples(net, weights, inputs, layer, frames)
     total = None
     for t in range(S.T):
@@ -273,9 +286,10 @@ def layer_per_location_sum(net, weights, inputs, output_metric, layer, frames=No
 
 
 def kfac_metric(net, weights, inputs, output_metric, frames=None, padding="point") -> AdditiveMetric:
-    """``g_KFAC = g^0_ind + g^1_ind + …`` (Definition F.2), an :class:`AdditiveMetric` on ``W``."""
-    return AdditiveMetric([layer_kfac_metric(net, weights, inputs, output_metric, l, frames, padding)
-                           for l in range(net.L)], net.weight_space)
+    """``g_KFAC = g^1_ind + … + g^L_ind`` (Definition F.2), an :class:`AdditiveMetric` on
+    ``W = W_1 × … × W_L``; ``.block(i)`` is :func:`layer_kfac_metric` of layer ``i``."""
+    return AdditiveMetric([layer_kfac_metric(net, weights, inputs, output_metric, i, frames, padding)
+                           for i in range(1, net.L + 1)], net.weight_space)
 
 
 def _output_covector(loss, y: Point, target) -> Covector:
@@ -286,7 +300,7 @@ def _output_covector(loss, y: Point, target) -> Covector:
 
 def loss_differential(net, weights, inputs, targets, loss, frames=None, padding="point",
                       samples: Sequence[LayerSamples] | None = None, by_location: bool = False) -> Covector:
-    """``dh = E_ξ[dℓ_ξ]`` on ``W`` with ``DW̄_l = Σ_t Dz_t ā_tᵀ`` (F.1–F.3), averaged over samples;
+    """``dh = E_ξ[dℓ_ξ]`` on ``W`` with ``DW̄_i = Σ_t Dz_t ā_tᵀ`` (F.1–F.3), averaged over samples;
     a Covector in ``frames``' weight-space frame.
 
     Per sample and layer: with ``by_location``, ``Σ_t ψ_{α_t}* (ϕ_{ξ,t}* dℓ_ξ)`` (one restricted
@@ -296,12 +310,12 @@ def loss_differential(net, weights, inputs, targets, loss, frames=None, padding=
 
     ``loss`` is a :class:`~geomkfac.output_metrics.Loss` acting on output coordinates in the
     reference frame of ``Y``; ``targets`` one row per sample.  ``samples``: the layers'
-    :class:`LayerSamples` if already computed.
+    :class:`LayerSamples` if already computed (position ``i - 1`` holds layer ``i``).
     """
     F = net._frames(frames)
     parts = []
-    for l in range(net.L):
-        S = samples[l] if samples is not None else layer_samples(net, weights, inputs, l, F, padding)
+    for l in range(1, net.L + 1):
+        S = samples[l - 1] if samples is not None else layer_samples(net, weights, inputs, l, F, padding)
         per = []
         for xi in range(len(S.alphas)):
             dl = _output_covector(loss, S.outputs[xi], targets[xi])
@@ -309,13 +323,13 @@ def loss_differential(net, weights, inputs, targets, loss, frames=None, padding=
                 tot = None
                 for a, z, r in zip(S.alphas[xi], S.zetas[xi], S.rests[xi]):
                     Dz = r.pullback_covector(dl, at=z)
-                    psi = net.weight_spaces[l].evaluation_map(a, F.layer_input_frame(l), F.Z[l])
+                    psi = net.weight_spaces.layer(l).evaluation_map(a, F.layer_input_frame(l), F.Z.layer(l))
                     c = psi.pullback_covector(Dz, at=S.omega)
                     tot = c if tot is None else tot + c
             else:
                 Dz_all = S.rest_all.pullback_covector(dl, at=S.zeta_all[xi])
-                psi = _stacked_evaluation(net, S, xi, F) if S.T > 1 else net.weight_spaces[l].evaluation_map(
-                    S.alphas[xi][0], F.layer_input_frame(l), F.Z[l])
+                psi = _stacked_evaluation(net, S, xi, F) if S.T > 1 else net.weight_spaces.layer(l).evaluation_map(
+                    S.alphas[xi][0], F.layer_input_frame(l), F.Z.layer(l))
                 tot = psi.pullback_covector(Dz_all, at=S.omega)
             per.append(tot)
         parts.append(mean_covector(per).coords(F.weight_frame(l)))
@@ -329,12 +343,12 @@ def kfac_step(net, weights, inputs, targets, output_metric, loss, lr, frames=Non
     with the covector's coordinates read as a vector in ``frames``, coordinate-dependent)."""
     F = net._frames(frames)
     maps = net.maps(weights, F, padding)
-    samples = [layer_samples(net, weights, inputs, l, F, padding, maps) for l in range(net.L)]
+    samples = [layer_samples(net, weights, inputs, i, F, padding, maps) for i in range(1, net.L + 1)]
     dh = loss_differential(net, weights, inputs, targets, loss, F, padding, samples)
     Fw = F.weight_space_frame
     if rule == "kfac":
-        g = AdditiveMetric([layer_kfac_metric(net, weights, inputs, output_metric, l, F, padding, S)
-                            for l, S in enumerate(samples)], net.weight_space)
+        g = AdditiveMetric([layer_kfac_metric(net, weights, inputs, output_metric, S.layer, F, padding, S)
+                            for S in samples], net.weight_space)
         v = g.sharp(dh).coords(Fw)
     elif rule == "sgd":
         v = dh.coords(Fw)
@@ -343,12 +357,13 @@ def kfac_step(net, weights, inputs, targets, output_metric, loss, lr, frames=Non
     return Point(Fw, weights.coords(Fw) - lr * v)
 
 
-def oracle_kfac_factors(net: AbstractCNN, weights: Point, X, output_metric, frames=None) -> list:
-    """``[(A_l, G_l, T_l)]`` from the pipeline, in the reference files' convention.
+def oracle_kfac_factors(net: AbstractCNN, weights: Point, X, output_metric, frames=None) -> LayerList:
+    """``[(A_i, G_i, T_i)]`` from the pipeline, in the reference files' convention
+    (position ``i - 1`` holds layer ``i``; ``.layer(i)`` reads it).
 
-    ``A_l = E_T[ā āᵀ]`` (patch order channel-major, flatten channel-major, 1 last),
-    ``G_l = E_T[(ϕ_{ξ,t})* g]`` (both ``1/(N·T_l)`` sums), and the K-FAC block is
-    ``T_l · kron(A_l, G_l)``.  ``output_metric`` as for :func:`layer_kfac_metric`.
+    ``A_i = E_T[ā āᵀ]`` (patch order channel-major, flatten channel-major, 1 last),
+    ``G_i = E_T[(ϕ_{ξ,t})* g]`` (both ``1/(N·T_i)`` sums), and the K-FAC block is
+    ``T_i · kron(A_i, G_i)``.  ``output_metric`` as for :func:`layer_kfac_metric`.
 
     >>> import numpy as np
     >>> from geomkfac.output_metrics import CategoricalFisher
@@ -360,8 +375,8 @@ def oracle_kfac_factors(net: AbstractCNN, weights: Point, X, output_metric, fram
     >>> [(A.shape, G.shape, T) for A, G, T in oracle_kfac_factors(net, w, rng.normal(size=(3, 1, 4, 4)), CategoricalFisher())]
     [((10, 10), (2, 2), 16), ((33, 33), (3, 3), 1)]
     """
-    out = []
-    for l in range(net.L):
+    out = LayerList()
+    for l in range(1, net.L + 1):
         m = layer_kfac_metric(net, weights, X, output_metric, l, frames)
         A, G = m.factors()
         T = net._param_layer(l).T

@@ -25,6 +25,12 @@ Deriving frames with changes ``(Ω, γ)`` on ``A``, ``(Φ, τ)`` on ``Z``, ``(Ω
 The K-FAC metric of the abstract recurrent network (Def. G.2) is built by the abstract
 pipeline in :mod:`geomkfac.networks.rnn_kfac`.
 
+Its two weight layers are numbered as in the paper's ``i = 1..L`` (:mod:`geomkfac.numbering`):
+layer 1 the recurrent weights ``W_1 = Aff(A × X, Z)`` (``W_rec``), layer 2 the readout
+``W_2 = Aff(A, Y)`` (``W_out``).  Every ``layer`` argument is such a number; per-layer
+results keep Python's positions (position ``i - 1`` holds layer ``i``) and read by the
+paper's number with ``.layer(i)``.
+
 Examples
 --------
 >>> import numpy as np
@@ -52,6 +58,7 @@ from geomkfac.activations_sym import Activation, ConjugatedActivation, get_activ
 from geomkfac.errors import ConfigurationError, DimensionError, SpaceMismatchError
 from geomkfac.fields import field_of
 from geomkfac.maps import AffineMaps
+from geomkfac.numbering import LayerList, LayerTuple, check_layer
 from geomkfac.reparam import LayerChange, homogeneous
 from geomkfac.spaces import AffineSpace, Frame, Point, ProductSpace, power_frame, product_frame
 
@@ -127,17 +134,26 @@ class RNNFrames(_display.Displayable):
         return RNNFrames(n, A, X, Z, Y)
 
     def weight_frame(self, layer: int) -> Frame:
-        """Layer 0: the frame of ``Aff(A × X, Z)`` induced by (AX, Z); layer 1: of ``Aff(A, Y)``."""
-        if layer == 0:
-            return self.net.W_rec.frame(self.AX, self.Z)
+        """Layer 1: the frame of ``W_1 = Aff(A × X, Z)`` induced by (AX, Z); layer 2: of
+        ``W_2 = Aff(A, Y)`` induced by (A, Y).
+
+        >>> net = AbstractRNN(2, 1, 1, T=2, name="wf")
+        >>> net.reference_frames().weight_frame(2).space is net.W_out
+        True
+        >>> net.reference_frames().weight_frame(0)
+        Traceback (most recent call last):
+        ...
+        geomkfac.errors.ConfigurationError: the layers of an RNN (1: recurrent, 2: readout) are numbered 1..2, got 0
+        """
+        layer = check_rnn_layer(layer)
         if layer == 1:
-            return self.net.W_out.frame(self.A, self.Y)
-        raise ConfigurationError(f"an RNN has layers 0 (recurrent) and 1 (readout), got {layer}")
+            return self.net.W_rec.frame(self.AX, self.Z)
+        return self.net.W_out.frame(self.A, self.Y)
 
     @property
     def weight_space_frame(self) -> Frame:
-        """Product frame on ``W_rec × W_out``: coordinates ``[vec W̄_r; vec W̄_o]``."""
-        return self.net.weight_space.frame_from([self.weight_frame(0), self.weight_frame(1)])
+        """Product frame on ``W_1 × W_2 = W_rec × W_out``: coordinates ``[vec W̄_r; vec W̄_o]``."""
+        return self.net.weight_space.frame_from([self.weight_frame(1), self.weight_frame(2)])
 
     @property
     def output_frame(self) -> Frame:
@@ -213,6 +229,12 @@ class CoordinateRNN:
         Wo = np.asarray(self.Wbar_out, dtype=float)
         y = hs[:, 1:] @ Wo[:, :-1].T + Wo[:, -1]
         return y if self.output == "seq" else y[:, -1]
+
+
+def check_rnn_layer(layer) -> int:
+    """``layer`` as an ``int`` if it names one of an RNN's weight layers: 1 (recurrent) or
+    2 (readout); otherwise a :class:`~geomkfac.errors.ConfigurationError`."""
+    return check_layer(layer, 2, "the layers of an RNN (1: recurrent, 2: readout)")
 
 
 def _change_parts(ch: LayerChange | None, n: int, which: str):
@@ -309,9 +331,24 @@ class AbstractRNN(_display.Displayable):
         self._reference = None
 
     @property
-    def scales(self) -> tuple[int, int]:
-        """``(T₀, T₁)``: the number of steps each layer is shared over."""
-        return (self.T, self.T if self.output == "seq" else 1)
+    def L(self) -> int:
+        """The number of weight layers: 2 (1: recurrent, 2: readout)."""
+        return 2
+
+    @property
+    def weight_spaces(self) -> LayerTuple:
+        """``(W_1, W_2) = (W_rec, W_out)``; position ``i - 1`` holds layer ``i``, ``.layer(i)`` reads it."""
+        return LayerTuple((self.W_rec, self.W_out))
+
+    @property
+    def scales(self) -> LayerTuple:
+        """``(T_1, T_2)``: the number of steps each layer is shared over (position ``i - 1``
+        holds layer ``i``; ``.layer(i)`` reads it).
+
+        >>> AbstractRNN(2, 1, 1, T=3, output="last").scales.layer(2)       # the readout: once
+        1
+        """
+        return LayerTuple((self.T, self.T if self.output == "seq" else 1))
 
     def reference_frames(self) -> RNNFrames:
         if self._reference is None:
@@ -349,17 +386,26 @@ class AbstractRNN(_display.Displayable):
         if not isinstance(weights, Point) or weights.space is not self.weight_space:
             raise SpaceMismatchError(f"weights must be a Point of {self.weight_space.name}, got {weights!r}")
 
-    def layer_points(self, weights: Point, frames: RNNFrames | None = None) -> tuple[Point, Point]:
-        """The weights as points of ``W_rec`` and ``W_out``, in the frames induced by ``frames``."""
+    def layer_points(self, weights: Point, frames: RNNFrames | None = None) -> LayerTuple:
+        """``(ω_1, ω_2)``: the weights as points of ``W_1 = W_rec`` and ``W_2 = W_out``, in the
+        frames induced by ``frames`` (position ``i - 1`` holds layer ``i``; ``.layer(i)``)."""
         frames = self._frames(frames)
         self._check_weights(weights)
         r, o = self.weight_space.split(weights.coords(frames.weight_space_frame))
-        return Point(frames.weight_frame(0), r), Point(frames.weight_frame(1), o)
+        return LayerTuple((Point(frames.weight_frame(1), r), Point(frames.weight_frame(2), o)))
 
-    def layer_weights(self, weights: Point, frames: RNNFrames | None = None) -> list:
-        """``[W̄_r, W̄_o]`` in ``frames`` (law D.2 through the core's induced frames)."""
+    def layer_weights(self, weights: Point, frames: RNNFrames | None = None) -> LayerList:
+        """``[W̄_1, W̄_2] = [W̄_r, W̄_o]`` in ``frames`` (law D.2 through the core's induced
+        frames; position ``i - 1`` holds layer ``i``, ``.layer(i)`` reads it).
+
+        >>> import numpy as np
+        >>> net = AbstractRNN(1, 1, 1, T=2, name="lw")
+        >>> Ws = net.layer_weights(net.weights_from(np.array([[1., 2., 3.]]), np.array([[4., 5.]])))
+        >>> Ws.layer(1).tolist(), Ws.layer(2).tolist()
+        ([[1.0, 2.0, 3.0]], [[4.0, 5.0]])
+        """
         r, o = self.layer_points(weights, frames)
-        return [field_of(p.coords()).unvec(p.coords(), s.shape) for p, s in ((r, self.W_rec), (o, self.W_out))]
+        return LayerList(field_of(p.coords()).unvec(p.coords(), s.shape) for p, s in ((r, self.W_rec), (o, self.W_out)))
 
     def initial_state(self, h0, frames: RNNFrames | None = None) -> Point:
         """The initial state ``α_0``: the point of ``A`` with coordinates ``h0`` in ``frames.A``."""
@@ -399,7 +445,7 @@ class AbstractRNN(_display.Displayable):
     def display(self, frame=None, weights=None, h0=None):
         """The network in the RNNFrames ``frame`` (default: reference frames): the recurrent
         step and the readout with their spaces and frames, the activation in those frames
-        (D.3) and, given ``weights`` / ``h0``, ``[W̄_0]``, ``[W̄_1]`` (D.2) and ``α_0`` --
+        (D.3) and, given ``weights`` / ``h0``, ``[W̄_1]``, ``[W̄_2]`` (D.2) and ``α_0`` --
         :func:`geomkfac.display.rnn_display`."""
         return self._display(frame, weights, h0)
 

@@ -16,9 +16,13 @@ For every example ξ and step t (:func:`unroll`):
   (the copies of the untied weights summed: ``Σ_t Dz_t ā_{t−1}ᵀ``, Appendix G.2).
 
 The readout is handled by the same pipeline: ``ψ`` evaluates at ``α_t`` and ``ϕ`` puts
-``υ_t`` into its slot of ``Y^T`` (``T₁ = T``), or is the identity of ``Y`` for
-``output="last"`` (an ordinary dense layer, ``T₁ = 1``).  :func:`kfac_factors` returns
+``υ_t`` into its slot of ``Y^T`` (``T_2 = T``), or is the identity of ``Y`` for
+``output="last"`` (an ordinary dense layer, ``T_2 = 1``).  :func:`kfac_factors` returns
 each layer's ``(A, G, T)`` in the reference files' convention.
+
+The weight layers are numbered as in the paper (:mod:`geomkfac.networks.rnn`): layer 1 the
+recurrent weights, layer 2 the readout; ``kfac_metric(...).block(i)`` and
+``kfac_factors(...).layer(i)`` read layer ``i``.
 
 One code path serves NumPy and sympy (through the core's fields).  The pipeline's objects
 are per example and step, so keep the sizes small: this module is the reference the NumPy
@@ -36,7 +40,7 @@ Examples
 >>> [(A.shape, G.shape, T) for A, G, T in facs]
 [((4, 4), (2, 2), 3), ((3, 3), (2, 2), 3)]
 >>> g = recurrent_kfac_metric(net, w, h0, X, "gaussian")        # T · kron(A, G), kept factored
->>> bool(np.allclose(g.matrix(), 3 * np.kron(*facs[0][:2])))
+>>> bool(np.allclose(g.matrix(), 3 * np.kron(*facs.layer(1)[:2])))
 True
 """
 
@@ -53,7 +57,8 @@ from geomkfac.errors import ConfigurationError, DataError, DimensionError, Space
 from geomkfac.fields import field_of
 from geomkfac.maps import AffineMap, ComposedMap, Map, SmoothMap
 from geomkfac.metrics import AdditiveMetric, KroneckerMetric, additive_metric, second_moment
-from geomkfac.networks.rnn import AbstractRNN, RNNFrames
+from geomkfac.networks.rnn import AbstractRNN, RNNFrames, check_rnn_layer
+from geomkfac.numbering import LayerList
 from geomkfac.output_metrics import get_output_metric, loss_for
 from geomkfac.spaces import AffineSpace, Covector, Frame, Point, ProductSpace, Vector, power_frame, product_frame
 
@@ -323,14 +328,12 @@ def _examples(net, weights, h0, X, frames):
 
 
 def layer_samples(net: AbstractRNN, examples: Sequence[UnrolledExample], layer: int):
-    """``(alphas, rests, zetas)`` over all examples and steps for layer 0 (recurrent) or 1 (readout)."""
-    if layer == 0:
+    """``(alphas, rests, zetas)`` over all examples and steps for layer 1 (recurrent) or 2 (readout)."""
+    if check_rnn_layer(layer) == 1:
         return ([a for e in examples for a in e.alphas], [r for e in examples for r in e.rests],
                 [z for e in examples for z in e.zetas])
-    if layer == 1:
-        return ([a for e in examples for a in e.readout_points], [r for e in examples for r in e.readout_rests],
-                [z for e in examples for z in e.readout_zetas])
-    raise ConfigurationError(f"an RNN has layers 0 (recurrent) and 1 (readout), got {layer}")
+    return ([a for e in examples for a in e.readout_points], [r for e in examples for r in e.readout_rests],
+            [z for e in examples for z in e.readout_zetas])
 
 
 def _output_metric_field(net: AbstractRNN, output_metric):
@@ -339,47 +342,52 @@ def _output_metric_field(net: AbstractRNN, output_metric):
 
 
 def recurrent_kfac_metric(net: AbstractRNN, weights: Point, h0: Point, X, output_metric,
-                          layer: int = 0, frames: RNNFrames | None = None, examples=None,
+                          layer: int = 1, frames: RNNFrames | None = None, examples=None,
                           scaled: bool = True) -> KroneckerMetric:
-    """``T · E_T[α ⊗ α] ⊗ E_T[ϕ_{ξ,t}* g]`` on ``W_rec`` (Def. G.2, Eqn. G.4), or the readout's.
+    """``T · E_T[α ⊗ α] ⊗ E_T[ϕ_{ξ,t}* g]`` on ``W_1 = W_rec`` (Def. G.2, Eqn. G.4), or the
+    readout's on ``W_2 = W_out``.
 
-    ``layer=0``: the recurrent weights (``scale = T``); ``layer=1``: the readout
-    (``scale = T`` for ``"seq"``, 1 for ``"last"``).  ``scaled=False`` leaves the scale out
+    ``layer=1``: the recurrent weights (``scale = T``); ``layer=2``: the readout
+    (``scale = T`` for ``"seq"``, 1 for ``"last"``); ``kfac_metric(...).block(layer)``.  ``scaled=False`` leaves the scale out
     (the factors ``(A, G)`` of the reference files).  Built by
     :func:`geomkfac.pipeline.independence_metric` from the unrolled examples' points and maps.
     """
     frames = net._frames(frames)
+    layer = check_rnn_layer(layer)
     examples = examples if examples is not None else _examples(net, weights, h0, X, frames)
     alphas, rests, zetas = layer_samples(net, examples, layer)
-    scale = net.scales[layer] if scaled else 1
-    fA = frames.AX if layer == 0 else frames.A
+    scale = net.scales.layer(layer) if scaled else 1
+    fA = frames.AX if layer == 1 else frames.A
     return pipeline.independence_metric(alphas, rests, zetas, _output_metric_field(net, output_metric),
                                         scale=scale, frame_A=fA)
 
 
-def expected_pullback(net: AbstractRNN, weights: Point, h0: Point, X, output_metric, layer: int = 0,
+def expected_pullback(net: AbstractRNN, weights: Point, h0: Point, X, output_metric, layer: int = 1,
                       frames: RNNFrames | None = None, examples=None):
-    """``E_{ξ,t}[Ψ_{ξ,t}* g]`` on one layer's weights, ``Ψ_{ξ,t} = ϕ_{ξ,t} ∘ ψ_{ξ,t}`` (the
+    """``E_{ξ,t}[Ψ_{ξ,t}* g]`` on one layer's weights (``layer=1``: recurrent, ``2``: readout),
+    ``Ψ_{ξ,t} = ϕ_{ξ,t} ∘ ψ_{ξ,t}`` (the
     hypothesis of Theorem G.3; the weights untied per step, no cross-time terms).
 
     Built by :func:`geomkfac.pipeline.expected_pullback` along the composed maps, evaluated
     at the layer's weights (in ``frames``' induced frame).
     """
     frames = net._frames(frames)
+    layer = check_rnn_layer(layer)
     examples = examples if examples is not None else _examples(net, weights, h0, X, frames)
     alphas, rests, _ = layer_samples(net, examples, layer)
-    space, fA, fZ = (net.W_rec, frames.AX, frames.Z) if layer == 0 else (net.W_out, frames.A, frames.Y)
-    point = net.layer_points(weights, frames)[layer]
+    space, fA, fZ = (net.W_rec, frames.AX, frames.Z) if layer == 1 else (net.W_out, frames.A, frames.Y)
+    point = net.layer_points(weights, frames).layer(layer)
     maps = [ComposedMap(r, space.evaluation_map(a, fA, fZ)) for a, r in zip(alphas, rests)]
     return pipeline.expected_pullback(maps, [point] * len(maps), _output_metric_field(net, output_metric))
 
 
 def kfac_metric(net: AbstractRNN, weights: Point, h0: Point, X, output_metric,
                 frames: RNNFrames | None = None, examples=None) -> AdditiveMetric:
-    """The K-FAC metric on ``W_rec × W_out``: the additive metric of the two layers' metrics."""
+    """The K-FAC metric on ``W_1 × W_2 = W_rec × W_out``: the additive metric of the two layers'
+    metrics (``.block(1)`` the recurrent layer's, ``.block(2)`` the readout's)."""
     frames = net._frames(frames)
     examples = examples if examples is not None else _examples(net, weights, h0, X, frames)
-    blocks = [recurrent_kfac_metric(net, weights, h0, X, output_metric, i, frames, examples) for i in (0, 1)]
+    blocks = [recurrent_kfac_metric(net, weights, h0, X, output_metric, i, frames, examples) for i in (1, 2)]
     return additive_metric(blocks, net.weight_space)
 
 
@@ -402,39 +410,40 @@ def _losses(net, output_metric, examples, Y):
 
 
 def kfac_factors(net: AbstractRNN, weights: Point, h0: Point, X, Y=None, output_metric="categorical",
-                 fisher: str = "type2", frames: RNNFrames | None = None) -> list:
-    """Each layer's K-FAC factors ``(A, G, T)`` in the reference files' convention, via the pipeline.
+                 fisher: str = "type2", frames: RNNFrames | None = None) -> LayerList:
+    """Each layer's K-FAC factors ``(A, G, T)`` in the reference files' convention, via the
+    pipeline (position ``i - 1`` holds layer ``i``; ``.layer(i)`` reads it).
 
     ``A = (1/(N T)) Σ ā āᵀ``; ``G = (1/(N T)) Σ`` of the pulled-back output metric
     (``fisher="type2"``: ``ϕ_{ξ,t}* g``) or of ``Dz Dzᵀ`` with ``Dz = ϕ_{ξ,t}* dℓ`` the
     pulled-back differential of the data loss (``fisher="empirical"``, needs ``Y``); the
-    block is ``T · kron(A, G)``.  Layer 0 is the recurrent layer, layer 1 the readout.
+    block is ``T · kron(A, G)``.  Layer 1 is the recurrent layer, layer 2 the readout.
     ``fisher="type2"`` runs on NumPy or sympy coordinates; the empirical variant needs
     numeric outputs and targets (the losses are evaluated in float64).
     """
     frames = net._frames(frames)
     examples = _examples(net, weights, h0, X, frames)
-    out = []
+    out = LayerList()
     if fisher == "type2":
-        for i in (0, 1):
+        for i in (1, 2):
             g = recurrent_kfac_metric(net, weights, h0, X, output_metric, i, frames, examples, scaled=False)
             A, G = g.factors()
-            out.append((A, G, net.scales[i]))
+            out.append((A, G, net.scales.layer(i)))
         return out
     if fisher != "empirical":
         raise ConfigurationError(f"fisher must be 'type2' or 'empirical', got {fisher!r}")
     if Y is None:
         raise DataError("the empirical factors need targets Y")
     dls = [d for d, _ in _losses(net, output_metric, examples, Y)]
-    for i in (0, 1):
+    for i in (1, 2):
         alphas, rests, zetas = layer_samples(net, examples, i)
         per = len(alphas) // len(examples)
         diffs = [dls[k // per] for k in range(len(alphas))]
         Dz = pipeline.pulled_back_differentials(rests, zetas, diffs)
-        S = second_moment(alphas, frame=frames.AX if i == 0 else frames.A)
+        S = second_moment(alphas, frame=frames.AX if i == 1 else frames.A)
         g = KroneckerMetric(S, pipeline.empirical_fisher(Dz))
         A, G = g.factors()
-        out.append((A, G, net.scales[i]))
+        out.append((A, G, net.scales.layer(i)))
     return out
 
 
@@ -454,13 +463,13 @@ def loss_differential(net: AbstractRNN, weights: Point, h0: Point, X, Y, output_
     losses = _losses(net, output_metric, examples, Y)
     points = net.layer_points(weights, frames)
     parts = []
-    for i, space in ((0, net.W_rec), (1, net.W_out)):
+    for i, space in ((1, net.W_rec), (2, net.W_out)):
         alphas, rests, zetas = layer_samples(net, examples, i)
         per = len(alphas) // len(examples)
-        fA, fZ = (frames.AX, frames.Z) if i == 0 else (frames.A, frames.Y)
+        fA, fZ = (frames.AX, frames.Z) if i == 1 else (frames.A, frames.Y)
         maps = [ComposedMap(r, space.evaluation_map(a, fA, fZ)) for a, r in zip(alphas, rests)]
         diffs = [losses[k // per][0] for k in range(len(alphas))]
-        covs = pipeline.pulled_back_differentials(maps, [points[i]] * len(maps), diffs)
+        covs = pipeline.pulled_back_differentials(maps, [points.layer(i)] * len(maps), diffs)
         parts.append(pipeline.mean_covector(covs) * per)
     field = field_of(*[p.coords() for p in parts])
     dh = Covector(frames.weight_space_frame, field.concat([field.asvector(p.coords()) for p in parts]))
