@@ -22,6 +22,7 @@ import os
 import sys
 
 from geomkfac.audit import ARCHITECTURES, OPTIMIZERS, REPARAMS, run_audit
+from geomkfac.cli import positive_int
 from geomkfac.errors import ConfigurationError
 
 __all__ = ["add_parser", "QUICK", "parse_expectations"]
@@ -137,16 +138,6 @@ def _hidden(text):
     return text
 
 
-def _positive(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``geomkfac audit [--quick] [--reparams …] [--optimizers …] [--out DIR [--force]]
     [--json FILE] [--expect OPT:REPARAM=CLAIM …]``."""
@@ -166,8 +157,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"comma-separated, from: {', '.join(REPARAMS)} (default: all)")
     parser.add_argument("--optimizers", metavar="LIST",
                         help=f"comma-separated, from: {', '.join(OPTIMIZERS)} (default: all)")
-    parser.add_argument("--steps", type=_positive, metavar="N", help="steps per run (default 20)")
-    parser.add_argument("--examples", type=_positive, metavar="N",
+    parser.add_argument("--steps", type=positive_int, metavar="N", help="steps per run (default 20)")
+    parser.add_argument("--examples", type=positive_int, metavar="N",
                         help="digits examples used (default 512; 256 for the cnn)")
     parser.add_argument("--hidden", type=_hidden, default="8", metavar="W[,W…]",
                         help="hidden widths of the MLP (default 8)")
@@ -189,7 +180,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty --out DIR (its table.txt, audit.json and "
                              "distances.png are replaced, other files left as they are)")
-    parser.add_argument("--threads", type=_positive, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="use at most N BLAS/OpenMP threads (default: the libraries' own)")
     parser.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
     parser.set_defaults(func=_command)

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from geomkfac.cli import positive_int
 from geomkfac.errors import ConfigurationError
 
 __all__ = [
@@ -726,16 +727,6 @@ def _command(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``geomkfac prove [IDS…] [--fast] [--report FILE.md] [--latex FILE.tex] [--dir PROOFS_DIR]``."""
     parser = subparsers.add_parser(
@@ -754,7 +745,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dir", metavar="PROOFS_DIR", default=None,
                         help="folder of proof scripts (default: proofs/ of the source checkout)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    parser.add_argument("--jobs", type=_positive_int, default=min(4, os.cpu_count() or 1), metavar="N",
+    parser.add_argument("--jobs", type=positive_int, default=min(4, os.cpu_count() or 1), metavar="N",
                         help="run the proofs in N worker processes (default: the number of CPUs, at "
                              "most 4; 1 runs them one after the other)")
     parser.set_defaults(func=_command)
