@@ -162,13 +162,6 @@ def _mlp_pair(name, model, X, rng):
     return net2, X2, changes
 
 
-def _homogeneous(B, c):
-    n = B.shape[0]
-    H = np.eye(n + 1)
-    H[:n, :n], H[:n, -1] = B, c
-    return H
-
-
 def _channel_rows(x):
     """The points of a channel / feature space as rows: ``(N, C, H, W)`` → ``(N·H·W, C)``,
     ``(N, T, d)`` → ``(N·T, d)``, ``(N, d)`` as is."""
@@ -187,101 +180,43 @@ def _apply_frame(x, ch):
 
 
 def _stack_pair(name, model, X, rng):
-    """:func:`activation_pair` for a :class:`~geomkfac.nn.Sequential` of valid convolutions,
-    flatten, RNN, last-step and dense layers (Theorems 4.1, 4.2, built as in the proofs):
-    each layer's ``W̄‡ = Φ⁻¹ (W̄ M⁻¹ − τ e_lastᵀ)`` with ``M`` the change of its homogeneous
-    input — ``Ω ⊗ I_{k²}`` on patches, ``Ω ⊗ I_T`` after a channel-major flatten, ``Ω_h ⊕ Ω_x``
-    on an RNN's ``[h; x]`` (its ``h0`` moved to ``Ω_h h0 + γ_h``) — and the activation
-    ``φ‡ = Ω φ(Φ · + τ) + γ`` (Eqn. D.3).  Written out here, independently of
-    :func:`geomkfac.reparam.reparameterize` (the tests compare the two)."""
-    from geomkfac.nn import RNN, ConjugatedActivation, Conv2d, Dense, Flatten, LastStep, Sequential
-    from geomkfac.reparam import LayerChange
+    """:func:`activation_pair` for a :class:`~geomkfac.nn.Sequential`: one change per
+    channel / hidden space (shared by all locations and steps, Theorems 4.1, 4.2), drawn
+    from the points flowing through that space, then the one implementation of Eqns.
+    D.2 / D.3 for layer stacks, :func:`geomkfac.reparam.reparameterize`."""
+    from geomkfac.nn import RNN, Conv2d, Dense, Flatten, LastStep
+    from geomkfac.reparam import LayerChange, reparameterize
 
     params = [l for l in model.layers if hasattr(l, "Wbar")]
-    last = params[-1]
     ch_in = _space_change(name, _channel_rows(X), rng, None, True) or LayerChange()
-    X2 = _apply_frame(X, ch_in) if ch_in.changes_A else X
     changes = {0: ch_in.on_A_only()} if ch_in.changes_A else {}
-    x = X
-    cur = ch_in  # the frame of the points flowing into the next layer
-    flat_T = None  # locations per channel after a flatten
-    new = []
-    j = 0  # weight layers so far (the activation index of the layer's output)
+    x, j = X, 0  # j: weight layers so far (the activation index of the layer's output)
     for layer in model.layers:
         y, _ = layer.forward(x)
-        if isinstance(layer, Flatten):
-            flat_T = x.shape[2] * x.shape[3]
-            new.append(Flatten())
-        elif isinstance(layer, LastStep):
-            new.append(LastStep())
-        elif isinstance(layer, (Conv2d, Dense, RNN)):
-            n_out = layer.W.shape[0]
-            act = layer.activation.name
-            if layer is last:  # the output frame is kept; its pre-activations may change
-                out = LayerChange()
-                if name == "random_affine":
-                    z = _space_change(name, np.zeros((1, n_out)), rng, None, False)
-                    out = LayerChange(Phi=z.Phi, tau=z.tau)
-            else:
-                out = _space_change(name, _channel_rows(y), rng, act, False) or LayerChange()
-            Om_in = np.eye(_in_channels(layer)) if cur.Omega is None else np.asarray(cur.Omega)
-            ga_in = np.zeros(Om_in.shape[0]) if cur.gamma is None else np.asarray(cur.gamma)
-            if isinstance(layer, Conv2d):
-                if layer.padding:
-                    raise ConfigurationError("the audit's layer stacks use valid convolutions (zero "
-                                             "padding pads with a point whose coordinates change)")
-                k2 = layer.k ** 2
-                M = _homogeneous(np.kron(Om_in, np.eye(k2)), np.repeat(ga_in, k2))
-            elif isinstance(layer, RNN):
-                H = layer.hidden
-                Om_h = np.eye(H) if out.Omega is None else np.asarray(out.Omega)
-                ga_h = np.zeros(H) if out.gamma is None else np.asarray(out.gamma)
-                B = np.zeros((H + Om_in.shape[0],) * 2)
-                B[:H, :H], B[H:, H:] = Om_h, Om_in
-                M = _homogeneous(B, np.concatenate([ga_h, ga_in]))
-            elif flat_T is not None:
-                M = _homogeneous(np.kron(Om_in, np.eye(flat_T)), np.repeat(ga_in, flat_T))
-                flat_T = None
-            else:
-                M = _homogeneous(Om_in, ga_in)
-            Wb = layer.Wbar @ np.linalg.inv(M)
-            if out.tau is not None:
-                Wb[:, -1] -= np.asarray(out.tau)
-            if out.Phi is not None:
-                Wb = np.linalg.solve(np.asarray(out.Phi), Wb)
-            if name == "sigmoid_tanh" and layer is not last:
-                act2 = _OTHER[act]
-            elif out.changes_A or out.changes_Z:
-                act2 = ConjugatedActivation(layer.activation, out.Omega, out.gamma, out.Phi, out.tau)
-            else:
-                act2 = layer.activation
-            W2, b2 = Wb[:, :-1].reshape(layer.W.shape), Wb[:, -1]
-            if isinstance(layer, Conv2d):
-                new.append(Conv2d(W2, b2, act2, padding=0, stride=layer.stride))
-            elif isinstance(layer, RNN):
-                h0 = layer.h0 if not out.changes_A else Om_h @ layer.h0 + ga_h
-                new.append(RNN(W2, b2, act2, h0=h0))
-            else:
-                new.append(Dense(W2, b2, act2))
+        if isinstance(layer, (Conv2d, Dense, RNN)):
             j += 1
-            if out.changes_A or out.changes_Z:
-                changes[j] = out
-            cur = out
-        else:
+            if layer is params[-1]:  # the output frame is kept; its pre-activations may change
+                if name == "random_affine":
+                    z = _space_change(name, np.zeros((1, layer.W.shape[0])), rng, None, False)
+                    changes[j] = LayerChange(Phi=z.Phi, tau=z.tau)
+            else:
+                out = _space_change(name, _channel_rows(y), rng, layer.activation.name, False)
+                if out is not None and (out.changes_A or out.changes_Z):
+                    changes[j] = out
+        elif not isinstance(layer, (Flatten, LastStep)):
             raise ConfigurationError(f"the audit cannot change frames across {layer!r} "
                                      "(pooling does not commute with affine changes of channels)")
         x = y
-    return Sequential(new), X2, changes
+    net2 = reparameterize(model, changes)
+    if name == "sigmoid_tanh":
+        # the same weights (Eqn. D.2) with the plain named activation instead of the
+        # conjugated one, as for the MLP
+        from geomkfac.nn.activations import get_activation
 
-
-def _in_channels(layer):
-    from geomkfac.nn import RNN, Conv2d
-
-    if isinstance(layer, Conv2d):
-        return layer.in_channels
-    if isinstance(layer, RNN):
-        return layer.in_dim
-    return layer.W.shape[1]
+        for l, l2 in zip(params[:-1], [l for l in net2.layers if hasattr(l, "Wbar")][:-1]):
+            l2.activation = get_activation(_OTHER[l.activation.name])
+    X2 = _apply_frame(X, changes[0]) if 0 in changes else X
+    return net2, X2, changes
 
 
 def activation_pair(name, model, X, rng, return_changes=False):
