@@ -31,7 +31,12 @@ to ``(H·W·I, O)`` with the output channels last whatever the convolution's dim
 cross-entropy with integer labels ``Y`` (geomkfac's ``"ce"``), registered with
 ``kfac_jax.register_softmax_cross_entropy_loss``. kfac-jax finds the layers by its automatic
 graph matching; the curvature blocks it made (``Conv2DTwoKroneckerFactored``,
-``DenseTwoKroneckerFactored``, …) are reported per K-FAC run as ``kfac_blocks``.
+``DenseTwoKroneckerFactored``, …) are reported per K-FAC run as ``kfac_blocks``. A run with
+``"conv_patches": "explicit"`` replaces kfac-jax's default conv block by a subclass that
+computes its input factor with kfac-jax's own ``patches_moments_explicit`` (patches extracted
+by ``lax.conv_general_dilated_patches``, then one matrix product: the im2col route) instead of
+the default ``patches_moments`` (a loop over the kernel offsets, each a 4-D convolution of the
+image with itself, which is slow on a CPU); everything else is kfac-jax's default.
 Everything is float32 (jax's default).
 """
 
@@ -61,6 +66,27 @@ def _load(npz_path, loss="bernoulli"):
             params.append((W.T.copy() if W.ndim == 2 else W.transpose(2, 3, 1, 0).copy(),
                            d[f"b{i}"].astype(np.float32)))
     return X, Y, params
+
+
+def _explicit_patches_conv_block():
+    """``kfac_jax.Conv2DTwoKroneckerFactored`` with the input factor from
+    ``patches_moments_explicit`` (documented by kfac-jax as the same moments, computed from
+    explicitly extracted patches)."""
+    import kfac_jax
+
+    psm = kfac_jax.patches_second_moment
+
+    class ExplicitPatchesConv2D(kfac_jax.Conv2DTwoKroneckerFactored):
+        def compute_inputs_stats(self, inputs, weighting_array=None):
+            # the block calls psm.patches_moments while it is traced: swap it for that call
+            default = psm.patches_moments
+            psm.patches_moments = psm.patches_moments_explicit
+            try:
+                return super().compute_inputs_stats(inputs, weighting_array)
+            finally:
+                psm.patches_moments = default
+
+    return ExplicitPatchesConv2D
 
 
 def _kfac_blocks(opt):
@@ -163,7 +189,7 @@ def main(argv):
     def fresh_params():
         return [(jnp.asarray(W), jnp.asarray(b)) for W, b in params_np]
 
-    def make_kfac(hyper):
+    def make_kfac(hyper, conv_patches=None):
         kw = dict(
             value_and_grad_func=value_and_grad,
             l2_reg=0.0,
@@ -178,16 +204,18 @@ def main(argv):
             multi_device=False,
         )
         kw.update(hyper)
+        if conv_patches == "explicit":
+            kw["layer_tag_to_block_ctor"] = {"conv2d": _explicit_patches_conv_block()}
         return kfac_jax.Optimizer(**kw)
 
     # one optimizer / jitted step per setting, shared by the throwaway compile run and the
     # measured run (a new kfac_jax.Optimizer or jax.jit would compile everything again)
     compiled = {}
 
-    def kfac_runner(hyper):
-        key_ = ("kfac", json.dumps(hyper, sort_keys=True))
+    def kfac_runner(hyper, conv_patches=None):
+        key_ = ("kfac", json.dumps(hyper, sort_keys=True), conv_patches)
         if key_ not in compiled:
-            compiled[key_] = make_kfac(hyper)
+            compiled[key_] = make_kfac(hyper, conv_patches)
         opt = compiled[key_]
         key = jax.random.PRNGKey(0)
         state = {"params": fresh_params()}
@@ -232,7 +260,9 @@ def main(argv):
         return step, state
 
     def runner(run):
-        return (kfac_runner if run["optimizer"] == "kfac" else sgd_runner)(dict(run["hyper"]))
+        if run["optimizer"] == "kfac":
+            return kfac_runner(dict(run["hyper"]), run.get("conv_patches"))
+        return sgd_runner(dict(run["hyper"]))
 
     gemm = None
     if job.get("gemm"):
@@ -253,7 +283,8 @@ def main(argv):
     results = []
     initial_loss = float(eval_loss(fresh_params()))  # the same point as the geomkfac side's
     for run in job["runs"]:
-        rec = {"name": run["name"], "optimizer": run["optimizer"], "hyper": run["hyper"]}
+        rec = {"name": run["name"], "optimizer": run["optimizer"], "hyper": run["hyper"],
+               "conv_patches": run.get("conv_patches", "default")}
         try:
             if job["mode"] == "steps":
                 # kfac-jax compiles one variant of its step per kind of step (first step,

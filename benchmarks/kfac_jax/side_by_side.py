@@ -25,7 +25,10 @@ and the benchmark CNN of ``benchmarks/layer_step_cost.py`` (its ``make_cnn``):
   ``register_softmax_cross_entropy_loss``; kfac-jax finds the conv and dense layers by its
   graph matching, and the curvature blocks it made are recorded (``kfac_blocks``). Both sides'
   loss at the initial point is recorded (``initial_loss_*``): equal to float32 rounding, it
-  shows that the weights and layouts match.
+  shows that the weights and layouts match. For this net the JAX side also runs kfac-jax
+  with its conv input factor from its own ``patches_moments_explicit`` (im2col, then one
+  matrix product) instead of its default ``patches_moments`` (a loop of 4-D convolutions,
+  slow on a CPU): ``jax_kfac_explicit``, reported under the table with its ratio.
 
 Settings (matched; see ``FEATURES``): K-FAC with the learning rate and momentum from the
 quadratic model (exact GGN-vector products), Levenberg–Marquardt damping from λ = 1 adapted
@@ -116,6 +119,10 @@ FEATURES = {
         "factored damping; no KL clipping (off with adaptive_lr)"),
     "optax SGD-m": "optax.sgd(lr, momentum=0.9) in one jax.jit'ed step (value_and_grad + update)",
     "geomkfac SGD-m": "get_optimizer('sgd', lr, momentum=0.9) (PyTorch heavy ball, as optax)",
+    "kfac-jax K-FAC, explicit patches (cnn only)": (
+        "as 'kfac-jax K-FAC' with the conv blocks' input factor computed by kfac-jax's "
+        "patches_moments_explicit (conv_general_dilated_patches + one matmul) instead of its "
+        "default patches_moments (a loop of 4-D convolutions over the kernel offsets)"),
     "cnn curvature blocks": (
         "both sides KFC (Grosse & Martens 2016) for the conv layers: A over the 5×5 patches "
         "with the bias's homogeneous 1, G over the locations, scale |T|; the dense layers "
@@ -370,6 +377,9 @@ def mode_steps(args):
                        "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": JAX_KFAC},
                                 {"name": "sgd", "optimizer": "sgd", "hyper": sgd}],
                        **jax_net(net, model)}
+                if spec["data"] == "cnn":
+                    job["runs"].insert(1, {"name": "kfac_explicit", "optimizer": "kfac",
+                                           "hyper": JAX_KFAC, "conv_patches": "explicit"})
                 rec["load_before_jax"] = loadavg()
                 if net == nets[0]:  # next to the XLA GEMM the JAX side times first
                     out["numpy_gemm_1000x784x1000"] = numpy_gemm(1000, 784, 1000)
@@ -384,6 +394,11 @@ def mode_steps(args):
             if "runs" in jx:
                 runs = {r["name"]: r for r in jx["runs"]}
                 rec["jax_kfac"], rec["jax_sgd"] = runs["kfac"], runs["sgd"]
+                if "kfac_explicit" in runs:
+                    rec["jax_kfac_explicit"] = runs["kfac_explicit"]
+                    if "median_s" in runs["kfac_explicit"]:
+                        rec["ratio_kfac_explicit"] = (rec["geomkfac_kfac"]["median_s"]
+                                                      / runs["kfac_explicit"]["median_s"])
                 if runs["kfac"].get("kfac_blocks") is not None:
                     rec["kfac_jax_blocks"] = runs["kfac"]["kfac_blocks"]
                 if jx.get("gemm"):
@@ -482,6 +497,16 @@ def _net_notes(net, r):
         if gs is not None and js is not None:
             text += f"; SGD-m loss after the run: kfac-jax {js:.6g} / geomkfac {gs:.6g}"
         out.append(text + ".")
+    x = r.get("jax_kfac_explicit")
+    if x is not None:
+        if "median_s" in x:
+            out.append(f"`{net}`: kfac-jax K-FAC with explicit patches (its "
+                       f"`patches_moments_explicit` for the conv input factor): "
+                       f"{_ms(x['median_s'])}, geomkfac K-FAC / it = "
+                       f"{r['ratio_kfac_explicit']:.2f}×; loss after {x['final_loss']:.2f}.")
+        else:
+            out.append(f"`{net}`: kfac-jax K-FAC with explicit patches failed: "
+                       f"{x.get('error', '?')[:200]}")
     if r.get("kfac_jax_blocks"):
         out.append(f"`{net}`: kfac-jax curvature blocks: {block_summary(r['kfac_jax_blocks'])}.")
     return out
