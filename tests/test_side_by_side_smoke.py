@@ -150,8 +150,11 @@ def test_markdown_notes_for_the_cnn(sbs):
            "nets": {"cnn": {"label": "tiny cnn", "initial_loss_geomkfac": 2.5,
                             "initial_loss_jax": 2.5000002, "initial_loss_rel_diff": 8e-8,
                             "kfac_jax_blocks": [{"block": "Conv2DTwoKroneckerFactored"}] * 2
-                            + [{"block": "DenseTwoKroneckerFactored"}] * 2}}}
+                            + [{"block": "DenseTwoKroneckerFactored"}] * 2,
+                            "jax_kfac_explicit": {"median_s": 0.5, "final_loss": 0.25},
+                            "ratio_kfac_explicit": 3.0}}}
     text = sbs.markdown(res)
+    assert "500.0 ms, geomkfac K-FAC / it = 3.00×; loss after 0.25" in text
     assert "`cnn`: initial loss geomkfac 2.5, kfac-jax 2.5 (relative difference 8.0e-08)" in text
     assert ("kfac-jax curvature blocks: Conv2DTwoKroneckerFactored ×2, "
             "DenseTwoKroneckerFactored ×2") in text
@@ -163,7 +166,9 @@ def test_jax_side_tiny_cnn(sbs, tmp_path):
     """The JAX side builds the same CNN: the same loss at the initial point (float32: both
     sides sum in different orders, so 1e-5 relative, ~100 float32 ulps), the same SGD-momentum
     trajectory over 2 steps, and kfac-jax registers both convolutions as conv2d blocks and both
-    dense layers as dense blocks. Negative control: the first dense layer's columns permuted
+    dense layers as dense blocks; the run with kfac-jax's explicit-patches input factor follows
+    the default run's K-FAC path (the same moments summed in another order: 1e-4 relative
+    over 2 steps). Negative control: the first dense layer's columns permuted
     to the (H, W, C) order of a channels-last flatten give a different initial loss, so the
     check sees a layout mismatch."""
     X, Y, model = sbs.make_problem("cnn", **TINY_CNN)
@@ -172,6 +177,8 @@ def test_jax_side_tiny_cnn(sbs, tmp_path):
     job = {"npz": str(tmp_path / "p.npz"), "mode": "steps", "warmup": 0, "steps": 2,
            "compile_steps": 6,
            "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": sbs.JAX_KFAC},
+                    {"name": "kfac_explicit", "optimizer": "kfac", "hyper": sbs.JAX_KFAC,
+                     "conv_patches": "explicit"},
                     {"name": "sgd", "optimizer": "sgd", "hyper": sgd}],
            **sbs.jax_net("cnn", model)}
     out = sbs.run_jax(VENV, job, tmp_path)
@@ -182,6 +189,8 @@ def test_jax_side_tiny_cnn(sbs, tmp_path):
     assert out["initial_loss"] == pytest.approx(g0, rel=1e-5)
     assert [b["block"] for b in runs["kfac"]["kfac_blocks"]] == (
         ["Conv2DTwoKroneckerFactored"] * 2 + ["DenseTwoKroneckerFactored"] * 2)
+    assert runs["kfac_explicit"]["conv_patches"] == "explicit"
+    assert runs["kfac_explicit"]["losses"] == pytest.approx(runs["kfac"]["losses"], rel=1e-4)
     g = sbs.geomkfac_steps("cnn", "sgd", sgd, 0, 2, **TINY_CNN)
     assert runs["sgd"]["losses"] == pytest.approx(g["losses"], rel=1e-5)
     assert runs["sgd"]["final_loss"] == pytest.approx(g["final_loss"], rel=1e-5)
