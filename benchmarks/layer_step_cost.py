@@ -56,9 +56,9 @@ CLOCK = [time.perf_counter]
 TARGETS = {"plain": 3.0, "amortized": 2.0}
 
 
-def make_cnn(quick, seed=0, shape=None):
+def make_cnn(quick, seed=0, sizes=None):
     """``(net, X, Y)`` of the benchmark CNN (He-normal weights, zero biases, standard normal
-    inputs, uniform random labels; ``seed`` fixes all). ``shape`` = ``(c1, c2, hidden, side,
+    inputs, uniform random labels; ``seed`` fixes all). ``sizes`` = ``(c1, c2, hidden, side,
     batch)`` overrides the sizes (``quick``: ``(2, 4, 8, 8, 16)``; else ``(32, 64, 1024, 28,
     128)``); ``side`` must be a multiple of 4.
 
@@ -67,7 +67,7 @@ def make_cnn(quick, seed=0, shape=None):
     ((16, 1, 8, 8), (16,), (16, 10))
     """
     rng = np.random.default_rng(seed)
-    c1, c2, hid, side, N = shape or ((2, 4, 8, 8, 16) if quick else (32, 64, 1024, 28, 128))
+    c1, c2, hid, side, N = sizes or ((2, 4, 8, 8, 16) if quick else (32, 64, 1024, 28, 128))
 
     def w(*shape):
         fan_in = int(np.prod(shape[1:]))

@@ -20,8 +20,9 @@ and the benchmark CNN of ``benchmarks/layer_step_cost.py`` (its ``make_cnn``):
 - ``cnn``: random ``1×28×28`` inputs, 10 random classes, batch 128: conv 1→32 5×5 (pad 2,
   ReLU) → 2×2 max pool → conv 32→64 5×5 (pad 2, ReLU) → 2×2 max pool → flatten (channel-major)
   → dense 3136→1024 (ReLU) → dense 10, softmax cross-entropy (``"ce"``). The JAX side builds
-  the same layers from the geomkfac layers' ``spec()`` (``lax.conv_general_dilated`` in
-  ``NCHW``/``OIHW``, geomkfac's layouts) and registers the loss with
+  the same layers from the geomkfac layers' ``spec()`` (``lax.conv_general_dilated`` on
+  ``NCHW`` images, geomkfac's layout, with the kernels as ``HWIO``, see ``jax_side.py``) and
+  registers the loss with
   ``register_softmax_cross_entropy_loss``; kfac-jax finds the conv and dense layers by its
   graph matching, and the curvature blocks it made are recorded (``kfac_blocks``). Both sides'
   loss at the initial point is recorded (``initial_loss_*``): equal to float32 rounding, it
