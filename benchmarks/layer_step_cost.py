@@ -56,9 +56,18 @@ CLOCK = [time.perf_counter]
 TARGETS = {"plain": 3.0, "amortized": 2.0}
 
 
-def make_cnn(quick, seed=0):
+def make_cnn(quick, seed=0, sizes=None):
+    """``(net, X, Y)`` of the benchmark CNN (He-normal weights, zero biases, standard normal
+    inputs, uniform random labels; ``seed`` fixes all). ``sizes`` = ``(c1, c2, hidden, side,
+    batch)`` overrides the sizes (``quick``: ``(2, 4, 8, 8, 16)``; else ``(32, 64, 1024, 28,
+    128)``); ``side`` must be a multiple of 4.
+
+    >>> net, X, Y = make_cnn(True)
+    >>> X.shape, Y.shape, net.forward(X).shape
+    ((16, 1, 8, 8), (16,), (16, 10))
+    """
     rng = np.random.default_rng(seed)
-    c1, c2, hid, side = (2, 4, 8, 8) if quick else (32, 64, 1024, 28)
+    c1, c2, hid, side, N = sizes or ((2, 4, 8, 8, 16) if quick else (32, 64, 1024, 28, 128))
 
     def w(*shape):
         fan_in = int(np.prod(shape[1:]))
@@ -74,7 +83,6 @@ def make_cnn(quick, seed=0):
         gnn.Dense(w(hid, flat), np.zeros(hid, np.float32), "relu"),
         gnn.Dense(w(10, hid), np.zeros(10, np.float32)),
     ], dtype=np.float32)
-    N = 16 if quick else 128
     X = rng.standard_normal((N, 1, side, side)).astype(np.float32)
     return net, X, rng.integers(0, 10, N)
 

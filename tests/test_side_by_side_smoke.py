@@ -1,9 +1,11 @@
 """Smoke test of the side-by-side benchmark against kfac-jax (``benchmarks/kfac_jax``).
 
-The geomkfac side runs here for 2 steps on a tiny net (no JAX needed, no timing
-assertions). The JAX side needs the separate virtual environment of
-``benchmarks/kfac_jax/setup.sh`` and is skipped when it is absent (as in CI); where it exists
-it runs only with ``GEOMKFAC_BENCH_JAX=1`` (its JIT compilation takes tens of seconds).
+The geomkfac side runs here for 2 steps on tiny nets (an MLP and a CNN; no JAX needed, no
+timing assertions). The JAX side needs the separate virtual environment of
+``benchmarks/kfac_jax/setup.sh`` (``.venv-kfac-jax`` in the repository root, or the folder
+named by ``GEOMKFAC_KFAC_JAX_VENV``) and is skipped when it is absent (as in CI); where it
+exists it runs only with ``GEOMKFAC_BENCH_JAX=1`` (its JIT compilation takes tens of seconds
+to minutes).
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ import pytest
 
 HERE = Path(__file__).resolve().parent.parent / "benchmarks" / "kfac_jax"
 TINY = {"sizes": [6, 4, 6], "batch": 16}
+#: the CNN of the benchmark with 2 and 4 channels, 8 hidden units, 8×8 images, batch 16
+TINY_CNN = {"sizes": [2, 4, 8, 8], "batch": 16}
+VENV = Path(os.environ.get("GEOMKFAC_KFAC_JAX_VENV",
+                           HERE.parent.parent / ".venv-kfac-jax"))
+needs_jax = [
+    pytest.mark.skipif(not (VENV / "bin" / "python").exists(),
+                       reason="no kfac-jax environment (benchmarks/kfac_jax/setup.sh makes it)"),
+    pytest.mark.skipif(os.environ.get("GEOMKFAC_BENCH_JAX") != "1",
+                       reason="the JAX side compiles for tens of seconds: set GEOMKFAC_BENCH_JAX=1"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +83,8 @@ def test_markdown_report(sbs):
     assert "| tiny | 10.0 ms | 20.0 ms | 2.00× |" in text
 
 
-@pytest.mark.skipif(not (HERE.parent.parent / ".venv-kfac-jax" / "bin" / "python").exists(),
-                    reason="no kfac-jax environment (benchmarks/kfac_jax/setup.sh makes it)")
-@pytest.mark.skipif(os.environ.get("GEOMKFAC_BENCH_JAX") != "1",
-                    reason="the JAX side compiles for tens of seconds: set GEOMKFAC_BENCH_JAX=1")
+@needs_jax[0]
+@needs_jax[1]
 def test_jax_side_tiny(sbs, tmp_path):
     X, Y, model = sbs.make_problem("digits", **TINY)
     sbs.save_problem(tmp_path / "p.npz", X, Y, model)
@@ -82,10 +92,115 @@ def test_jax_side_tiny(sbs, tmp_path):
            "compile_steps": 6,
            "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": sbs.JAX_KFAC},
                     {"name": "sgd", "optimizer": "sgd", "hyper": {"lr": 0.05}}]}
-    out = sbs.run_jax(sbs.DEFAULT_VENV, job, tmp_path)
+    out = sbs.run_jax(VENV, job, tmp_path)
     assert "error" not in out, out.get("error")
     runs = {r["name"]: r for r in out["runs"]}
     g = sbs.geomkfac_steps("digits", "kfac", sbs.GEOMKFAC_KFAC, 0, 2, **TINY)
     # same start, same data: the first loss is the same function at the same point
     assert runs["kfac"]["losses"][0] == pytest.approx(g["losses"][0], rel=1e-5)
     assert json.dumps(out)
+
+
+# ---------------------------------------------------------------------------- the CNN
+def test_geomkfac_side_cnn_two_steps(sbs):
+    """The tiny benchmark CNN trains on the geomkfac side with the kfac-jax-matched K-FAC
+    settings and with SGD-momentum (softmax cross-entropy on integer labels)."""
+    for kind, hyper in (("kfac", sbs.GEOMKFAC_KFAC), ("sgd", {"lr": 0.05, "momentum": 0.9})):
+        r = sbs.geomkfac_steps("cnn", kind, hyper, warmup=0, steps=2, **TINY_CNN)
+        assert len(r["step_times_s"]) == 2 and all(t > 0 for t in r["step_times_s"])
+        assert all(math.isfinite(v) for v in r["losses"])
+        assert r["final_loss"] < r["losses"][0], kind
+
+
+def test_cnn_is_the_benchmark_cnn(sbs):
+    """``cnn`` at its real size is the net of the brief and of ``layer_step_cost.py``: the
+    layer specs and parameter shapes written out here by hand, float32 ``1×28×28`` inputs,
+    batch 128, labels in ``0..9``; the job for the JAX side names those layers and the softmax
+    cross-entropy, and the MLP nets send no architecture (the JAX side's default)."""
+    X, Y, model = sbs.make_problem("cnn")
+    assert X.shape == (128, 1, 28, 28) and X.dtype == np.float32
+    assert Y.shape == (128,) and Y.min() >= 0 and Y.max() <= 9
+    assert [W.shape for W, _ in sbs.weights(model)] == [(32, 1, 5, 5), (64, 32, 5, 5),
+                                                        (1024, 3136), (10, 1024)]
+    job = sbs.jax_net("cnn", model)
+    assert job["loss"] == "softmax_ce"
+    assert [(l["type"], l.get("pad"), l.get("act"), l.get("k")) for l in job["arch"]] == [
+        ("conv", 2, "relu", 5), ("maxpool", None, None, 2), ("conv", 2, "relu", 5),
+        ("maxpool", None, None, 2), ("flatten", None, None, None), ("dense", None, "relu", None),
+        ("dense", None, "identity", None)]
+    assert all(l.get("stride", 1) == 1 for l in job["arch"] if l["type"] == "conv")
+    assert sbs.jax_net("digits", sbs.make_problem("digits", **TINY)[2]) == {}
+
+
+def test_cnn_problem_file(sbs, tmp_path):
+    """The .npz for the JAX side holds the CNN's data, integer labels and the weights in
+    geomkfac's layouts (conv ``(out, in, k, k)``), exactly."""
+    X, Y, model = sbs.make_problem("cnn", **TINY_CNN)
+    sbs.save_problem(tmp_path / "p.npz", X, Y, model)
+    with np.load(tmp_path / "p.npz") as d:
+        assert np.array_equal(d["X"], X) and np.array_equal(d["Y"], Y)
+        assert np.issubdtype(d["Y"].dtype, np.integer)
+        for i, layer in enumerate(model.param_layers):
+            assert np.array_equal(d[f"W{i}"], layer.W) and np.array_equal(d[f"b{i}"], layer.b)
+        assert d["W0"].shape == (2, 1, 5, 5) and d["W2"].shape == (8, 4 * 2 * 2)
+
+
+def test_markdown_notes_for_the_cnn(sbs):
+    res = {"mode": "steps", "warmup": 0, "steps": 2, "environment": {"blas": None},
+           "nets": {"cnn": {"label": "tiny cnn", "initial_loss_geomkfac": 2.5,
+                            "initial_loss_jax": 2.5000002, "initial_loss_rel_diff": 8e-8,
+                            "kfac_jax_blocks": [{"block": "Conv2DTwoKroneckerFactored"}] * 2
+                            + [{"block": "DenseTwoKroneckerFactored"}] * 2,
+                            "jax_kfac_explicit": {"median_s": 0.5, "final_loss": 0.25},
+                            "ratio_kfac_explicit": 3.0}}}
+    text = sbs.markdown(res)
+    assert "500.0 ms, geomkfac K-FAC / it = 3.00×; loss after 0.25" in text
+    assert "`cnn`: initial loss geomkfac 2.5, kfac-jax 2.5 (relative difference 8.0e-08)" in text
+    assert ("kfac-jax curvature blocks: Conv2DTwoKroneckerFactored ×2, "
+            "DenseTwoKroneckerFactored ×2") in text
+
+
+@needs_jax[0]
+@needs_jax[1]
+def test_jax_side_tiny_cnn(sbs, tmp_path):
+    """The JAX side builds the same CNN: the same loss at the initial point (float32: both
+    sides sum in different orders, so 1e-5 relative, ~100 float32 ulps), the same SGD-momentum
+    trajectory over 2 steps, and kfac-jax registers both convolutions as conv2d blocks and both
+    dense layers as dense blocks; the run with kfac-jax's explicit-patches input factor follows
+    the default run's K-FAC path (the same moments summed in another order: 1e-4 relative
+    over 2 steps). Negative control: the first dense layer's columns permuted
+    to the (H, W, C) order of a channels-last flatten give a different initial loss, so the
+    check sees a layout mismatch."""
+    X, Y, model = sbs.make_problem("cnn", **TINY_CNN)
+    sbs.save_problem(tmp_path / "p.npz", X, Y, model)
+    sgd = {"lr": 0.05, "momentum": 0.9}
+    job = {"npz": str(tmp_path / "p.npz"), "mode": "steps", "warmup": 0, "steps": 2,
+           "compile_steps": 6,
+           "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": sbs.JAX_KFAC},
+                    {"name": "kfac_explicit", "optimizer": "kfac", "hyper": sbs.JAX_KFAC,
+                     "conv_patches": "explicit"},
+                    {"name": "sgd", "optimizer": "sgd", "hyper": sgd}],
+           **sbs.jax_net("cnn", model)}
+    out = sbs.run_jax(VENV, job, tmp_path)
+    assert "error" not in out, out.get("error")
+    runs = {r["name"]: r for r in out["runs"]}
+    assert all("error" not in r for r in runs.values()), runs
+    g0 = sbs.train_loss(model, X, Y, "ce")
+    assert out["initial_loss"] == pytest.approx(g0, rel=1e-5)
+    assert [b["block"] for b in runs["kfac"]["kfac_blocks"]] == (
+        ["Conv2DTwoKroneckerFactored"] * 2 + ["DenseTwoKroneckerFactored"] * 2)
+    assert runs["kfac_explicit"]["conv_patches"] == "explicit"
+    assert runs["kfac_explicit"]["losses"] == pytest.approx(runs["kfac"]["losses"], rel=1e-4)
+    g = sbs.geomkfac_steps("cnn", "sgd", sgd, 0, 2, **TINY_CNN)
+    assert runs["sgd"]["losses"] == pytest.approx(g["losses"], rel=1e-5)
+    assert runs["sgd"]["final_loss"] == pytest.approx(g["final_loss"], rel=1e-5)
+
+    # negative control: the dense layer after the flatten fed in channels-last order
+    W2 = model.param_layers[2].W  # (8, C·H·W) with C = 4, H = W = 2
+    model.param_layers[2].W = np.ascontiguousarray(
+        W2.reshape(8, 4, 2, 2).transpose(0, 2, 3, 1).reshape(8, 16))
+    sbs.save_problem(tmp_path / "q.npz", X, Y, model)
+    model.param_layers[2].W = W2
+    bad = sbs.run_jax(VENV, dict(job, npz=str(tmp_path / "q.npz"), runs=[]), tmp_path)
+    assert "error" not in bad, bad.get("error")
+    assert abs(bad["initial_loss"] - g0) > 1e-3 * abs(g0)

@@ -7,15 +7,37 @@ point on the same data, and writes its measurements as JSON::
 
     python jax_side.py JOB.json OUT.json
 
-Job keys: ``npz`` (arrays ``X``, ``Y``, ``W0, b0, W1, b1, …`` with ``W_i`` of shape
-``(out, in)`` as in geomkfac), ``mode`` (``"steps"`` or ``"target"``), ``runs`` (a list of
+Job keys: ``npz`` (arrays ``X``, ``Y``, ``W0, b0, W1, b1, …`` in geomkfac's layouts: a
+dense ``W_i`` of shape ``(out, in)``, a convolution ``W_i`` of shape ``(out, in, k, k)``),
+``mode`` (``"steps"`` or ``"target"``), ``runs`` (a list of
 ``{"name", "optimizer": "kfac" | "sgd", "hyper": {...}}``), and for ``"steps"``:
 ``warmup``, ``steps``; for ``"target"``: ``target``, ``max_steps``, ``max_seconds``;
-``gemm`` (``[m, k, n]`` of a reference float32 GEMM, optional).
+``gemm`` (``[m, k, n]`` of a reference float32 GEMM, optional); ``arch`` and ``loss``
+(optional, below).
 
-The network: ``tanh`` hidden layers and a linear output layer giving Bernoulli logits; the
-loss is ``mean_n Σ_c softplus(f_c) − y_c f_c`` (geomkfac's ``"bernoulli"``), registered with
-kfac-jax as a sigmoid cross-entropy loss. Everything is float32 (jax's default).
+The network, without ``arch``: ``tanh`` hidden layers and a linear output layer giving
+Bernoulli logits; the loss is ``mean_n Σ_c softplus(f_c) − y_c f_c`` (geomkfac's
+``"bernoulli"``), registered with kfac-jax as a sigmoid cross-entropy loss. With ``arch``
+(the ``spec()`` of each layer of a ``geomkfac.nn.Sequential``, in order:
+``{"type": "conv", "pad", "stride", "act"}``, ``{"type": "maxpool", "k", "stride"}``,
+``{"type": "flatten"}``, ``{"type": "dense", "act"}``; ``act`` one of ``identity``, ``relu``,
+``tanh``) the network is built from those layers: the convolutions by
+``lax.conv_general_dilated`` with zero padding, max pooling by ``lax.reduce_window``. Images
+stay in ``NCHW`` (geomkfac's layout, so that the channel-major flatten ``(C, H, W)`` feeds the
+dense layer in the same order as in geomkfac); the kernels are transposed once, at load, from
+geomkfac's ``OIHW`` to ``HWIO``, because kfac-jax 0.0.8's conv block flattens its parameters
+to ``(H·W·I, O)`` with the output channels last whatever the convolution's dimension numbers
+(with ``OIHW`` kernels its block fails to initialise). ``loss`` ``"softmax_ce"`` is the mean softmax
+cross-entropy with integer labels ``Y`` (geomkfac's ``"ce"``), registered with
+``kfac_jax.register_softmax_cross_entropy_loss``. kfac-jax finds the layers by its automatic
+graph matching; the curvature blocks it made (``Conv2DTwoKroneckerFactored``,
+``DenseTwoKroneckerFactored``, …) are reported per K-FAC run as ``kfac_blocks``. A run with
+``"conv_patches": "explicit"`` replaces kfac-jax's default conv block by a subclass that
+computes its input factor with kfac-jax's own ``patches_moments_explicit`` (patches extracted
+by ``lax.conv_general_dilated_patches``, then one matrix product: the im2col route) instead of
+the default ``patches_moments`` (a loop over the kernel offsets, each a 4-D convolution of the
+image with itself, which is slow on a CPU); everything else is kfac-jax's default.
+Everything is float32 (jax's default).
 """
 
 from __future__ import annotations
@@ -26,18 +48,57 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 
 
-def _load(npz_path):
+def _load(npz_path, loss="bernoulli"):
+    """The data and the weights: dense ``W`` transposed to ``(in, out)`` (``x @ W``), a
+    convolution kernel from geomkfac's ``(out, in, k, k)`` to ``HWIO`` ``(k, k, in, out)``."""
     import numpy as np
 
     with np.load(npz_path) as d:
         X = d["X"].astype(np.float32)
-        Y = d["Y"].astype(np.float32)
+        Y = d["Y"].astype(np.int32 if loss == "softmax_ce" else np.float32)
         L = sum(1 for k in d.files if k.startswith("W"))
-        params = [(d[f"W{i}"].T.astype(np.float32).copy(), d[f"b{i}"].astype(np.float32))
-                  for i in range(L)]
+        params = []
+        for i in range(L):
+            W = d[f"W{i}"].astype(np.float32)
+            params.append((W.T.copy() if W.ndim == 2 else W.transpose(2, 3, 1, 0).copy(),
+                           d[f"b{i}"].astype(np.float32)))
     return X, Y, params
+
+
+def _explicit_patches_conv_block():
+    """``kfac_jax.Conv2DTwoKroneckerFactored`` with the input factor from
+    ``patches_moments_explicit`` (documented by kfac-jax as the same moments, computed from
+    explicitly extracted patches)."""
+    import kfac_jax
+
+    psm = kfac_jax.patches_second_moment
+
+    class ExplicitPatchesConv2D(kfac_jax.Conv2DTwoKroneckerFactored):
+        def compute_inputs_stats(self, inputs, weighting_array=None):
+            # the block calls psm.patches_moments while it is traced: swap it for that call
+            default = psm.patches_moments
+            psm.patches_moments = psm.patches_moments_explicit
+            try:
+                return super().compute_inputs_stats(inputs, weighting_array)
+            finally:
+                psm.patches_moments = default
+
+    return ExplicitPatchesConv2D
+
+
+def _kfac_blocks(opt):
+    """The curvature blocks kfac-jax registered (after ``init``): kind and parameter
+    shapes, or ``None`` where this version does not expose them."""
+    try:
+        blocks = opt._estimator.blocks  # no public accessor in kfac-jax 0.0.8
+        return [{"block": type(b).__name__, "parameter_shapes": [list(s) for s in
+                                                                 b.parameters_shapes]}
+                for b in blocks]
+    except Exception:  # noqa: BLE001  (a report, never a reason to fail the run)
+        return None
 
 
 def _blas_info():
@@ -62,11 +123,14 @@ def main(argv):
     import numpy as np
     import optax
 
-    X_np, Y_np, params_np = _load(job["npz"])
+    loss_name = job.get("loss", "bernoulli")
+    arch = job.get("arch")
+    X_np, Y_np, params_np = _load(job["npz"], loss_name)
     X, Y = jnp.asarray(X_np), jnp.asarray(Y_np)
     batch = (X, Y)
+    acts = {"identity": lambda h: h, "relu": jax.nn.relu, "tanh": jnp.tanh}
 
-    def forward(params, x):
+    def forward_mlp(params, x):
         h = x
         for i, (W, b) in enumerate(params):
             h = jnp.dot(h, W) + b
@@ -74,22 +138,58 @@ def main(argv):
                 h = jnp.tanh(h)
         return h
 
+    def forward_arch(params, x):
+        h, i = x, 0
+        for layer in arch:
+            kind = layer["type"]
+            if kind == "conv":
+                W, b = params[i]
+                i += 1
+                p, st = int(layer.get("pad", 0)), int(layer.get("stride", 1))
+                h = jax.lax.conv_general_dilated(
+                    h, W, window_strides=(st, st), padding=((p, p), (p, p)),
+                    dimension_numbers=("NCHW", "HWIO", "NCHW"))
+                h = acts[layer.get("act", "identity")](h + b[None, :, None, None])
+            elif kind == "maxpool":
+                k, st = int(layer["k"]), int(layer.get("stride", layer["k"]))
+                h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, k, k),
+                                          (1, 1, st, st), "VALID")
+            elif kind == "flatten":
+                h = h.reshape(h.shape[0], -1)  # channel-major (C, H, W), as geomkfac
+            elif kind == "dense":
+                W, b = params[i]
+                i += 1
+                h = acts[layer.get("act", "identity")](jnp.dot(h, W) + b)
+            else:
+                raise ValueError(f"layer type {kind!r} of the job's arch is not supported here")
+        return h
+
+    forward = forward_mlp if arch is None else forward_arch
+
     def bernoulli(logits, y):
         return jnp.mean(jnp.sum(jax.nn.softplus(logits) - y * logits, axis=1))
+
+    def softmax_ce(logits, y):
+        picked = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
+        return jnp.mean(jax.nn.logsumexp(logits, axis=1) - picked)
+
+    objective = softmax_ce if loss_name == "softmax_ce" else bernoulli
+    register = (kfac_jax.register_softmax_cross_entropy_loss if loss_name == "softmax_ce"
+                else kfac_jax.register_sigmoid_cross_entropy_loss)
 
     def loss_fn(params, batch):
         x, y = batch
         logits = forward(params, x)
-        kfac_jax.register_sigmoid_cross_entropy_loss(logits, y)
-        return bernoulli(logits, y)
+        register(logits, y)
+        return objective(logits, y)
 
     value_and_grad = jax.value_and_grad(loss_fn)
-    eval_loss = jax.jit(lambda p: bernoulli(forward(p, X), Y))
+    eval_loss = jax.jit(lambda p: objective(forward(p, X), Y))
 
     def fresh_params():
         return [(jnp.asarray(W), jnp.asarray(b)) for W, b in params_np]
 
-    def make_kfac(hyper):
+    def make_kfac(hyper, conv_patches=None):
         kw = dict(
             value_and_grad_func=value_and_grad,
             l2_reg=0.0,
@@ -104,21 +204,24 @@ def main(argv):
             multi_device=False,
         )
         kw.update(hyper)
+        if conv_patches == "explicit":
+            kw["layer_tag_to_block_ctor"] = {"conv2d": _explicit_patches_conv_block()}
         return kfac_jax.Optimizer(**kw)
 
     # one optimizer / jitted step per setting, shared by the throwaway compile run and the
     # measured run (a new kfac_jax.Optimizer or jax.jit would compile everything again)
     compiled = {}
 
-    def kfac_runner(hyper):
-        key_ = ("kfac", json.dumps(hyper, sort_keys=True))
+    def kfac_runner(hyper, conv_patches=None):
+        key_ = ("kfac", json.dumps(hyper, sort_keys=True), conv_patches)
         if key_ not in compiled:
-            compiled[key_] = make_kfac(hyper)
+            compiled[key_] = make_kfac(hyper, conv_patches)
         opt = compiled[key_]
         key = jax.random.PRNGKey(0)
         state = {"params": fresh_params()}
         state["opt"] = opt.init(state["params"], key, batch)
         state["t"] = 0
+        state["blocks"] = _kfac_blocks(opt)
 
         def step():
             t = state["t"]
@@ -139,7 +242,7 @@ def main(argv):
             @jax.jit
             def _step(p, s):
                 value, g = jax.value_and_grad(
-                    lambda q: bernoulli(forward(q, X), Y))(p)
+                    lambda q: objective(forward(q, X), Y))(p)
                 updates, s = tx.update(g, s, p)
                 return optax.apply_updates(p, updates), s, value
 
@@ -157,7 +260,9 @@ def main(argv):
         return step, state
 
     def runner(run):
-        return (kfac_runner if run["optimizer"] == "kfac" else sgd_runner)(dict(run["hyper"]))
+        if run["optimizer"] == "kfac":
+            return kfac_runner(dict(run["hyper"]), run.get("conv_patches"))
+        return sgd_runner(dict(run["hyper"]))
 
     gemm = None
     if job.get("gemm"):
@@ -176,8 +281,10 @@ def main(argv):
                 "gflops_per_s": 2 * m * k * n / statistics.median(ts) / 1e9}
 
     results = []
+    initial_loss = float(eval_loss(fresh_params()))  # the same point as the geomkfac side's
     for run in job["runs"]:
-        rec = {"name": run["name"], "optimizer": run["optimizer"], "hyper": run["hyper"]}
+        rec = {"name": run["name"], "optimizer": run["optimizer"], "hyper": run["hyper"],
+               "conv_patches": run.get("conv_patches", "default")}
         try:
             if job["mode"] == "steps":
                 # kfac-jax compiles one variant of its step per kind of step (first step,
@@ -197,6 +304,8 @@ def main(argv):
                         times.append(dt)
                 rec.update(step_times_s=times, median_s=statistics.median(times),
                            losses=losses, final_loss=float(eval_loss(state["params"])))
+                if state.get("blocks") is not None:
+                    rec["kfac_blocks"] = state["blocks"]
             else:
                 # compile every variant of the step on a throwaway run, then train from the
                 # initial point on the clock
@@ -225,12 +334,13 @@ def main(argv):
                            best_loss=min(v for _, _, v in trace))
         except Exception as exc:  # report and go on with the next run
             rec["error"] = f"{type(exc).__name__}: {exc}"
+            rec["traceback"] = traceback.format_exc()[-4000:]
         results.append(rec)
 
     import importlib.metadata as md
 
     versions = {p: md.version(p) for p in ("jax", "jaxlib", "kfac-jax", "optax", "numpy")}
-    out = {"runs": results, "gemm": gemm, "versions": versions,
+    out = {"runs": results, "gemm": gemm, "versions": versions, "initial_loss": initial_loss,
            "python": platform.python_version(), "jax_devices": [str(d) for d in jax.devices()],
            "xla_flags": os.environ.get("XLA_FLAGS"), "blas": _blas_info()}
     with open(out_path, "w") as fh:

@@ -7,13 +7,29 @@ in the separate virtual environment made by ``benchmarks/kfac_jax/setup.sh``
 (``.venv-kfac-jax`` in the repository root; ``--venv`` to point elsewhere), passing the data
 and the initial weights through an ``.npz`` in a temporary folder.
 
-Nets (tanh hidden layers, linear output giving Bernoulli logits, loss ``"bernoulli"`` =
-``mean_n Σ_c softplus(f_c) − y_c f_c``, float32, one fixed batch every step):
+Nets (float32, one fixed batch every step). Two autoencoders (tanh hidden layers, linear
+output giving Bernoulli logits, loss ``"bernoulli"`` = ``mean_n Σ_c softplus(f_c) − y_c f_c``):
 
 - ``deep``: the 784-1000-500-250-30-250-500-1000-784 autoencoder, batch 1000, random inputs
   uniform in ``[0, 1]`` (targets = inputs);
 - ``digits``: the 64-128-64-32-64-128-64 autoencoder on the embedded digits
-  (:func:`geomkfac.nn.data.load_digits`), full batch 1797.
+  (:func:`geomkfac.nn.data.load_digits`), full batch 1797;
+
+and the benchmark CNN of ``benchmarks/layer_step_cost.py`` (its ``make_cnn``):
+
+- ``cnn``: random ``1×28×28`` inputs, 10 random classes, batch 128: conv 1→32 5×5 (pad 2,
+  ReLU) → 2×2 max pool → conv 32→64 5×5 (pad 2, ReLU) → 2×2 max pool → flatten (channel-major)
+  → dense 3136→1024 (ReLU) → dense 10, softmax cross-entropy (``"ce"``). The JAX side builds
+  the same layers from the geomkfac layers' ``spec()`` (``lax.conv_general_dilated`` on
+  ``NCHW`` images, geomkfac's layout, with the kernels as ``HWIO``, see ``jax_side.py``) and
+  registers the loss with
+  ``register_softmax_cross_entropy_loss``; kfac-jax finds the conv and dense layers by its
+  graph matching, and the curvature blocks it made are recorded (``kfac_blocks``). Both sides'
+  loss at the initial point is recorded (``initial_loss_*``): equal to float32 rounding, it
+  shows that the weights and layouts match. For this net the JAX side also runs kfac-jax
+  with its conv input factor from its own ``patches_moments_explicit`` (im2col, then one
+  matrix product) instead of its default ``patches_moments`` (a loop of 4-D convolutions,
+  slow on a CPU): ``jax_kfac_explicit``, reported under the table with its ratio.
 
 Settings (matched; see ``FEATURES``): K-FAC with the learning rate and momentum from the
 quadratic model (exact GGN-vector products), Levenberg–Marquardt damping from λ = 1 adapted
@@ -37,7 +53,8 @@ the environment, are dropped for this script (it re-executes itself without them
 itself; the kernel that ran is in the results.
 
 Run ``python benchmarks/kfac_jax/side_by_side.py --quick`` (a few steps; a few minutes, mostly JAX compilation), the
-full measurement without ``--quick``, and ``--mode target`` for the time to the target loss.
+full measurement without ``--quick`` (``--nets cnn`` for the CNN alone), and ``--mode target``
+for the time to the target loss.
 Results go to ``benchmarks/results/side_by_side[_quick|_target].{json,md}`` (``--out`` to
 change the stem). ``--no-jax`` runs the geomkfac side alone.
 """
@@ -68,11 +85,18 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 NETS = {
     "deep": {"sizes": [784, 1000, 500, 250, 30, 250, 500, 1000, 784], "batch": 1000,
-             "data": "uniform", "sgd_lr": 1e-3,
+             "data": "uniform", "loss": "bernoulli", "sgd_lr": 1e-3,
              "label": "784-1000-500-250-30-250-500-1000-784, batch 1000, Bernoulli"},
     "digits": {"sizes": [64, 128, 64, 32, 64, 128, 64], "batch": 1797, "data": "digits",
-               "sgd_lr": 1e-2, "label": "digits 64-128-64-32-64-128-64, full batch 1797"},
+               "loss": "bernoulli", "sgd_lr": 1e-2,
+               "label": "digits 64-128-64-32-64-128-64, full batch 1797"},
+    # sizes = (conv1 channels, conv2 channels, hidden units, image side) of make_cnn
+    "cnn": {"sizes": [32, 64, 1024, 28], "batch": 128, "data": "cnn", "loss": "ce",
+            "sgd_lr": 1e-2,
+            "label": "CNN c5×5(32)-pool-c5×5(64)-pool-1024-10, 1×28×28, batch 128, softmax CE"},
 }
+#: the loss names of the JAX side, by geomkfac loss name
+JAX_LOSS = {"bernoulli": "bernoulli", "ce": "softmax_ce"}
 
 #: the geomkfac K-FAC settings matched to kfac-jax's defaults (kfac_jax.Optimizer with
 #: use_adaptive_learning_rate / use_adaptive_momentum / use_adaptive_damping, initial_damping=1)
@@ -96,6 +120,15 @@ FEATURES = {
         "factored damping; no KL clipping (off with adaptive_lr)"),
     "optax SGD-m": "optax.sgd(lr, momentum=0.9) in one jax.jit'ed step (value_and_grad + update)",
     "geomkfac SGD-m": "get_optimizer('sgd', lr, momentum=0.9) (PyTorch heavy ball, as optax)",
+    "kfac-jax K-FAC, explicit patches (cnn only)": (
+        "as 'kfac-jax K-FAC' with the conv blocks' input factor computed by kfac-jax's "
+        "patches_moments_explicit (conv_general_dilated_patches + one matmul) instead of its "
+        "default patches_moments (a loop of 4-D convolutions over the kernel offsets)"),
+    "cnn curvature blocks": (
+        "both sides KFC (Grosse & Martens 2016) for the conv layers: A over the 5×5 patches "
+        "with the bias's homogeneous 1, G over the locations, scale |T|; the dense layers "
+        "K-FAC; max pooling and flatten parameter-free (kfac-jax's blocks as registered by "
+        "its graph matcher are in kfac_blocks)"),
 }
 
 
@@ -153,14 +186,31 @@ def _cpu_model():
 
 
 # ---------------------------------------------------------------------------- problems
+def _layer_step_cost():
+    """``benchmarks/layer_step_cost.py`` as a module (the CNN is its ``make_cnn``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_layer_step_cost",
+                                                  HERE.parent / "layer_step_cost.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def make_problem(net, seed=0, sizes=None, batch=None):
-    """``(X, Y, model)`` of one benchmark net: float32 data and a float32 geomkfac MLP
-    (``seed`` fixes both); ``sizes`` / ``batch`` override the net's (smoke tests)."""
+    """``(X, Y, model)`` of one benchmark net: float32 data and a float32 geomkfac model
+    (``seed`` fixes both); ``sizes`` / ``batch`` override the net's (smoke tests). The MLPs
+    are ``geomkfac.nn.MLP``; ``cnn`` is ``layer_step_cost.make_cnn`` (a
+    ``geomkfac.nn.Sequential``, ``Y`` integer labels), ``sizes`` = ``(c1, c2, hidden,
+    side)``."""
     from geomkfac.nn import MLP
 
     spec = NETS[net]
     sizes = list(sizes or spec["sizes"])
     batch = int(batch or spec["batch"])
+    if spec["data"] == "cnn":
+        model, X, Y = _layer_step_cost().make_cnn(False, seed, (*sizes, batch))
+        return np.ascontiguousarray(X, dtype=np.float32), Y, model
     if spec["data"] == "digits":
         from geomkfac.nn.data import load_digits
 
@@ -173,9 +223,11 @@ def make_problem(net, seed=0, sizes=None, batch=None):
 
 
 def weights(model):
-    """``[(W_i, b_i)]`` of a geomkfac MLP, ``W_i`` of shape ``(out, in)``."""
+    """``[(W_i, b_i)]`` of the parametrized layers of a geomkfac MLP or Sequential, in
+    geomkfac's layouts: dense ``W_i`` of shape ``(out, in)``, conv ``W_i`` of shape
+    ``(out, in, k, k)``."""
     return [(np.array(l.W, dtype=np.float32), np.array(l.b, dtype=np.float32))
-            for l in model.layers]
+            for l in model.param_layers]
 
 
 def save_problem(path, X, Y, model):
@@ -185,18 +237,27 @@ def save_problem(path, X, Y, model):
     np.savez(path, **arrays)
 
 
-def _optimizer(kind, model, hyper):
+def jax_net(net, model):
+    """The job keys that tell the JAX side which network and loss to build: nothing for the
+    MLP autoencoders (its default), else the layers' ``spec()`` and the loss."""
+    if NETS[net]["data"] != "cnn":
+        return {}
+    return {"arch": [layer.spec() for layer in model.layers],
+            "loss": JAX_LOSS[NETS[net]["loss"]]}
+
+
+def _optimizer(kind, model, hyper, loss="bernoulli"):
     from geomkfac.nn import get_optimizer
 
     if kind == "kfac":
-        return get_optimizer("kfac", model, "bernoulli", **hyper)
-    return get_optimizer("sgd", model, "bernoulli", **hyper)
+        return get_optimizer("kfac", model, loss, **hyper)
+    return get_optimizer("sgd", model, loss, **hyper)
 
 
-def train_loss(model, X, Y):
+def train_loss(model, X, Y, loss="bernoulli"):
     from geomkfac.nn import get_loss
 
-    return float(get_loss("bernoulli").value(model.forward(X), Y))
+    return float(get_loss(loss).value(model.forward(X), Y))
 
 
 def geomkfac_steps(net, kind, hyper, warmup, steps, seed=0, sizes=None, batch=None):
@@ -205,7 +266,8 @@ def geomkfac_steps(net, kind, hyper, warmup, steps, seed=0, sizes=None, batch=No
     Returns a dict with ``step_times_s`` (the steps after the warm-up), ``median_s``,
     ``losses`` (the loss before each step) and ``final_loss`` (after the last step)."""
     X, Y, model = make_problem(net, seed, sizes, batch)
-    opt = _optimizer(kind, model, hyper)
+    loss = NETS[net]["loss"]
+    opt = _optimizer(kind, model, hyper, loss)
     times, losses = [], []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -215,14 +277,14 @@ def geomkfac_steps(net, kind, hyper, warmup, steps, seed=0, sizes=None, batch=No
         if i >= warmup:
             times.append(dt)
     return {"step_times_s": times, "median_s": statistics.median(times), "losses": losses,
-            "final_loss": train_loss(model, X, Y)}
+            "final_loss": train_loss(model, X, Y, loss)}
 
 
 def geomkfac_to_target(net, hyper, target, max_steps, max_seconds, seed=0):
     """Train geomkfac K-FAC until the loss before a step is ``<= target``; the clock counts
     the steps before that one."""
     X, Y, model = make_problem(net, seed)
-    opt = _optimizer("kfac", model, hyper)
+    opt = _optimizer("kfac", model, hyper, NETS[net]["loss"])
     clock, trace, reached, diverged = 0.0, [], None, None
     from geomkfac.errors import GeomKFACError
 
@@ -305,24 +367,41 @@ def mode_steps(args):
         rec["geomkfac_kfac"] = geomkfac_steps(net, "kfac", GEOMKFAC_KFAC, warmup, steps)
         rec["geomkfac_sgd"] = geomkfac_steps(net, "sgd", sgd, warmup, steps)
         rec["load_after_geomkfac"] = loadavg()
+        X, Y, model = make_problem(net)
+        rec["initial_loss_geomkfac"] = train_loss(model, X, Y, spec["loss"])
         if not args.no_jax:
             with tempfile.TemporaryDirectory() as tmp:
-                X, Y, model = make_problem(net)
                 save_problem(Path(tmp) / "problem.npz", X, Y, model)
                 job = {"npz": str(Path(tmp) / "problem.npz"), "mode": "steps",
                        "warmup": warmup, "steps": steps,
                        "gemm": [1000, 784, 1000] if net == nets[0] else None,
                        "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": JAX_KFAC},
-                                {"name": "sgd", "optimizer": "sgd", "hyper": sgd}]}
+                                {"name": "sgd", "optimizer": "sgd", "hyper": sgd}],
+                       **jax_net(net, model)}
+                if spec["data"] == "cnn":
+                    job["runs"].insert(1, {"name": "kfac_explicit", "optimizer": "kfac",
+                                           "hyper": JAX_KFAC, "conv_patches": "explicit"})
                 rec["load_before_jax"] = loadavg()
                 if net == nets[0]:  # next to the XLA GEMM the JAX side times first
                     out["numpy_gemm_1000x784x1000"] = numpy_gemm(1000, 784, 1000)
                 jx = run_jax(args.venv, job, tmp, args.threads)
                 rec["load_after_jax"] = loadavg()
             rec["jax"] = jx
+            if "initial_loss" in jx:
+                rec["initial_loss_jax"] = jx["initial_loss"]
+                rec["initial_loss_rel_diff"] = (abs(jx["initial_loss"]
+                                                    - rec["initial_loss_geomkfac"])
+                                                / abs(rec["initial_loss_geomkfac"]))
             if "runs" in jx:
                 runs = {r["name"]: r for r in jx["runs"]}
                 rec["jax_kfac"], rec["jax_sgd"] = runs["kfac"], runs["sgd"]
+                if "kfac_explicit" in runs:
+                    rec["jax_kfac_explicit"] = runs["kfac_explicit"]
+                    if "median_s" in runs["kfac_explicit"]:
+                        rec["ratio_kfac_explicit"] = (rec["geomkfac_kfac"]["median_s"]
+                                                      / runs["kfac_explicit"]["median_s"])
+                if runs["kfac"].get("kfac_blocks") is not None:
+                    rec["kfac_jax_blocks"] = runs["kfac"]["kfac_blocks"]
                 if jx.get("gemm"):
                     out["xla_gemm_1000x784x1000"] = jx["gemm"]
                 out["jax_versions"] = jx.get("versions")
@@ -392,6 +471,48 @@ def _ms(x):
     return "–" if x is None else f"{1e3 * x:.1f} ms"
 
 
+def block_summary(blocks):
+    """``"Conv2DTwoKroneckerFactored ×2, DenseTwoKroneckerFactored ×2"`` (in order of first
+    appearance) from the ``kfac_blocks`` records of the JAX side.
+
+    >>> block_summary([{"block": "A"}, {"block": "B"}, {"block": "A"}])
+    'A ×2, B ×1'
+    """
+    counts = {}
+    for b in blocks:
+        counts[b["block"]] = counts.get(b["block"], 0) + 1
+    return ", ".join(f"{k} ×{v}" for k, v in counts.items())
+
+
+def _net_notes(net, r):
+    """Lines under the steps table for one net: the initial losses of both sides (the check
+    that they compute the same function at the same point), the SGD losses after the run and
+    the curvature blocks kfac-jax registered."""
+    out = []
+    g0, j0 = r.get("initial_loss_geomkfac"), r.get("initial_loss_jax")
+    if g0 is not None:
+        text = f"`{net}`: initial loss geomkfac {g0:.7g}"
+        if j0 is not None:
+            text += f", kfac-jax {j0:.7g} (relative difference {r['initial_loss_rel_diff']:.1e})"
+        gs, js = r.get("geomkfac_sgd", {}).get("final_loss"), r.get("jax_sgd", {}).get("final_loss")
+        if gs is not None and js is not None:
+            text += f"; SGD-m loss after the run: kfac-jax {js:.6g} / geomkfac {gs:.6g}"
+        out.append(text + ".")
+    x = r.get("jax_kfac_explicit")
+    if x is not None:
+        if "median_s" in x:
+            out.append(f"`{net}`: kfac-jax K-FAC with explicit patches (its "
+                       f"`patches_moments_explicit` for the conv input factor): "
+                       f"{_ms(x['median_s'])}, geomkfac K-FAC / it = "
+                       f"{r['ratio_kfac_explicit']:.2f}×; loss after {x['final_loss']:.2f}.")
+        else:
+            out.append(f"`{net}`: kfac-jax K-FAC with explicit patches failed: "
+                       f"{x.get('error', '?')[:200]}")
+    if r.get("kfac_jax_blocks"):
+        out.append(f"`{net}`: kfac-jax curvature blocks: {block_summary(r['kfac_jax_blocks'])}.")
+    return out
+
+
 def markdown(res):
     lines = []
     env = res["environment"]
@@ -423,6 +544,8 @@ def markdown(res):
         lines.append("")
         lines.append(f"Medians over {res['steps']} steps after {res['warmup']} warm-up steps; "
                      "load = 1-min load average before the geomkfac side → after the JAX side.")
+        for net, r in res["nets"].items():
+            lines.extend(_net_notes(net, r))
         g = res.get("numpy_gemm_1000x784x1000")
         x = res.get("xla_gemm_1000x784x1000")
         if g:
