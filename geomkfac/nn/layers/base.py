@@ -131,6 +131,12 @@ class ParamLayer(Layer):
         self.W[...] = Wb[:, :-1].reshape(self.W.shape)
         self.b[...] = Wb[:, -1]
 
+    def add_to_Wbar(self, D) -> None:
+        """``W̄ ← W̄ + D`` in place (``D`` shaped like ``W̄``; the sum rounded to the layer's
+        dtype, as ``set_Wbar(Wbar + D)`` would, without the two copies)."""
+        self.W += D[:, :-1].reshape(self.W.shape)
+        self.b += D[:, -1]
+
     @property
     def num_params(self) -> int:
         return self.W.size + self.b.size

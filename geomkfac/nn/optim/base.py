@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from geomkfac.errors import CheckpointError, ConfigurationError, DataError, NonFiniteError
+from geomkfac.errors import (CheckpointError, ConfigurationError, DataError, DimensionError,
+                             NonFiniteError)
 from geomkfac.nn.layers.base import rows_product
 
 __all__ = [
@@ -512,7 +513,9 @@ class Optimizer:
         self._check("the loss", loss)
         Dz = self.model.backward(cache, self.loss_fn.grad(f, Y))
         N = X.shape[0]
-        grads = [rows_product(D, ab) / N for D, ab in zip(Dz, cache.abar)]
+        grads = [rows_product(D, ab) for D, ab in zip(Dz, cache.abar)]
+        for g in grads:  # a fresh array: divided in place
+            g /= N
         self._check("the gradient", grads)
         return float(loss), grads, f, cache, Dz
 
@@ -523,7 +526,13 @@ class Optimizer:
         return [g + eta * W for g, W in zip(grads, Wbars)]
 
     def _apply(self, Wbars, deltas):
-        self.model.set_Wbars([W + d for W, d in zip(Wbars, deltas)])
+        """``W̄_i ← W̄_i + δ_i`` for every layer, in place (``Wbars``: the weights the step
+        started from, which the update was computed at)."""
+        layers = self.model.param_layers
+        if len(deltas) != len(layers):
+            raise DimensionError(f"expected {len(layers)} updates, got {len(deltas)}")
+        for l, d in zip(layers, deltas):
+            l.add_to_Wbar(d)
 
     # -- public API -----------------------------------------------------------------------------
     def step(self, X, Y) -> StepInfo:
