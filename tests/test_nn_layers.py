@@ -264,3 +264,27 @@ def test_conv_input_gradient_against_finite_differences(C, H, k, stride, padding
     # stacked directions (leading axis) give the same per-direction result
     gx2, _ = conv.backward(ctx, np.stack([gy, 2 * gy]))
     np.testing.assert_allclose(gx2[1], 2 * gx, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("Pool", [gnn.AvgPool2d, gnn.MaxPool2d])
+@pytest.mark.parametrize("k, stride", [(2, 2), (3, 1), (3, 2), (2, 3)])
+def test_pooling_against_loops_and_its_adjoint(Pool, k, stride):
+    """Pooling (overlapping, disjoint and gapped windows) against explicit loops over the
+    windows, and its backward pass as the adjoint of its forward-mode product:
+    ⟨gy, J dx⟩ = ⟨Jᵀ gy, dx⟩ (max pooling is linear in dx for the fixed argmax; average
+    pooling is linear). A window offset swapped or a missed overlap is O(1)."""
+    rng = np.random.default_rng(k * 10 + stride)
+    x = rng.standard_normal((2, 3, 7, 8))
+    pool = Pool(k, stride=stride)
+    y, ctx = pool.forward(x)
+    Ho, Wo = (7 - k) // stride + 1, (8 - k) // stride + 1
+    want = np.empty((2, 3, Ho, Wo))
+    red = np.mean if Pool is gnn.AvgPool2d else np.max
+    for i in range(Ho):
+        for j in range(Wo):
+            want[..., i, j] = red(x[..., i * stride:i * stride + k, j * stride:j * stride + k], axis=(-2, -1))
+    np.testing.assert_allclose(y, want, rtol=1e-14, atol=1e-15)
+    dx, gy = rng.standard_normal(x.shape), rng.standard_normal(y.shape)
+    Jdx = pool.jvp(ctx, dx[None], None)[0]
+    gx, _ = pool.backward(ctx, gy)
+    assert abs(np.vdot(gy, Jdx) - np.vdot(gx, dx)) <= 1e-12 * np.abs(gy).sum()
