@@ -28,7 +28,6 @@ import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
 from geomkfac.nn.activations import Activation, derivative_rows, get_activation
-from geomkfac.nn.layers.base import direction_rows
 from geomkfac.nn.layers.dense import Dense
 from geomkfac.reparam import reparameterize  # the one implementation, re-exported here
 
@@ -400,18 +399,26 @@ class MLP:
 
     def jvp(self, cache: Cache, V) -> np.ndarray:
         """Forward-mode ``J v``: ``dz_i = V_i ā_i + W_i da_{i-1}``, ``da_i = φ_i'(z_i) dz_i``
-        for per-layer directions ``V_i`` ``(k, out_i, in_i+1)``; returns ``(k, N, sizes[-1])``."""
+        for per-layer directions ``V_i`` ``(k, out_i, in_i+1)``; returns ``(k, N, sizes[-1])``.
+
+        The directions are carried example-major, ``(N, k, out)``, the layout of the 2-D GEMM
+        ``Ā [V_1; …; V_k]ᵀ``, so that both products of a layer add contiguously and ``φ'`` of an
+        example multiplies its ``k`` rows in place."""
         from geomkfac.nn.optim.gvp import activation_jvp
 
         da = None
         for i, layer in enumerate(self.layers):
-            dz = direction_rows(cache.abar[i], V[i])  # (k, N, out), one 2-D GEMM
+            ab, Vi = cache.abar[i], V[i]
+            k, out = Vi.shape[0], Vi.shape[1]
+            N = ab.shape[0]
+            dz = (ab @ Vi.reshape(k * out, -1).T).reshape(N, k, out)  # one 2-D GEMM
             if da is not None:
-                k, N = da.shape[:2]
-                t = (da.reshape(k * N, -1) @ layer.W.T).reshape(k, N, -1)
-                t += dz
-                dz = t
+                dz += (da.reshape(N * k, -1) @ layer.W.T).reshape(N, k, out)
             dphi = derivative_rows(layer.activation, cache.z[i], cache.a[i], cache.derivatives, i)
-            da = (activation_jvp(layer.activation, cache.z[i], cache.a[i], dz) if dphi is None
-                  else dphi * dz)
-        return da
+            if dphi is None:
+                da = np.swapaxes(activation_jvp(layer.activation, cache.z[i], cache.a[i],
+                                                np.swapaxes(dz, 0, 1)), 0, 1)
+            else:
+                dz *= dphi[:, None, :]
+                da = dz
+        return np.ascontiguousarray(np.swapaxes(da, 0, 1))
