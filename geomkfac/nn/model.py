@@ -28,6 +28,7 @@ import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
 from geomkfac.nn.activations import Activation, derivative_rows, get_activation
+from geomkfac.nn.layers.base import direction_rows
 from geomkfac.nn.layers.dense import Dense
 from geomkfac.reparam import reparameterize  # the one implementation, re-exported here
 
@@ -411,7 +412,8 @@ class MLP:
             ab, Vi = cache.abar[i], V[i]
             k, out = Vi.shape[0], Vi.shape[1]
             N = ab.shape[0]
-            dz = (ab @ Vi.reshape(k * out, -1).T).reshape(N, k, out)  # one 2-D GEMM
+            # the (N, k, out) product itself (direction_rows returns its (k, N, out) view)
+            dz = np.swapaxes(direction_rows(ab, Vi), 0, 1)
             if da is not None:
                 dz += (da.reshape(N * k, -1) @ layer.W.T).reshape(N, k, out)
             dphi = derivative_rows(layer.activation, cache.z[i], cache.a[i], cache.derivatives, i)
