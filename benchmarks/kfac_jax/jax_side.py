@@ -295,14 +295,16 @@ def main(argv):
                     step()
                 rec["compile_run_s"] = time.perf_counter() - t0
                 step, state = runner(run)
-                times, losses = [], []
+                times, losses, cpu = [], [], 0.0
                 for i in range(int(job["warmup"]) + int(job["steps"])):
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     losses.append(step())
-                    dt = time.perf_counter() - t0
+                    dt, dc = time.perf_counter() - t0, time.process_time() - c0
                     if i >= int(job["warmup"]):
                         times.append(dt)
+                        cpu += dc
                 rec.update(step_times_s=times, median_s=statistics.median(times),
+                           cores_used=cpu / sum(times),
                            losses=losses, final_loss=float(eval_loss(state["params"])))
                 if state.get("blocks") is not None:
                     rec["kfac_blocks"] = state["blocks"]
@@ -315,12 +317,13 @@ def main(argv):
                     step()
                 rec["compile_run_s"] = time.perf_counter() - t0
                 step, state = runner(run)
-                clock, trace, reached = 0.0, [], None
+                clock, trace, reached, cpu = 0.0, [], None, 0.0
                 for t in range(int(job["max_steps"])):
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     value = step()  # the loss before this step
                     clock_before = clock
                     clock += time.perf_counter() - t0
+                    cpu += time.process_time() - c0
                     trace.append((t, clock_before, value))
                     if not np.isfinite(value):
                         rec["diverged"] = f"step {t}: loss {value}"
@@ -331,6 +334,7 @@ def main(argv):
                     if clock > float(job["max_seconds"]):
                         break
                 rec.update(trace=trace, reached=reached, steps_run=len(trace),
+                           cores_used=cpu / clock if clock else None,
                            best_loss=min(v for _, _, v in trace))
         except Exception as exc:  # report and go on with the next run
             rec["error"] = f"{type(exc).__name__}: {exc}"
@@ -342,7 +346,9 @@ def main(argv):
     versions = {p: md.version(p) for p in ("jax", "jaxlib", "kfac-jax", "optax", "numpy")}
     out = {"runs": results, "gemm": gemm, "versions": versions, "initial_loss": initial_loss,
            "python": platform.python_version(), "jax_devices": [str(d) for d in jax.devices()],
-           "xla_flags": os.environ.get("XLA_FLAGS"), "blas": _blas_info()}
+           "xla_flags": os.environ.get("XLA_FLAGS"), "blas": _blas_info(),
+           "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+           else None}
     with open(out_path, "w") as fh:
         json.dump(out, fh)
     return 0

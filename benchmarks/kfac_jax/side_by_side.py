@@ -162,6 +162,8 @@ def environment():
             "geomkfac": getattr(geomkfac, "__version__", None), "geomkfac_commit": _commit(), "nproc": os.cpu_count(),
             "machine": platform.machine(), "processor": _cpu_model(),
             "openblas_env": {v: os.environ.get(v) for v in OPENBLAS_VARS},
+            "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else None,
             "blas": blas_info()}
 
 
@@ -268,16 +270,17 @@ def geomkfac_steps(net, kind, hyper, warmup, steps, seed=0, sizes=None, batch=No
     X, Y, model = make_problem(net, seed, sizes, batch)
     loss = NETS[net]["loss"]
     opt = _optimizer(kind, model, hyper, loss)
-    times, losses = [], []
+    times, losses, cpu = [], [], 0.0
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         info = opt.step(X, Y)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         losses.append(float(info.loss))
         if i >= warmup:
             times.append(dt)
+            cpu += dc
     return {"step_times_s": times, "median_s": statistics.median(times), "losses": losses,
-            "final_loss": train_loss(model, X, Y, loss)}
+            "final_loss": train_loss(model, X, Y, loss), "cores_used": cpu / sum(times)}
 
 
 def geomkfac_to_target(net, hyper, target, max_steps, max_seconds, seed=0):
@@ -285,11 +288,11 @@ def geomkfac_to_target(net, hyper, target, max_steps, max_seconds, seed=0):
     the steps before that one."""
     X, Y, model = make_problem(net, seed)
     opt = _optimizer("kfac", model, hyper, NETS[net]["loss"])
-    clock, trace, reached, diverged = 0.0, [], None, None
+    clock, trace, reached, diverged, cpu = 0.0, [], None, None, 0.0
     from geomkfac.errors import GeomKFACError
 
     for t in range(max_steps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         try:
             info = opt.step(X, Y)
         except GeomKFACError as exc:
@@ -297,6 +300,7 @@ def geomkfac_to_target(net, hyper, target, max_steps, max_seconds, seed=0):
             break
         before = clock
         clock += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         value = float(info.loss)
         trace.append((t, before, value))
         if value <= target:
@@ -305,7 +309,8 @@ def geomkfac_to_target(net, hyper, target, max_steps, max_seconds, seed=0):
         if clock > max_seconds:
             break
     rec = {"trace": trace, "reached": reached, "steps_run": len(trace),
-           "best_loss": min(v for _, _, v in trace) if trace else None}
+           "best_loss": min(v for _, _, v in trace) if trace else None,
+           "cores_used": cpu / clock if clock else None}
     if diverged:
         rec["diverged"] = diverged
     return rec
@@ -344,13 +349,31 @@ def run_jax(venv, job, tmp, threads=None):
         for v in THREAD_VARS:
             env[v] = str(threads)
         if threads == 1:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                                " intra_op_parallelism_threads=1").strip()
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                                + " --xla_cpu_multi_thread_eigen=false").strip()
     proc = subprocess.run([str(py), str(HERE / "jax_side.py"), str(job_path), str(out_path)],
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not out_path.exists():
         return {"error": f"jax side exited {proc.returncode}: {proc.stderr[-3000:]}"}
     return json.loads(out_path.read_text())
+
+
+def pin_cpus(n):
+    """Restrict this process, and every process it starts, to ``n`` CPUs.
+
+    Setting the BLAS thread counts is not enough for a like-for-like comparison: XLA's CPU
+    runtime sizes its own thread pool from the CPUs the process may run on and kept using both
+    cores of the 2-core machine with ``--xla_cpu_multi_thread_eigen=false`` (measured: process
+    CPU time twice the wall time of a jitted GEMM). The affinity mask is inherited by the
+    re-executed script and by the JAX subprocess, so both sides run on the same ``n`` CPUs;
+    each run also records its CPU time over wall time (``cores_used``) as the check."""
+    if not hasattr(os, "sched_setaffinity"):
+        print("side_by_side: this platform cannot pin CPUs; --threads sets thread counts only",
+              file=sys.stderr)
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > n:
+        os.sched_setaffinity(0, set(cpus[:n]))
 
 
 # ---------------------------------------------------------------------------- modes
@@ -513,6 +536,15 @@ def _net_notes(net, r):
     return out
 
 
+def _cores(v):
+    return "–" if v is None else f"{v:.2f}"
+
+
+def _cpus(res):
+    cpus = res.get("environment", {}).get("cpu_affinity")
+    return "unknown" if cpus is None else f"{len(cpus)} ({', '.join(map(str, cpus))})"
+
+
 def markdown(res):
     lines = []
     env = res["environment"]
@@ -544,6 +576,17 @@ def markdown(res):
         lines.append("")
         lines.append(f"Medians over {res['steps']} steps after {res['warmup']} warm-up steps; "
                      "load = 1-min load average before the geomkfac side → after the JAX side.")
+        lines.append("")
+        lines.append("Cores used (process CPU time ÷ wall time over the timed steps; "
+                     f"CPUs the processes may run on: {_cpus(res)}):")
+        lines.append("")
+        lines.append("| net | kfac-jax K-FAC | geomkfac K-FAC | optax SGD-m | geomkfac SGD-m |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for net, r in res["nets"].items():
+            cells = [_cores(r.get(k, {}).get("cores_used"))
+                     for k in ("jax_kfac", "geomkfac_kfac", "jax_sgd", "geomkfac_sgd")]
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+        lines.append("")
         for net, r in res["nets"].items():
             lines.extend(_net_notes(net, r))
         g = res.get("numpy_gemm_1000x784x1000")
@@ -557,8 +600,8 @@ def markdown(res):
         lines.append(f"Time to training loss ≤ {res['target']} on {res['net']} "
                      f"(K-FAC, sweep of the initial damping {res['sweep']['initial damping']}):")
         lines.append("")
-        lines.append("| side | run | reached | steps | seconds | best loss |")
-        lines.append("|---|---|---|---:|---:|---:|")
+        lines.append("| side | run | reached | steps | seconds | best loss | cores used |")
+        lines.append("|---|---|---|---:|---:|---:|---:|")
         for side in ("jax", "geomkfac"):
             runs = res.get(side)
             if not isinstance(runs, list):
@@ -577,8 +620,10 @@ def markdown(res):
                 secs = f"{rc['seconds']:.2f}" if rc else "–"
                 bls = f"{bl:.3f}" if bl is not None else "–"
                 lines.append(f"| {who} | {best}{r['name']}{best} | {status} | {steps_} | "
-                             f"{secs} | {bls} |")
+                             f"{secs} | {bls} | {_cores(r.get('cores_used'))} |")
         lines.append("")
+        lines.append(f"CPUs the processes may run on: {_cpus(res)}; cores used = process CPU "
+                     "time ÷ wall time over the timed steps.")
         lines.append(f"Load: {res.get('load_before_geomkfac')} before geomkfac, "
                      f"{res.get('load_before_jax')} before JAX, {res.get('load_after_jax')} after.")
     lines.append(f"BLAS (NumPy): {kern}; OPENBLAS_CORETYPE/L2_SIZE at start: "
@@ -610,6 +655,8 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     at_start = {v: os.environ.get(v) for v in OPENBLAS_VARS}
+    if args.threads:
+        pin_cpus(args.threads)
     if argv is None:  # the command line: fix the BLAS environment before NumPy starts
         env = dict(os.environ)
         if not args.keep_openblas_env:
