@@ -206,3 +206,29 @@ def test_bad_targets():
         mse.check_targets(np.full((3, 4), np.nan), 4)
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         be.value(f, np.full((3, 4), 1.5))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1.0, 30.0, 1e4]))
+def test_value_and_grad_equals_the_two_calls_bit_for_bit(name, dtype, seed, scale):
+    """The fused ``value_and_grad`` (shared intermediates, one target check) computes the
+    same floating-point operations as ``value`` and ``grad``: equal to the last bit, also at
+    logits large enough to saturate the sigmoid and the softmax."""
+    rng = np.random.default_rng(seed)
+    loss = get_loss(name)
+    f = (rng.standard_normal((9, 4)) * scale).astype(dtype)
+    Y = targets(name, rng, 9, 4)
+    if name != "softmax_ce":
+        Y = Y.astype(dtype)
+    h, g = loss.value_and_grad(f, Y)
+    assert h == loss.value(f, Y) and h.dtype == dtype
+    assert g.dtype == dtype and np.array_equal(g, loss.grad(f, Y))
+
+
+def test_value_and_grad_checks_targets():
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        get_loss("bernoulli").value_and_grad(np.zeros((2, 3)), np.full((2, 3), 2.0))
+    with pytest.raises(DataError, match="labels out of range"):
+        get_loss("ce").value_and_grad(np.zeros((2, 3)), [0, 3])

@@ -282,3 +282,30 @@ def test_nonfinite_loss_is_named(name):
     with pytest.raises(NonFiniteError, match="step 0: the loss"):
         opt.step(X, Y)
     assert np.array_equal(net.get_flat(), theta, equal_nan=True)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_failed_update_keeps_velocity_and_later_steps_unchanged(nesterov):
+    """The velocity buffers are reused between steps; a step whose update overflows must leave
+    the velocity (and the model) as they were, so that the run continues exactly as a run
+    that never tried it. Control: the failing step really ran (it raised)."""
+    net, X, Y = _problem()
+    ref = net.copy()
+    opt = get_optimizer("sgd", net, "ce", lr=0.1, momentum=0.9, nesterov=nesterov)
+    opt_ref = get_optimizer("sgd", ref, "ce", lr=0.1, momentum=0.9, nesterov=nesterov)
+    batches = list(_batches(X, Y, 6))
+    for xb, yb in batches[:3]:
+        opt.step(xb, yb)
+        opt_ref.step(xb, yb)
+    theta, vel = net.get_flat(), [v.copy() for v in opt.velocity]
+    opt.hyper["lr"] = np.inf  # −lr·v is ±inf (NaN where v = 0)
+    with pytest.raises(NonFiniteError, match="the update"):
+        opt.step(*batches[3])
+    assert np.array_equal(net.get_flat(), theta)
+    assert all(np.array_equal(a, b) for a, b in zip(opt.velocity, vel))
+    opt.hyper["lr"] = 0.1
+    opt.step_count -= 1  # the failed step is not counted by the reference run either
+    for xb, yb in batches[3:]:
+        opt.step(xb, yb)
+        opt_ref.step(xb, yb)
+    assert np.array_equal(net.get_flat(), ref.get_flat())

@@ -14,7 +14,8 @@ coincide.
   are floats in ``[0, 1]``, ``(N, C)``; ``F_out = diag(p(1−p))`` with ``p = σ(f)``.
 
 Methods (``f`` is the network output, ``(N, C)``): ``value`` (mean), ``per_example``
-(``(N,)``), ``grad`` (per-example ``∂ℓ/∂f``, **not** divided by N), ``fisher_sqrt``
+(``(N,)``), ``grad`` (per-example ``∂ℓ/∂f``, **not** divided by N), ``value_and_grad`` (both,
+the targets checked once and shared intermediate arrays computed once), ``fisher_sqrt``
 (``(N, C, K)`` with ``S Sᵀ = F_out``), ``fisher_sqrt_columns`` (columns ``k0:k1`` of it,
 stacked ``(k1−k0, N, C)``, built without the rest), ``output_fisher`` (``(N, C, C)``),
 ``sample`` (targets from the model's predictive distribution) and ``check_targets``.
@@ -79,6 +80,26 @@ class Loss:
     def grad(self, f, Y) -> np.ndarray:
         """Per-example gradient ``∂ℓ/∂f``, shape ``(N, C)`` — not divided by N."""
         raise NotImplementedError
+
+    def value_and_grad(self, f, Y):
+        """``(value(f, Y), grad(f, Y))``, equal to the two calls, with the targets checked once
+        and the arrays both need computed once (the training step calls this).
+
+        >>> import numpy as np
+        >>> loss = get_loss("bernoulli")
+        >>> f, Y = np.array([[0.5, -2.0]]), np.array([[1.0, 0.0]])
+        >>> h, g = loss.value_and_grad(f, Y)
+        >>> bool(h == loss.value(f, Y)), bool(np.array_equal(g, loss.grad(f, Y)))
+        (True, True)
+        """
+        f, Y = self._prepare(f, Y)
+        return self._value_and_grad(f, Y)
+
+    def _value_and_grad(self, f, Y):
+        """:meth:`value_and_grad` of outputs and targets that have been checked already (the
+        optimizers check a batch's targets once per step). Losses that can share work
+        override this; the default calls the two public methods."""
+        return self.value(f, Y), self.grad(f, Y)
 
     # -- curvature -------------------------------------------------------------------------
     def fisher_sqrt_columns(self, f, k0: int, k1: int) -> np.ndarray:
@@ -188,6 +209,15 @@ class SoftmaxCrossEntropy(Loss):
         g[np.arange(f.shape[0]), Y] -= 1
         return g
 
+    def _value_and_grad(self, f, Y):
+        # one log-softmax for both: the value reads it at the labels, the gradient is its exp
+        rows = np.arange(f.shape[0])
+        ls = self.log_softmax(f)
+        value = (-ls[rows, Y]).mean()
+        g = np.exp(ls, out=ls)
+        g[rows, Y] -= 1
+        return value, g
+
     def fisher_sqrt_columns(self, f, k0, k1):
         # S = diag(√p) − p √pᵀ, column k is √p_k (e_k − p)
         f = _as_output(f)
@@ -232,6 +262,10 @@ class SquaredError(Loss):
         f, Y = self._prepare(f, Y)
         return f - Y.astype(f.dtype, copy=False)
 
+    def _value_and_grad(self, f, Y):
+        r = f - Y.astype(f.dtype, copy=False)  # the residual is the gradient
+        return (0.5 * np.einsum("nc,nc->n", r, r)).mean(), r
+
     def fisher_sqrt_columns(self, f, k0, k1):
         f = _as_output(f)
         E = np.eye(f.shape[1], dtype=f.dtype)[k0:k1]
@@ -270,6 +304,26 @@ class Bernoulli(Loss):
     def grad(self, f, Y):
         f, Y = self._prepare(f, Y)
         return _sigmoid(f) - Y.astype(f.dtype, copy=False)
+
+    def _value_and_grad(self, f, Y):
+        # the same operations as per_example and grad, written into two buffers
+        Y = Y.astype(f.dtype, copy=False)
+        half = f.dtype.type(0.5)
+        buf = np.abs(f)
+        np.negative(buf, out=buf)
+        np.exp(buf, out=buf)
+        np.log1p(buf, out=buf)
+        g = np.maximum(f, 0)
+        buf += g  # softplus(f)
+        np.multiply(Y, f, out=g)
+        buf -= g
+        value = buf.sum(axis=1).mean()
+        np.multiply(f, half, out=g)  # σ(f) = ½ tanh(f/2) + ½
+        np.tanh(g, out=g)
+        g *= half
+        g += half
+        g -= Y
+        return value, g
 
     def fisher_sqrt_columns(self, f, k0, k1):
         f = _as_output(f)

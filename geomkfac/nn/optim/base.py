@@ -509,9 +509,9 @@ class Optimizer:
         """One forward and backward pass: ``(loss, grads, f, cache, Dz)``; grads per layer
         ``DW̄_i = (1/N) Dz_iᵀ ā_i`` (Eqn. 2.2), weight decay not yet added."""
         f, cache = self.model.forward_cache(X)
-        loss = self.loss_fn.value(f, Y)
+        loss, g_out = self.loss_fn._value_and_grad(f, Y)  # Y was checked by _prepare
         self._check("the loss", loss)
-        Dz = self.model.backward(cache, self.loss_fn.grad(f, Y))
+        Dz = self.model.backward(cache, g_out)
         N = X.shape[0]
         grads = [rows_product(D, ab) for D, ab in zip(Dz, cache.abar)]
         for g in grads:  # a fresh array: divided in place

@@ -53,25 +53,42 @@ class SGD(Optimizer):
     def __init__(self, model, loss, **hyper):
         super().__init__(model, loss, **hyper)
         self.velocity = None
+        self._spare = None  # the previous velocity's buffers, reused for the next one
+
+    def _next_velocity(self, grads, mu):
+        """``v_t = μ v_{t-1} + g_t`` in new arrays (``self.velocity`` is kept until the step
+        succeeds), written into the buffers of ``v_{t-2}`` when they fit."""
+        prev = self.velocity
+        if prev is None:
+            return [g.copy() for g in grads]
+        spare = self._spare
+        if spare is None or any(s.shape != v.shape or s.dtype != v.dtype
+                                for s, v in zip(spare, prev)) or len(spare) != len(prev):
+            spare = [np.empty_like(v) for v in prev]
+        vel = [np.multiply(v, mu, out=s) for v, s in zip(prev, spare)]
+        for v, g in zip(vel, grads):
+            v += g
+        return vel
 
     def _step(self, X, Y):
         h = self.hyper
         lr, mu = float(h["lr"]), float(h["momentum"])
-        Wbars = self.model.get_Wbars()
-        loss, grads, *_ = self._forward_backward(X, Y)
-        grads = self._add_weight_decay(grads, Wbars)
+        loss, grads, *_ = self._forward_backward(X, Y)  # fresh arrays, ours to overwrite
+        if float(h.get("weight_decay", 0.0)):
+            grads = self._add_weight_decay(grads, self.model.get_Wbars())
+        grad_norm = float(np.sqrt(layer_dot(grads, grads)))
         if mu > 0:
-            prev = self.velocity or [np.zeros_like(g) for g in grads]
-            vel = [mu * v + g for v, g in zip(prev, grads)]
+            vel = self._next_velocity(grads, mu)
             direction = [g + mu * v for g, v in zip(grads, vel)] if h["nesterov"] else vel
         else:
             vel, direction = None, grads
-        deltas = [-lr * d for d in direction]
+        # δ = −lr · direction, written over the gradient (its norm is taken)
+        deltas = [np.multiply(d, -lr, out=g) for d, g in zip(direction, grads)]
         self._check("the update", deltas)
-        self.velocity = vel
-        self._apply(Wbars, deltas)
-        return StepInfo(self.step_count, loss, float(np.sqrt(layer_dot(grads, grads))),
-                        {"lr": lr, "momentum": mu})
+        if mu > 0:
+            self._spare, self.velocity = self.velocity, vel
+        self._apply(None, deltas)
+        return StepInfo(self.step_count, loss, grad_norm, {"lr": lr, "momentum": mu})
 
     def _state(self):
         d = {}
