@@ -204,3 +204,37 @@ def test_jax_side_tiny_cnn(sbs, tmp_path):
     bad = sbs.run_jax(VENV, dict(job, npz=str(tmp_path / "q.npz"), runs=[]), tmp_path)
     assert "error" not in bad, bad.get("error")
     assert abs(bad["initial_loss"] - g0) > 1e-3 * abs(g0)
+
+
+def test_cores_used_is_recorded(sbs):
+    r = sbs.geomkfac_steps("digits", "sgd", {"lr": 0.05, "momentum": 0.9}, 0, 3, **TINY)
+    # process CPU time ÷ wall time: positive, and at most the CPUs the process may use (with
+    # slack for the coarse resolution of the CPU clock on steps this short)
+    assert 0 <= r["cores_used"] <= len(os.sched_getaffinity(0)) + 1
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and at least 2 CPUs")
+def test_threads_option_pins_the_process_tree(sbs, tmp_path):
+    """``--threads 1`` must restrict the CPUs, not only the BLAS threads: XLA sizes its pool
+    from the affinity mask. Run in a child process so that the test's own mask is kept;
+    the grandchild shows that the mask is inherited (as by the JAX subprocess)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.util, os, subprocess, sys\n"
+        f"spec = importlib.util.spec_from_file_location('s', {str(HERE / 'side_by_side.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "m.pin_cpus(1)\n"
+        "child = subprocess.run([sys.executable, '-c', "
+        "'import os; print(len(os.sched_getaffinity(0)))'], capture_output=True, text=True)\n"
+        "print(len(os.sched_getaffinity(0)), child.stdout.strip())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]
+    # control: without pinning the child sees all of this process's CPUs
+    plain = subprocess.run([sys.executable, "-c", "import os; print(len(os.sched_getaffinity(0)))"],
+                           capture_output=True, text=True, timeout=60)
+    assert int(plain.stdout) == len(os.sched_getaffinity(0)) >= 2
