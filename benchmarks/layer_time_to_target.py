@@ -20,12 +20,16 @@ updates (about every 500 examples; not counted in the seconds, which are the tim
 
 Sweeps (batch sizes ``BATCHES = (100, 300, 1797)``, 1797 being full-batch):
 
-- SGD with momentum 0.9: lr ∈ {0.03, 0.1, 0.3, 1} × batch: 12 settings;
-- Adam: lr ∈ {0.001, 0.003, 0.01, 0.03} × batch: 12 settings;
-- K-FAC: the 12 settings of :data:`KFAC_SWEEP` (Monte Carlo and exact Fisher, fixed and
-  Levenberg–Marquardt damping, fixed learning rate with and without KL clipping, with and
-  without momentum, the quadratic-model learning rate and momentum, factor / inverse update
-  periods 1/5 and 10/20), each with its own batch size;
+- SGD with momentum 0.9: lr ∈ {0.03, 0.1, 0.3, 1} × batch: 12 settings; and with
+  momentum 0.5 (K-FAC's small-batch momentum): lr ∈ {0.3, 1} × B ∈ {100, 300}: 4 settings;
+- Adam (β₁ = 0.9): lr ∈ {0.001, 0.003, 0.01, 0.03} × batch: 12 settings; and with β₁ = 0.5:
+  lr ∈ {0.01, 0.03} × B ∈ {100, 300}: 4 settings;
+- K-FAC: the 14 settings of :data:`KFAC_SWEEP` (Monte Carlo and exact Fisher, fixed and
+  Levenberg–Marquardt damping, fixed learning rate with KL clipping, with momentum 0.5 and
+  without, the quadratic-model learning rate and momentum with the default curvature
+  tracking (λ₀ = 0.01, EMA 0.95, inverses every 5 steps) and a fast one (λ₀ = 1e-4, EMA
+  0.5, inverses every step), factor / inverse update periods 1/5 and 10/20), each with its
+  own batch size;
 - for the RNN also the temporally correlated ``temporal="option1"`` / ``"option2"`` on the
   best fixed-lr setting.
 
@@ -76,22 +80,39 @@ BATCHES = (100, 300, 1797)
 #: K-FAC settings: (batch, hyperparameters); unlisted ones are the library defaults
 #: (factored damping with π, EMA 0.95, float64).
 _MC = {"fisher": "mc", "damping": 1e-2, "factor_update_period": 1, "inverse_update_period": 5}
+#: the cheap small-batch step: factors every 10 steps, inverses every 20
+_CHEAP = dict(_MC, factor_update_period=10, inverse_update_period=20)
 _ADAPTIVE = {"adaptive_lr": True, "adapt_damping": True, "damping": 1e-2,
              "factor_update_period": 1, "inverse_update_period": 5}
+#: the quadratic model with curvature that follows the iterate closely: a small initial λ
+#: (LM raises it where the model is poor), EMA 0.5 and inverses every step (large batches
+#: only: at B = 100 the noisy factors make it diverge)
+_ADAPTIVE_FAST = dict(_ADAPTIVE, damping=1e-4, ema_decay=0.5, inverse_update_period=1)
 KFAC_SWEEP = [
     (100, dict(_MC, lr=0.3, kl_clip=0.1)),
-    (100, dict(_MC, lr=0.1, momentum=0.9, kl_clip=0.01)),
-    (100, dict(_MC, lr=0.3, kl_clip=0.1, factor_update_period=10, inverse_update_period=20)),
+    (100, dict(_MC, lr=0.1, momentum=0.5, kl_clip=0.1)),
+    (100, dict(_CHEAP, lr=0.3, kl_clip=0.1)),
+    (100, dict(_CHEAP, lr=0.1, momentum=0.5, kl_clip=0.1)),
     (100, dict(_ADAPTIVE, fisher="mc")),
     (300, dict(_MC, lr=0.3, kl_clip=0.1)),
-    (300, dict(_MC, lr=0.3, kl_clip=None)),
     (300, dict(_MC, fisher="exact", lr=0.3, kl_clip=0.1)),
     (300, dict(_MC, lr=0.3, kl_clip=0.1, adapt_damping=True)),
     (300, dict(_ADAPTIVE, fisher="mc")),
-    (1797, dict(_MC, lr=1.0, kl_clip=1.0)),
+    (300, dict(_ADAPTIVE_FAST, fisher="mc")),
     (1797, dict(_ADAPTIVE, fisher="mc")),
     (1797, dict(_ADAPTIVE, fisher="exact")),
+    (1797, dict(_ADAPTIVE_FAST, fisher="mc")),
+    (1797, dict(_ADAPTIVE_FAST, fisher="exact")),
 ]
+
+#: learning rates of the baselines at every batch size (SGD with momentum 0.9, Adam with
+#: β₁ = 0.9), and the lower-momentum runs that match K-FAC's momentum 0.5 (SGD momentum 0.5,
+#: Adam β₁ = 0.5) at the small batch sizes, with learning rates around each method's best
+SGD_LRS = (0.03, 0.1, 0.3, 1.0)
+ADAM_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
+LOW_MOMENTUM_BATCHES = (100, 300)
+SGD_LOW_MOMENTUM_LRS = (0.3, 1.0)
+ADAM_LOW_BETA1_LRS = (1e-2, 3e-2)
 
 
 def sweeps(which, quick):
@@ -103,8 +124,12 @@ def sweeps(which, quick):
             [("kfac-option1", 50, dict(_MC, lr=0.3, kl_clip=0.1, temporal="option1")),
              ("kfac-option2", 50, dict(_MC, lr=0.3, kl_clip=0.1, temporal="option2"))]
             if which == "rnn" else [])
-    out = [("sgd", b, {"lr": lr, "momentum": 0.9}) for b in BATCHES for lr in (0.03, 0.1, 0.3, 1.0)]
-    out += [("adam", b, {"lr": lr}) for b in BATCHES for lr in (1e-3, 3e-3, 1e-2, 3e-2)]
+    out = [("sgd", b, {"lr": lr, "momentum": 0.9}) for b in BATCHES for lr in SGD_LRS]
+    out += [("sgd", b, {"lr": lr, "momentum": 0.5})
+            for b in LOW_MOMENTUM_BATCHES for lr in SGD_LOW_MOMENTUM_LRS]
+    out += [("adam", b, {"lr": lr}) for b in BATCHES for lr in ADAM_LRS]
+    out += [("adam", b, {"lr": lr, "beta1": 0.5})
+            for b in LOW_MOMENTUM_BATCHES for lr in ADAM_LOW_BETA1_LRS]
     out += [("kfac", b, h) for b, h in KFAC_SWEEP]
     if which == "rnn":
         for opt in ("option1", "option2"):
@@ -208,8 +233,9 @@ def run(which, quick=False, max_updates=None, max_seconds=None, seed=0, extend=0
 
 
 def _setting(batch, hyper):
-    keys = ("lr", "momentum", "fisher", "damping", "kl_clip", "adaptive_lr", "adapt_damping",
-            "factor_update_period", "inverse_update_period", "temporal")
+    keys = ("lr", "momentum", "beta1", "fisher", "damping", "kl_clip", "adaptive_lr",
+            "adapt_damping", "ema_decay", "factor_update_period", "inverse_update_period",
+            "temporal")
     return f"B={batch} " + ",".join(f"{k}={hyper[k]}" for k in keys if k in hyper)
 
 

@@ -113,6 +113,33 @@ def test_layer_step_cost_flops_by_hand():
     assert fl["precondition"] == 2 * 4 * 10 + 2 * 2 * 100
 
 
+def test_layer_time_to_target_full_sweep_is_valid_and_fair():
+    """Every setting of the full sweep builds its optimizer (a misspelt or invalid
+    hyperparameter would only surface in the long run); K-FAC has at most 14 settings on
+    the sweep's batch sizes; the lower momentum K-FAC uses is given to SGD-momentum and
+    Adam at every batch size where K-FAC uses it."""
+    from geomkfac.errors import ConfigurationError
+    from geomkfac.nn.architectures import build_model
+    from geomkfac.nn.optim import get_optimizer
+
+    mod = _load("layer_time_to_target")
+    for which, (arch, act, _) in mod.PROBLEMS.items():
+        shape = (1, 8, 8) if which == "cnn" else (8, 8)
+        model = build_model(arch, shape, act, seed=0)
+        runs = mod.sweeps(which, quick=False)
+        for name, batch, hyper in runs:
+            assert batch in mod.BATCHES
+            get_optimizer(name.split("-")[0], model, "ce", **dict(hyper))
+        kfac = [(b, h) for n, b, h in runs if n == "kfac"]
+        assert kfac == list(mod.KFAC_SWEEP) and len(kfac) <= 14
+        low = {b for b, h in kfac if 0 < h.get("momentum", 0.0) < 0.9}
+        assert low and low <= {b for n, b, h in runs if n == "sgd" and h["momentum"] < 0.9}
+        assert low <= {b for n, b, h in runs if n == "adam" and h.get("beta1", 0.9) < 0.9}
+    # the check above can fail: a misspelt hyperparameter is refused
+    with pytest.raises(ConfigurationError):
+        get_optimizer("kfac", model, "ce", lr=0.1, kl_clp=0.1)
+
+
 def test_layer_time_to_target_quick(tmp_path, capsys):
     mod = _load("layer_time_to_target")
     res = mod.main(["--quick", "--json", str(tmp_path / "t.json")])
