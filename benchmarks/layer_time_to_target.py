@@ -18,13 +18,13 @@ methods). The full-training-set loss is evaluated every ``max(1, round(500 / bat
 updates (about every 500 examples; not counted in the seconds, which are the time spent in
 ``step`` plus fetching the batches).
 
-Sweeps (batch sizes ``BATCHES = (100, 300, 1797)``, 1797 being full-batch):
+Sweeps (batch sizes ``BATCHES = (50, 100, 300, 1797)``, 1797 being full-batch):
 
-- SGD with momentum 0.9: lr ∈ {0.03, 0.1, 0.3, 1} × batch: 12 settings; and with
-  momentum 0.5 (K-FAC's small-batch momentum): lr ∈ {0.3, 1} × B ∈ {100, 300}: 4 settings;
-- Adam (β₁ = 0.9): lr ∈ {0.001, 0.003, 0.01, 0.03} × batch: 12 settings; and with β₁ = 0.5:
-  lr ∈ {0.01, 0.03} × B ∈ {100, 300}: 4 settings;
-- K-FAC: the 14 settings of :data:`KFAC_SWEEP` (Monte Carlo and exact Fisher, fixed and
+- SGD with momentum 0.9: lr ∈ {0.03, 0.1, 0.2, 0.3, 0.5, 1} × batch: 24 settings; and with
+  momentum 0.5 (K-FAC's small-batch momentum): lr ∈ {0.3, 1} × B ∈ {50, 100, 300}: 6 settings;
+- Adam (β₁ = 0.9): lr ∈ {0.001, 0.003, 0.01, 0.02, 0.03, 0.05} × batch: 24 settings; and with
+  β₁ = 0.5: lr ∈ {0.01, 0.03} × B ∈ {50, 100, 300}: 6 settings;
+- K-FAC: the 16 settings of :data:`KFAC_SWEEP` (Monte Carlo and exact Fisher, fixed and
   Levenberg–Marquardt damping, fixed learning rate with KL clipping, with momentum 0.5 and
   without, the quadratic-model learning rate and momentum with the default curvature
   tracking (λ₀ = 0.01, EMA 0.95, inverses every 5 steps) and a fast one (λ₀ = 1e-4, EMA
@@ -75,7 +75,7 @@ CLOCK = [time.perf_counter]
 
 TARGETS = (0.1, 0.05, 0.01, 0.001)
 HEADLINE = 0.01
-BATCHES = (100, 300, 1797)
+BATCHES = (50, 100, 300, 1797)
 
 #: K-FAC settings: (batch, hyperparameters); unlisted ones are the library defaults
 #: (factored damping with π, EMA 0.95, float64).
@@ -89,6 +89,8 @@ _ADAPTIVE = {"adaptive_lr": True, "adapt_damping": True, "damping": 1e-2,
 #: only: at B = 100 the noisy factors make it diverge)
 _ADAPTIVE_FAST = dict(_ADAPTIVE, damping=1e-4, ema_decay=0.5, inverse_update_period=1)
 KFAC_SWEEP = [
+    (50, dict(_MC, lr=0.1, kl_clip=0.1)),
+    (50, dict(_CHEAP, lr=0.1, kl_clip=0.1)),
     (100, dict(_MC, lr=0.3, kl_clip=0.1)),
     (100, dict(_MC, lr=0.1, momentum=0.5, kl_clip=0.1)),
     (100, dict(_CHEAP, lr=0.3, kl_clip=0.1)),
@@ -108,9 +110,9 @@ KFAC_SWEEP = [
 #: learning rates of the baselines at every batch size (SGD with momentum 0.9, Adam with
 #: β₁ = 0.9), and the lower-momentum runs that match K-FAC's momentum 0.5 (SGD momentum 0.5,
 #: Adam β₁ = 0.5) at the small batch sizes, with learning rates around each method's best
-SGD_LRS = (0.03, 0.1, 0.3, 1.0)
-ADAM_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
-LOW_MOMENTUM_BATCHES = (100, 300)
+SGD_LRS = (0.03, 0.1, 0.2, 0.3, 0.5, 1.0)
+ADAM_LRS = (1e-3, 3e-3, 1e-2, 2e-2, 3e-2, 5e-2)
+LOW_MOMENTUM_BATCHES = (50, 100, 300)
 SGD_LOW_MOMENTUM_LRS = (0.3, 1.0)
 ADAM_LOW_BETA1_LRS = (1e-2, 3e-2)
 

@@ -115,7 +115,7 @@ def test_layer_step_cost_flops_by_hand():
 
 def test_layer_time_to_target_full_sweep_is_valid_and_fair():
     """Every setting of the full sweep builds its optimizer (a misspelt or invalid
-    hyperparameter would only surface in the long run); K-FAC has at most 14 settings on
+    hyperparameter would only surface in the long run); K-FAC has at most 16 settings on
     the sweep's batch sizes; the lower momentum K-FAC uses is given to SGD-momentum and
     Adam at every batch size where K-FAC uses it."""
     from geomkfac.errors import ConfigurationError
@@ -131,7 +131,7 @@ def test_layer_time_to_target_full_sweep_is_valid_and_fair():
             assert batch in mod.BATCHES
             get_optimizer(name.split("-")[0], model, "ce", **dict(hyper))
         kfac = [(b, h) for n, b, h in runs if n == "kfac"]
-        assert kfac == list(mod.KFAC_SWEEP) and len(kfac) <= 14
+        assert kfac == list(mod.KFAC_SWEEP) and len(kfac) <= 16
         low = {b for b, h in kfac if 0 < h.get("momentum", 0.0) < 0.9}
         assert low and low <= {b for n, b, h in runs if n == "sgd" and h["momentum"] < 0.9}
         assert low <= {b for n, b, h in runs if n == "adam" and h.get("beta1", 0.9) < 0.9}
