@@ -164,3 +164,12 @@ def test_layer_time_to_target_quick(tmp_path, capsys):
     assert [r["trace"] for r in old] == [[list(p) for p in r["trace"]] for r in res["cnn"]["runs"]]
     assert [(r["name"], r["batch"], r["hyper"]["lr"]) for r in new] == [("sgd", 200, 0.1), ("sgd", 200, 0.3)]
     assert all(r["trace"][-1][0] == 3 for r in new)
+
+
+def test_homogeneous_layout_quick(tmp_path, capsys):
+    mod = _load("homogeneous_layout")
+    res = mod.main(["--quick", "--json", str(tmp_path / "h.json")])
+    assert set(res["summary"]) == {"forward GEMM", "gradient GEMM", "tanh into the input",
+                                   "φ' = 1 − a²"}
+    assert all(v["homogeneous_ms"] > 0 and v["split_ms"] > 0 for v in res["summary"].values())
+    assert (tmp_path / "h.json").exists() and "| total |" in capsys.readouterr().out
