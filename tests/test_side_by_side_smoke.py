@@ -238,3 +238,22 @@ def test_threads_option_pins_the_process_tree(sbs, tmp_path):
     plain = subprocess.run([sys.executable, "-c", "import os; print(len(os.sched_getaffinity(0)))"],
                            capture_output=True, text=True, timeout=60)
     assert int(plain.stdout) == len(os.sched_getaffinity(0)) >= 2
+
+
+def test_repeats_are_summarized_by_their_median(sbs):
+    def steps_run(k, g):
+        return {"mode": "steps", "nets": {"deep": {
+            "label": "deep", "ratio_kfac": k, "ratio_sgd": g,
+            "geomkfac_kfac": {"median_s": k}, "jax_kfac": {"median_s": 1.0}}}}
+
+    runs = [steps_run(0.8, 1.3), steps_run(1.2, 0.9), steps_run(1.0, 1.1)]
+    res = dict(runs[-1], repeats=[sbs.repeat_summary(r) for r in runs])
+    text = "\n".join(sbs.repeats_markdown(res))
+    assert "| deep | 0.80×, 1.20×, 1.00× | 1.00× | 1.30×, 0.90×, 1.10× | 1.10× |" in text
+    target = {"mode": "target",
+              "geomkfac": [{"reached": {"seconds": 2.0}}, {"reached": None}],
+              "jax": [{"reached": {"seconds": 1.0}}, {"reached": {"seconds": 0.5}}]}
+    assert sbs.repeat_summary(target) == {"geomkfac_best_s": 2.0, "jax_best_s": 0.5,
+                                          "ratio": 4.0}
+    # control: a side that never reached the target has no ratio
+    assert sbs.repeat_summary(dict(target, geomkfac=[{"reached": None}]))["ratio"] is None

@@ -489,6 +489,55 @@ def mode_target(args):
     return out
 
 
+# ---------------------------------------------------------------------------- repeats
+def repeat_summary(res):
+    """The figures of one run that the repeats table compares: per net the step medians and
+    ratios (steps mode), or each side's best seconds and their ratio (target mode)."""
+    if res["mode"] == "steps":
+        return {net: {k: r.get(k) for k in ("ratio_kfac", "ratio_sgd")}
+                | {f"{k}_median_s": r.get(k, {}).get("median_s")
+                   for k in ("jax_kfac", "geomkfac_kfac", "jax_sgd", "geomkfac_sgd")}
+                for net, r in res["nets"].items()}
+    best = {}
+    for side in ("geomkfac", "jax"):
+        runs = res.get(side) if isinstance(res.get(side), list) else []
+        done = [r for r in runs if r.get("reached")]
+        best[side] = min((r["reached"]["seconds"] for r in done), default=None)
+    ratio = (best["geomkfac"] / best["jax"]) if best["geomkfac"] and best["jax"] else None
+    return {"geomkfac_best_s": best["geomkfac"], "jax_best_s": best["jax"], "ratio": ratio}
+
+
+def repeats_markdown(res):
+    reps = res.get("repeats")
+    if not reps:
+        return []
+
+    def fmt(v):
+        return "–" if v is None else f"{v:.2f}×"
+
+    def med(vals):
+        vals = [v for v in vals if v is not None]
+        return statistics.median(vals) if vals else None
+
+    lines = ["", f"Repeats ({len(reps)} whole runs, one after the other; geomkfac ÷ JAX):", ""]
+    if res["mode"] == "steps":
+        lines += ["| net | K-FAC ratio per run | median | SGD-m ratio per run | median |",
+                  "|---|---|---:|---|---:|"]
+        for net in reps[0]:
+            k = [r[net]["ratio_kfac"] for r in reps]
+            g = [r[net]["ratio_sgd"] for r in reps]
+            lines.append(f"| {res['nets'][net]['label']} | {', '.join(fmt(v) for v in k)} | "
+                         f"{fmt(med(k))} | {', '.join(fmt(v) for v in g)} | {fmt(med(g))} |")
+    else:
+        lines += ["| run | geomkfac best s | kfac-jax best s | ratio |", "|---:|---:|---:|---:|"]
+        for i, r in enumerate(reps, start=1):
+            gs, js = r["geomkfac_best_s"], r["jax_best_s"]
+            lines.append(f"| {i} | {'–' if gs is None else f'{gs:.2f}'} | "
+                         f"{'–' if js is None else f'{js:.2f}'} | {fmt(r['ratio'])} |")
+        lines.append(f"| median | | | {fmt(med([r['ratio'] for r in reps]))} |")
+    return lines
+
+
 # ---------------------------------------------------------------------------- reports
 def _ms(x):
     return "–" if x is None else f"{1e3 * x:.1f} ms"
@@ -632,6 +681,7 @@ def markdown(res):
     if res.get("jax_versions"):
         lines.append("JAX side: " + ", ".join(f"{k} {v}" for k, v in res["jax_versions"].items())
                      + ".")
+    lines.extend(repeats_markdown(res))
     return "\n".join(lines) + "\n"
 
 
@@ -650,6 +700,9 @@ def main(argv=None):
     p.add_argument("--out", help="stem of the .json/.md results (default benchmarks/results/...)")
     p.add_argument("--threads", type=int, default=None,
                    help="BLAS / XLA threads on both sides (default: each library's own)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the whole comparison this many times (one side after the other "
+                        "each time) and report every run's ratios and their median")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="do not drop OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     args = p.parse_args(argv)
@@ -682,7 +735,11 @@ def main(argv=None):
         except ImportError:
             pass
 
-    res = mode_steps(args) if args.mode == "steps" else mode_target(args)
+    runs = [mode_steps(args) if args.mode == "steps" else mode_target(args)
+            for _ in range(max(1, args.repeats))]
+    res = runs[-1]  # the tables show the last run in full; the repeats summarize them all
+    if len(runs) > 1:
+        res["repeats"] = [repeat_summary(r) for r in runs]
     res["environment"] = environment()
     res["openblas_env_at_start"] = at_start
     res["threads"] = args.threads
