@@ -257,3 +257,18 @@ def test_repeats_are_summarized_by_their_median(sbs):
                                           "ratio": 4.0}
     # control: a side that never reached the target has no ratio
     assert sbs.repeat_summary(dict(target, geomkfac=[{"reached": None}]))["ratio"] is None
+
+
+def test_target_sweep_gives_both_sides_the_same_settings(sbs):
+    sweep = sbs._target_sweep(quick=False)
+    assert len(sweep) == len(sbs.SWEEP_DAMPING) * len(sbs.SWEEP_TRACKING)
+    names = [n for n, _, _ in sweep]
+    assert len(set(names)) == len(names)
+    for _, g, j in sweep:
+        assert g["damping"] == j["initial_damping"]
+        assert g["ema_decay"] == j.get("curvature_ema", sbs.JAX_KFAC["curvature_ema"])
+        assert g["inverse_update_period"] == j["inverse_update_period"]
+        assert g["factor_update_period"] == j["curvature_update_period"] == 1
+    # control: the fast setting really differs from the default on both sides
+    fast = [(g, j) for n, g, j in sweep if "fast" in n]
+    assert fast and all(g["ema_decay"] == 0.5 and j["curvature_ema"] == 0.5 for g, j in fast)

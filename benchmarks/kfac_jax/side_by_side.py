@@ -442,7 +442,28 @@ def _drop_bulk(rec):
     rec.get("jax", {}).pop("runs", None)
 
 
-SWEEP_DAMPING = (1.0, 0.1, 0.01)
+SWEEP_DAMPING = (1.0, 0.1, 0.01, 0.001)
+#: how closely the curvature follows the iterate, on both sides: the defaults of the steps
+#: table (EMA 0.95, inverses every 5 steps) and a fast setting (EMA 0.5, inverses every step)
+SWEEP_TRACKING = {
+    "default": ({}, {}),
+    "fast": ({"ema_decay": 0.5, "inverse_update_period": 1},
+             {"curvature_ema": 0.5, "inverse_update_period": 1}),
+}
+
+
+def _target_sweep(quick):
+    """``[(name, geomkfac hyper, kfac-jax hyper)]``: the same settings on both sides."""
+    dampings = SWEEP_DAMPING[:2] if quick else SWEEP_DAMPING
+    tracking = ["default"] if quick else list(SWEEP_TRACKING)
+    out = []
+    for track in tracking:
+        g, j = SWEEP_TRACKING[track]
+        for lam in dampings:
+            name = f"damping={lam}" + ("" if track == "default" else f", {track} curvature")
+            out.append((name, dict(GEOMKFAC_KFAC, damping=lam, **g),
+                        dict(JAX_KFAC, initial_damping=lam, **j)))
+    return out
 
 
 def mode_target(args):
@@ -450,16 +471,16 @@ def mode_target(args):
     target = args.target
     max_steps = 40 if args.quick else args.max_steps
     max_seconds = 10.0 if args.quick else args.max_seconds
-    dampings = SWEEP_DAMPING[:2] if args.quick else SWEEP_DAMPING
+    sweep = _target_sweep(args.quick)
     out = {"mode": "target", "quick": args.quick, "net": NETS[net]["label"], "target": target,
            "max_steps": max_steps, "max_seconds": max_seconds, "features": FEATURES,
-           "sweep": {"initial damping": list(dampings)}}
+           "sweep": {"initial damping": sorted({h["damping"] for _, h, _ in sweep}, reverse=True),
+                     "curvature tracking": {k: v[0] for k, v in SWEEP_TRACKING.items()}}}
     out["load_before_geomkfac"] = loadavg()
     g_runs = []
-    for lam in dampings:
-        hyper = dict(GEOMKFAC_KFAC, damping=lam)
+    for name, hyper, _ in sweep:
         r = geomkfac_to_target(net, hyper, target, max_steps, max_seconds)
-        r.update(name=f"damping={lam}", hyper=hyper)
+        r.update(name=name, hyper=hyper)
         g_runs.append(r)
     out["load_after_geomkfac"] = loadavg()
     out["geomkfac"] = g_runs
@@ -469,9 +490,8 @@ def mode_target(args):
             save_problem(Path(tmp) / "problem.npz", X, Y, model)
             job = {"npz": str(Path(tmp) / "problem.npz"), "mode": "target", "target": target,
                    "max_steps": max_steps, "max_seconds": max_seconds,
-                   "runs": [{"name": f"initial_damping={lam}", "optimizer": "kfac",
-                             "hyper": dict(JAX_KFAC, initial_damping=lam)}
-                            for lam in dampings]}
+                   "runs": [{"name": name, "optimizer": "kfac", "hyper": jh}
+                            for name, _, jh in sweep]}
             out["load_before_jax"] = loadavg()
             jx = run_jax(args.venv, job, tmp, args.threads)
             out["load_after_jax"] = loadavg()
@@ -647,7 +667,9 @@ def markdown(res):
                             if x else "") + ".")
     else:
         lines.append(f"Time to training loss ≤ {res['target']} on {res['net']} "
-                     f"(K-FAC, sweep of the initial damping {res['sweep']['initial damping']}):")
+                     f"(K-FAC, sweep of the initial damping {res['sweep']['initial damping']} "
+                     "× the curvature tracking: default (EMA 0.95, inverses every 5 steps) or "
+                     "fast (EMA 0.5, inverses every step), the same on both sides):")
         lines.append("")
         lines.append("| side | run | reached | steps | seconds | best loss | cores used |")
         lines.append("|---|---|---|---:|---:|---:|---:|")
