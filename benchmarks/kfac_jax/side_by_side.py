@@ -43,8 +43,14 @@ Modes:
   run are reported beside them (they should be comparable, not equal: the curvature samples
   and the damping rule's constants differ, see ``FEATURES``);
 - ``--mode target``: seconds (and steps) of K-FAC on both sides to reach a fixed training loss
-  on the digits autoencoder, each side the best run of a small sweep of its initial damping
-  (JAX's compilation is done on a throwaway run and is not on the clock; it is reported).
+  on the digits autoencoder, each side the best run of the same small sweep (initial damping
+  × curvature tracking, :func:`_target_sweep`; JAX's compilation is done on a throwaway run
+  and is not on the clock; it is reported).
+
+``--threads N`` pins both sides to N CPUs and sets their thread counts (:func:`pin_cpus`);
+every run records the cores it used (process CPU time ÷ wall time). ``--repeats K`` runs the
+whole comparison K times and reports each run's ratios and their median: the machine's
+speed can drift between the two sides' time windows of one run.
 
 Each run records the machine load (``/proc/loadavg``) before and after each side, the BLAS
 (``threadpoolctl``) and the versions. ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``, when set in
