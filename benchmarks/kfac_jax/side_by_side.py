@@ -506,9 +506,8 @@ def mode_target(args):
     for side in ("geomkfac", "jax"):
         runs = out.get(side)
         if isinstance(runs, list):
-            done = [r for r in runs if r.get("reached")]
-            out[f"best_{side}"] = (min(done, key=lambda r: r["reached"]["seconds"])["name"]
-                                   if done else None)
+            best = fastest_run(runs)
+            out[f"best_{side}"] = best["name"] if best else None
             for r in runs:
                 if "trace" in r:  # keep every 10th point of the trace
                     r["trace"] = r["trace"][::10] + r["trace"][-1:]
@@ -516,6 +515,12 @@ def mode_target(args):
 
 
 # ---------------------------------------------------------------------------- repeats
+def fastest_run(runs):
+    """The run that reached the target in the fewest seconds, or ``None``."""
+    done = [r for r in runs if r.get("reached")]
+    return min(done, key=lambda r: r["reached"]["seconds"]) if done else None
+
+
 def repeat_summary(res):
     """The figures of one run that the repeats table compares: per net the step medians and
     ratios (steps mode), or each side's best seconds and their ratio (target mode)."""
@@ -526,9 +531,8 @@ def repeat_summary(res):
                 for net, r in res["nets"].items()}
     best = {}
     for side in ("geomkfac", "jax"):
-        runs = res.get(side) if isinstance(res.get(side), list) else []
-        done = [r for r in runs if r.get("reached")]
-        best[side] = min((r["reached"]["seconds"] for r in done), default=None)
+        run = fastest_run(res.get(side) if isinstance(res.get(side), list) else [])
+        best[side] = run["reached"]["seconds"] if run else None
     ratio = (best["geomkfac"] / best["jax"]) if best["geomkfac"] and best["jax"] else None
     return {"geomkfac_best_s": best["geomkfac"], "jax_best_s": best["jax"], "ratio": ratio}
 
