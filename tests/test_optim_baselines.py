@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geomkfac.errors import CheckpointError, ConfigurationError, DataError, NonFiniteError
 from geomkfac.nn import MLP, Dense
 from geomkfac.nn.checkpoint import load_checkpoint, save_checkpoint
+from geomkfac.nn.losses import SquaredError
 from geomkfac.nn.optim import OPTIMIZERS, get_optimizer
 
 
@@ -309,3 +312,93 @@ def test_sgd_failed_update_keeps_velocity_and_later_steps_unchanged(nesterov):
         opt.step(xb, yb)
         opt_ref.step(xb, yb)
     assert np.array_equal(net.get_flat(), ref.get_flat())
+
+
+# -------------------------------------------------- finiteness guards without extra passes
+class _PlantedGradient(SquaredError):
+    """Squared error whose output gradient is replaced by ``dF`` (the loss value stays finite):
+    plants a non-finite or huge gradient behind a finite loss."""
+
+    def __init__(self, dF):
+        self.dF = dF
+
+    def _value_and_grad(self, f, Y):
+        value, _ = super()._value_and_grad(f, Y)
+        return value, np.broadcast_to(np.asarray(self.dF, dtype=f.dtype), f.shape).copy()
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "kfac"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_gradient_behind_a_finite_loss_is_refused(name, bad):
+    """The gradient's finiteness is decided from its squared norm (the pass that also gives
+    ``grad_norm``); a NaN or inf entry must still stop the step before the model changes."""
+    net = MLP([3, 4, 2], "tanh", seed=0)
+    X, Y = np.ones((5, 3)), np.zeros((5, 2))
+    dF = np.zeros((5, 2))
+    dF[2, 1] = bad
+    theta = net.get_flat()
+    opt = get_optimizer(name, net, _PlantedGradient(dF), lr=0.1)
+    with pytest.raises(NonFiniteError, match="the gradient"):
+        opt.step(X, Y)
+    assert np.array_equal(net.get_flat(), theta)
+
+
+def test_finite_gradient_whose_squares_overflow_is_accepted():
+    """Finite float32 gradient entries whose squares overflow make the squared norm inf; the
+    entries are then checked one by one and the step goes on (``grad_norm`` is inf, as the
+    norm itself overflows). Control: the same with a NaN entry is refused."""
+    net = MLP([2, 2], "identity", seed=0, dtype=np.float32)
+    X, Y = np.ones((4, 2), np.float32), np.zeros((4, 2), np.float32)
+    opt = get_optimizer("sgd", net, _PlantedGradient(1e30), lr=1e-30)
+    info = opt.step(X, Y)
+    assert info.grad_norm == np.inf and np.all(np.isfinite(net.get_flat()))
+    net = MLP([2, 2], "identity", seed=0, dtype=np.float32)
+    opt = get_optimizer("sgd", net, _PlantedGradient([1e30, np.nan]), lr=1e-30)
+    with pytest.raises(NonFiniteError, match="the gradient"):
+        opt.step(X, Y)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lr=st.sampled_from([1e-3, 0.1, 1.0, 30.0]), mu=st.sampled_from([0.5, 0.9, 0.99]),
+       nesterov=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 50))
+def test_sgd_velocity_bound_stays_an_upper_bound(lr, mu, nesterov, dtype, seed):
+    """SGD skips the pass that checks its update for NaN/inf when a carried bound of the
+    velocity's norm (``‖μv + g‖ ≤ μ‖v‖ + ‖g‖``) proves the update finite; that bound must
+    stay an upper bound of the true norm at every step and after a checkpoint round trip
+    (where it is recomputed from the loaded velocity)."""
+    net = MLP([4, 6, 3], "tanh", seed=seed, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    X, Y = rng.standard_normal((16, 4)).astype(dtype), rng.integers(0, 3, 16)
+    opt = get_optimizer("sgd", net, "ce", lr=lr, momentum=mu, nesterov=nesterov)
+    for t in range(8):
+        try:
+            opt.step(X, Y)
+        except NonFiniteError:  # a large lr may diverge: the guard then did its job
+            return
+        true = float(np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for v in opt.velocity)))
+        assert opt._vel_bound >= true
+        if t == 3:
+            clone = get_optimizer("sgd", net, "ce", lr=lr, momentum=mu, nesterov=nesterov)
+            clone.load_state_dict(opt.state_dict())
+            assert clone._vel_bound is None and clone._velocity_bound() >= true
+
+
+def test_sgd_update_that_overflows_under_a_finite_lr_is_refused():
+    """A finite but huge learning rate that makes ``−lr·v`` overflow in float32: the bound is
+    then too large to prove anything and the update is checked entry by entry. Control: a
+    large lr that does not overflow is applied."""
+    for lr, fails in ((1e38, True), (1e3, False)):
+        net = MLP([3, 4, 2], "tanh", seed=0, dtype=np.float32)
+        X, Y = np.ones((5, 3), np.float32), np.full((5, 2), 3.0, np.float32)
+        opt = get_optimizer("sgd", net, "mse", lr=1e-3, momentum=0.9)
+        opt.step(X, Y)
+        theta = net.get_flat()
+        opt.hyper["lr"] = lr
+        if fails:
+            with pytest.raises(NonFiniteError, match="the update"):
+                opt.step(X, Y)
+            assert np.array_equal(net.get_flat(), theta)
+        else:
+            opt.step(X, Y)
+            assert np.all(np.isfinite(net.get_flat())) and not np.array_equal(net.get_flat(), theta)

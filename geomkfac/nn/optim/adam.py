@@ -57,7 +57,8 @@ class Adam(Optimizer):
     def _step(self, X, Y):
         h = self.hyper
         lr, b1, b2, eps = (float(h[k]) for k in ("lr", "beta1", "beta2", "eps"))
-        Wbars = self.model.get_Wbars()
+        # a copy of θ, read only by weight decay
+        Wbars = self.model.get_Wbars() if float(self.hyper["weight_decay"]) else None
         loss, grads, *_ = self._forward_backward(X, Y)
         grads = self._add_weight_decay(grads, Wbars)
         m0 = self.m or [np.zeros_like(g) for g in grads]
@@ -70,7 +71,7 @@ class Adam(Optimizer):
         self._check("the update", deltas)
         self.m, self.v = m, v
         self._apply(Wbars, deltas)
-        return StepInfo(self.step_count, loss, float(np.sqrt(layer_dot(grads, grads))),
+        return StepInfo(self.step_count, loss, self._grad_norm(grads),
                         {"lr": lr})
 
     def _state(self):

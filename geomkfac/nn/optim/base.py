@@ -83,8 +83,18 @@ def unflatten(theta, shapes) -> list:
 
 
 def layer_dot(U, V) -> float:
-    """``Σ_i ⟨U_i, V_i⟩`` over per-layer lists (the Euclidean inner product of θ-vectors)."""
-    return float(sum(np.vdot(u, v) for u, v in zip(U, V)))
+    """``Σ_i ⟨U_i, V_i⟩`` over per-layer lists (the Euclidean inner product of θ-vectors).
+    Two F-ordered layers are paired through their transposes (C-ordered views): ``np.vdot``
+    flattens in C order and would copy them.
+
+    >>> import numpy as np
+    >>> U = [np.arange(6.0).reshape(2, 3), np.ones((3, 2)).T]
+    >>> layer_dot(U, U), float(sum(np.sum(u * u) for u in U))
+    (61.0, 61.0)
+    """
+    return float(sum(np.vdot(u.T, v.T) if (u.ndim == 2 and u.flags.f_contiguous and
+                                           v.flags.f_contiguous and not u.flags.c_contiguous)
+                     else np.vdot(u, v) for u, v in zip(U, V)))
 
 
 def rng_to_array(rng: np.random.Generator) -> np.ndarray:
@@ -516,8 +526,25 @@ class Optimizer:
         grads = [rows_product(D, ab) for D, ab in zip(Dz, cache.abar)]
         for g in grads:  # a fresh array: divided in place
             g /= N
-        self._check("the gradient", grads)
+        # the finiteness check and the gradient's norm from one pass: a NaN or inf entry makes
+        # the squared norm non-finite; only then (or when finite squares overflowed) are the
+        # entries checked one by one
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = layer_dot(grads, grads)
+        if not np.isfinite(sq):
+            self._check("the gradient", grads)
+        self._grad_sq = (grads, sq)
         return float(loss), grads, f, cache, Dz
+
+    def _grad_norm(self, grads) -> float:
+        """``‖g‖`` of the per-layer gradient ``grads``: the squared norm :meth:`_forward_backward`
+        computed as its finiteness check when ``grads`` is the list it returned (no weight
+        decay added), else one pass over ``grads``."""
+        cached, self._grad_sq = getattr(self, "_grad_sq", None), None
+        if cached is not None and cached[0] is grads:
+            return float(np.sqrt(cached[1]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.sqrt(layer_dot(grads, grads)))
 
     def _add_weight_decay(self, grads, Wbars):
         eta = float(self.hyper.get("weight_decay", 0.0))

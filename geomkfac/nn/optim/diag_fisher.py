@@ -68,7 +68,8 @@ class DiagFisher(Optimizer):
     def _step(self, X, Y):
         h = self.hyper
         lr, lam, mu, eps = (float(h[k]) for k in ("lr", "damping", "momentum", "ema_decay"))
-        Wbars = self.model.get_Wbars()
+        # a copy of θ, read only by weight decay
+        Wbars = self.model.get_Wbars() if float(self.hyper["weight_decay"]) else None
         loss, grads, f, cache, Dz = self._forward_backward(X, Y)
         grads = self._add_weight_decay(grads, Wbars)
         if h["fisher"] == "empirical":
@@ -87,7 +88,7 @@ class DiagFisher(Optimizer):
         self._check("the update", deltas)
         self.diag, self.velocity = diag, (vel if mu > 0 else None)
         self._apply(Wbars, deltas)
-        return StepInfo(self.step_count, loss, float(np.sqrt(layer_dot(grads, grads))),
+        return StepInfo(self.step_count, loss, self._grad_norm(grads),
                         {"lr": lr, "damping": lam})
 
     def _state(self):

@@ -332,7 +332,7 @@ class KFAC(Optimizer):
         h = self.hyper
         t = self.step_count
         eta = float(h["weight_decay"])
-        Wbars = self.model.get_Wbars()
+        Wbars = self.model.get_Wbars() if eta else None  # a copy of θ: only weight decay reads it
         loss, grads, f, cache, Dz = self._forward_backward(X, Y)
         grads = self._add_weight_decay(grads, Wbars)
 
@@ -444,11 +444,13 @@ class KFAC(Optimizer):
         if h["adapt_damping"] and (t + 1) % int(h["lm_period"]) == 0:
             if model_value is None:
                 model_value = self._model_value(grads, delta, cache, f, lam + eta)
-            reg_old = 0.5 * eta * layer_dot(Wbars, Wbars)
-            new = self.model.get_Wbars()
             with np.errstate(all="ignore"):
                 h_new = float(self.loss_fn.value(self.model.forward(X), Y))
-            h_new += 0.5 * eta * layer_dot(new, new)
+            reg_old = 0.0
+            if eta:
+                reg_old = 0.5 * eta * layer_dot(Wbars, Wbars)
+                new = self.model.get_Wbars()
+                h_new += 0.5 * eta * layer_dot(new, new)
             rho = reduction_ratio(h_new, loss + reg_old, model_value)
             self.damping = levenberg_marquardt(
                 lam, rho, lm_omega(int(h["lm_period"])), float(h["min_damping"]),
@@ -457,7 +459,7 @@ class KFAC(Optimizer):
             extras["model_decrease"] = model_value
         extras["damping"] = lam
         extras["next_damping"] = self.damping
-        return StepInfo(t, loss, float(np.sqrt(layer_dot(grads, grads))), extras)
+        return StepInfo(t, loss, self._grad_norm(grads), extras)
 
     def _model_value(self, grads, delta, cache, f, damping):
         """``M(δ) = ½ δᵀ(F + damping·I)δ + ∇hᵀδ`` with the exact GGN (its quadratic form by

@@ -66,7 +66,8 @@ class NGD(Optimizer):
         h = self.hyper
         lr, lam, mu = float(h["lr"]), float(h["damping"]), float(h["momentum"])
         eta = float(h["weight_decay"])
-        Wbars = self.model.get_Wbars()
+        # a copy of θ, read only by weight decay
+        Wbars = self.model.get_Wbars() if float(self.hyper["weight_decay"]) else None
         loss, grads, *_ = self._forward_backward(X, Y)
         grads = self._add_weight_decay(grads, Wbars)
         F = (ggn if h["metric"] == "ggn" else empirical_fisher)(self.model, X, Y, self.loss_fn)
@@ -85,7 +86,7 @@ class NGD(Optimizer):
         self._check("the update", delta)
         self.prev_delta = delta
         self._apply(Wbars, unflatten(delta, self._shapes))
-        return StepInfo(self.step_count, loss, float(np.sqrt(layer_dot(grads, grads))),
+        return StepInfo(self.step_count, loss, self._grad_norm(grads),
                         {"lr": lr, "damping": lam, "momentum": mu})
 
     def _state(self):

@@ -54,13 +54,14 @@ class SGD(Optimizer):
         super().__init__(model, loss, **hyper)
         self.velocity = None
         self._spare = None  # the previous velocity's buffers, reused for the next one
+        self._vel_bound = None  # an upper bound of ‖velocity‖ (None: not known yet)
 
     def _next_velocity(self, grads, mu):
         """``v_t = μ v_{t-1} + g_t`` in new arrays (``self.velocity`` is kept until the step
         succeeds), written into the buffers of ``v_{t-2}`` when they fit."""
         prev = self.velocity
         if prev is None:
-            return [g.copy() for g in grads]
+            return [g.copy(order="K") for g in grads]  # the layout of the gradient
         spare = self._spare
         if spare is None or any(s.shape != v.shape or s.dtype != v.dtype
                                 for s, v in zip(spare, prev)) or len(spare) != len(prev):
@@ -76,19 +77,52 @@ class SGD(Optimizer):
         loss, grads, *_ = self._forward_backward(X, Y)  # fresh arrays, ours to overwrite
         if float(h.get("weight_decay", 0.0)):
             grads = self._add_weight_decay(grads, self.model.get_Wbars())
-        grad_norm = float(np.sqrt(layer_dot(grads, grads)))
+        grad_norm = self._grad_norm(grads)
         if mu > 0:
             vel = self._next_velocity(grads, mu)
+            vel_bound = self._norm_bound(mu * self._velocity_bound() + grad_norm)
             direction = [g + mu * v for g, v in zip(grads, vel)] if h["nesterov"] else vel
+            bound = self._norm_bound(grad_norm + mu * vel_bound) if h["nesterov"] else vel_bound
         else:
-            vel, direction = None, grads
+            vel, direction, bound = None, grads, grad_norm
         # δ = −lr · direction, written over the gradient (its norm is taken)
         deltas = [np.multiply(d, -lr, out=g) for d, g in zip(direction, grads)]
-        self._check("the update", deltas)
+        # ‖δ‖ ≤ lr·bound and ‖v_t‖ ≤ vel_bound: both finite when these are far from overflow
+        if not self._surely_finite(max(lr, 1.0) * max(bound, vel_bound if mu > 0 else 0.0), deltas):
+            self._check("the update", deltas)
         if mu > 0:
-            self._spare, self.velocity = self.velocity, vel
+            self._spare, self.velocity, self._vel_bound = self.velocity, vel, vel_bound
         self._apply(None, deltas)
         return StepInfo(self.step_count, loss, grad_norm, {"lr": lr, "momentum": mu})
+
+    # -- the finiteness guard of the update without a pass over it --------------------------------
+    @staticmethod
+    def _norm_bound(x: float) -> float:
+        """``x`` raised by a relative ``2⁻²⁰`` (≫ the rounding of the few operations a bound
+        covers), so that a bound computed in floating point stays an upper bound."""
+        return x * (1.0 + 2.0 ** -20)
+
+    def _velocity_bound(self) -> float:
+        """An upper bound of ``‖v_{t-1}‖``: carried from step to step (``‖μ v + g‖ ≤ μ‖v‖ +
+        ‖g‖``), computed by one pass after a checkpoint is loaded; 0 before the first step."""
+        if self.velocity is None:
+            return 0.0
+        if getattr(self, "_vel_bound", None) is None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._vel_bound = self._norm_bound(
+                    float(np.sqrt(layer_dot(self.velocity, self.velocity))))
+        return self._vel_bound
+
+    @staticmethod
+    def _surely_finite(bound: float, arrays) -> bool:
+        """Whether ``bound`` (an upper bound of the norms of ``δ`` and of the new velocity, hence
+        of each of their entries, computed from a finite gradient and a finite previous
+        velocity) proves that neither has a NaN or inf: it is finite and far below the dtype's
+        largest value. NaN or inf could then only come from an overflow, which the bound
+        excludes; otherwise the caller checks ``δ`` entry by entry (``δ = −lr·v``: a non-finite
+        ``v`` makes ``δ`` non-finite too)."""
+        top = min(float(np.finfo(a.dtype).max) for a in arrays) if arrays else np.inf
+        return bool(np.isfinite(bound)) and bound < 0.25 * top
 
     def _state(self):
         d = {}
@@ -97,3 +131,4 @@ class SGD(Optimizer):
 
     def _load_state(self, d):
         self.velocity = self._get_list(d, "velocity")
+        self._spare, self._vel_bound = None, None
