@@ -543,11 +543,37 @@ def test_factor_inverse_by_cholesky_matches_lu_and_falls_back_when_indefinite(dt
     rng = np.random.default_rng(5)
     X = rng.standard_normal((7, 20))
     M = (X @ X.T / 20).astype(dtype)
+    M0 = M.copy()
     inv = kronecker._inv(M, cholesky=True)
     assert inv.dtype == dtype and np.array_equal(inv, inv.T)  # mirrored triangle
+    assert np.array_equal(M, M0)  # the input is left whole (the LU fallback needs it)
     # float32 round-off times cond(M) (~10 here) bounds the gap to the LU inverse
     tol = 1e-4 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(inv, np.linalg.inv(M), rtol=tol, atol=tol)
     indefinite = np.array([[1.0, 2.0], [2.0, 1.0]], dtype=dtype)  # Cholesky fails here
     np.testing.assert_allclose(kronecker._inv(indefinite, cholesky=True) @ indefinite, np.eye(2),
                                atol=tol)
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 128, 130, 200])
+def test_mirror_upper_triangle_across_block_edges(n):
+    """The Cholesky inverse fills its lower triangle from the upper one in blocks of 64 rows;
+    sizes at and around the block edges. Reference: ``triu(U) + triu(U, 1)ᵀ``."""
+    U = np.random.default_rng(n).standard_normal((n, n))
+    ref = np.triu(U) + np.triu(U, 1).T
+    assert np.array_equal(kronecker._mirror_upper(U.copy()), ref)
+
+
+@pytest.mark.parametrize("cholesky", [False, True])
+def test_safe_inverse_leaves_the_factor_untouched_and_matches_a_solve(cholesky):
+    """The damping shift is added to a copy's diagonal; the factor (optimizer state) must not
+    change. Reference: ``np.linalg.solve`` of the symmetrized, shifted matrix."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 600))
+    M = X @ X.T / 600
+    M[0, 1] += 1e-12  # not exactly symmetric, as a GEMM's Gram matrix may be
+    M0 = M.copy()
+    inv, retried = kronecker.safe_inverse(M, 0.3, cholesky=cholesky)
+    assert np.array_equal(M, M0) and not retried and np.array_equal(inv, inv.T)
+    ref = np.linalg.solve(0.5 * (M + M.T) + 0.3 * np.eye(300), np.eye(300))
+    np.testing.assert_allclose(inv, ref, rtol=1e-10, atol=1e-12)  # cond ≈ 20: round-off only

@@ -130,22 +130,48 @@ def _inv(M, cholesky=False):
     ``n³`` FLOPs against LU's ``2n³``) when ``cholesky``, else by ``np.linalg.inv``, which
     is also the fallback when the Cholesky factorization fails (a matrix that is not
     positive definite within round-off). A seam so tests can make the float32 attempt fail.
+
+    The Cholesky route reads only the upper triangle of ``M`` and returns an exactly
+    symmetric matrix (its upper triangle mirrored). ``M`` is not modified (the fallback
+    needs it whole).
     """
     if not cholesky:
         return np.linalg.inv(M)
     potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (M,))
-    c, info = potrf(M, lower=False, overwrite_a=False, clean=False)
+    # LAPACK works on Fortran order: the transpose of a C-ordered symmetric matrix is itself,
+    # so its lower triangle (as LAPACK sees the C-ordered buffer) is M's upper one
+    c, info = potrf(M.T, lower=True, overwrite_a=False, clean=False)
     if info == 0:
-        inv, info = potri(c, lower=False, overwrite_c=True)
+        inv, info = potri(c, lower=True, overwrite_c=True)
         if info == 0:
-            upper = np.triu(inv)
-            return upper + np.triu(inv, 1).T
+            return _mirror_upper(inv.T)
     return np.linalg.inv(M)
+
+
+def _mirror_upper(U):
+    """The symmetric matrix whose upper triangle is ``U``'s (the lower one is overwritten), in
+    one pass over blocks of rows: block ``i`` of the lower part is the transpose of a block
+    of columns of the upper part."""
+    n = U.shape[0]
+    step = 64
+    for i in range(step, n + step, step):
+        lo = i - step
+        hi = min(i, n)
+        # rows lo:hi, columns 0:hi below the diagonal take the upper part's columns lo:hi
+        block = U[:hi, lo:hi].T  # (hi−lo, hi): row r is column lo+r of the upper part
+        rows = U[lo:hi, :hi]
+        mask = np.tri(hi - lo, hi, k=lo - 1, dtype=bool)  # strictly below the diagonal
+        np.copyto(rows, block, where=mask)
+    return U
 
 
 def safe_inverse(M, shift=0.0, name="factor", cholesky=False):
     """``(M + shift·I)⁻¹`` of a symmetric factor (symmetrized), with a float64 retry when the
     inversion fails or is not finite in ``M``'s dtype. Returns ``(inverse, retried)``.
+
+    The LU route inverts ``(M + Mᵀ)/2`` and symmetrizes its result; the Cholesky route
+    (``cholesky=True``) reads one triangle of ``M`` and its result is exactly symmetric, so
+    neither symmetrization (each a pass that mixes row- and column-order) is needed there.
 
     >>> import numpy as np
     >>> inv, retried = safe_inverse(np.diag([2.0, 4.0]), shift=2.0)
@@ -154,17 +180,18 @@ def safe_inverse(M, shift=0.0, name="factor", cholesky=False):
     """
     M = np.asarray(M)
     dtype = M.dtype
-    S = 0.5 * (M + M.T)
-    S = S + dtype.type(shift) * np.eye(len(S), dtype=dtype)
     attempts = [dtype] if dtype == np.float64 else [dtype, np.dtype(np.float64)]
     for k, dt in enumerate(attempts):
+        S = np.array(M, dtype=dt, order="C") if cholesky else 0.5 * (M + M.T).astype(dt)
+        S.flat[:: len(S) + 1] += dt.type(shift)  # + shift·I on the diagonal only
         try:
             with np.errstate(all="ignore"):
-                inv = _inv(S.astype(dt, copy=False), cholesky)
+                inv = _inv(S, cholesky)
         except np.linalg.LinAlgError:
             continue
         if np.all(np.isfinite(inv)):
-            inv = 0.5 * (inv + inv.T)
+            if not cholesky:
+                inv = 0.5 * (inv + inv.T)
             return inv.astype(dtype, copy=False), k > 0
     raise DegenerateMetricError(
         f"the damped {name} is singular (inversion failed in {', '.join(map(str, attempts))}); "
