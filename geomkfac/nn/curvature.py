@@ -185,7 +185,10 @@ def activation_factors(cache: Cache) -> list:
     """``A_i = (1/(N T_i)) Σ_{n,t} ā āᵀ`` for every layer (Eqn. 2.7 / 4.4 / 4.7, first
     factor)."""
     N = cache.N
-    return [(abar.T @ abar) / (N * T) for abar, T in zip(cache.abar, cache.T)]
+    out = [abar.T @ abar for abar in cache.abar]
+    for a, T in zip(out, cache.T):  # fresh arrays: scaled in place
+        a /= N * T
+    return out
 
 
 def _chunks(K: int, N: int, width: int):
@@ -243,7 +246,9 @@ def kfac_factors_from_cache(
     if fisher == "exact":
         K = loss.fisher_rank_bound(f)
         sums = _gram_of_backprop(model, cache, lambda k0, k1: loss.fisher_sqrt_columns(f, k0, k1), K)
-        G = [S / (N * T) for S, T in zip(sums, cache.T)]
+        G = sums  # fresh accumulators: scaled in place
+        for S, T in zip(G, cache.T):
+            S /= N * T
     elif fisher == "mc":
         mc_samples = int(mc_samples)
         if mc_samples < 1:
@@ -253,7 +258,9 @@ def kfac_factors_from_cache(
         # one draw per sample; the backward passes of all draws are stacked
         grads = np.stack([loss.grad(f, loss.sample(f, rng)) for _ in range(mc_samples)])
         sums = _gram_of_backprop(model, cache, lambda k0, k1: grads[k0:k1], mc_samples)
-        G = [S / (N * T * mc_samples) for S, T in zip(sums, cache.T)]
+        G = sums
+        for S, T in zip(G, cache.T):
+            S /= N * T * mc_samples
     else:
         Y = loss.check_targets(Y, f.shape[-1], N)
         Dz = model.backward(cache, loss.grad(f, Y))
