@@ -409,6 +409,7 @@ class Optimizer:
         self.rng = np.random.default_rng(int(h.get("seed", 0)))
         self.dtype = np.dtype(model.dtype)
         self._shapes = [W.shape for W in model.get_Wbars()]
+        self._grad_sq = None  # (gradient list, its squared norm) of the last pass
 
     def _with_exact_preset(self, hyper: dict) -> dict:
         """``hyper`` completed by :attr:`exact_preset`; a contradicting value is refused."""
@@ -540,7 +541,7 @@ class Optimizer:
         """``‖g‖`` of the per-layer gradient ``grads``: the squared norm :meth:`_forward_backward`
         computed as its finiteness check when ``grads`` is the list it returned (no weight
         decay added), else one pass over ``grads``."""
-        cached, self._grad_sq = getattr(self, "_grad_sq", None), None
+        cached, self._grad_sq = self._grad_sq, None
         if cached is not None and cached[0] is grads:
             return float(np.sqrt(cached[1]))
         with np.errstate(over="ignore", invalid="ignore"):

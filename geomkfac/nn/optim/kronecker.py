@@ -166,8 +166,9 @@ def _mirror_upper(U):
 
 
 def safe_inverse(M, shift=0.0, name="factor", cholesky=False):
-    """``(M + shift·I)⁻¹`` of a symmetric factor (symmetrized), with a float64 retry when the
-    inversion fails or is not finite in ``M``'s dtype. Returns ``(inverse, retried)``.
+    """``(M + shift·I)⁻¹`` of a symmetric factor, with a float64 retry when the inversion
+    fails or is not finite in ``M``'s dtype. Returns ``(inverse, retried)``; ``M`` itself is
+    not modified.
 
     The LU route inverts ``(M + Mᵀ)/2`` and symmetrizes its result; the Cholesky route
     (``cholesky=True``) reads one triangle of ``M`` and its result is exactly symmetric, so

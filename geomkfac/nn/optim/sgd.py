@@ -107,7 +107,7 @@ class SGD(Optimizer):
         ‖g‖``), computed by one pass after a checkpoint is loaded; 0 before the first step."""
         if self.velocity is None:
             return 0.0
-        if getattr(self, "_vel_bound", None) is None:
+        if self._vel_bound is None:
             with np.errstate(over="ignore", invalid="ignore"):
                 self._vel_bound = self._norm_bound(
                     float(np.sqrt(layer_dot(self.velocity, self.velocity))))
