@@ -288,3 +288,21 @@ def test_pooling_against_loops_and_its_adjoint(Pool, k, stride):
     Jdx = pool.jvp(ctx, dx[None], None)[0]
     gx, _ = pool.backward(ctx, gy)
     assert abs(np.vdot(gy, Jdx) - np.vdot(gx, dx)) <= 1e-12 * np.abs(gy).sum()
+
+
+@pytest.mark.parametrize("lead_D,lead_A", [((), ()), ((3,), ()), ((3,), (3,)), ((2, 3), (3,))])
+@pytest.mark.parametrize("out,d", [(5, 9), (9, 5)])  # both GEMM orientations
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_product_is_the_weight_gradient_gemm_and_c_ordered(lead_D, lead_A, out, d, dtype):
+    """``rows_product(D, Ā) = Dᵀ Ā`` over the rows, with leading (stacked) axes broadcast,
+    in either GEMM orientation, returned C-contiguous (the later elementwise passes mix it
+    with C-ordered weights). Reference: einsum."""
+    from geomkfac.nn.layers.base import rows_product
+
+    rng = np.random.default_rng(out * 10 + d)
+    D = rng.standard_normal(lead_D + (7, out)).astype(dtype)
+    A = rng.standard_normal(lead_A + (7, d)).astype(dtype)
+    got = rows_product(D, A)
+    ref = np.einsum("...ro,...rd->...od", D.astype(np.float64), A.astype(np.float64))
+    assert got.dtype == dtype and got.shape == ref.shape and got.flags.c_contiguous
+    np.testing.assert_allclose(got, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
