@@ -402,3 +402,22 @@ def test_sgd_update_that_overflows_under_a_finite_lr_is_refused():
         else:
             opt.step(X, Y)
             assert np.all(np.isfinite(net.get_flat())) and not np.array_equal(net.get_flat(), theta)
+
+
+def test_sgd_bound_is_not_trusted_for_huge_float32_layers(monkeypatch):
+    """Above ``BOUND_MAX_ENTRIES32`` entries in a float32 layer the rounding of the norms could
+    exceed the bound's margin: the update is then checked entry by entry (planted here by
+    lowering the limit and counting the checks). Control: below it the check is skipped."""
+    from geomkfac.nn.optim.sgd import SGD
+
+    calls = []
+    net = MLP([3, 4, 2], "tanh", seed=0, dtype=np.float32)
+    X, Y = np.ones((5, 3), np.float32), np.zeros((5, 2), np.float32)
+    opt = get_optimizer("sgd", net, "mse", lr=0.1, momentum=0.9)
+    real = opt._check
+    monkeypatch.setattr(opt, "_check", lambda name, v: (calls.append(name), real(name, v)))
+    opt.step(X, Y)
+    assert "the update" not in calls
+    monkeypatch.setattr(SGD, "BOUND_MAX_ENTRIES32", 10)  # layer 1 has 4·4 = 16 entries
+    opt.step(X, Y)
+    assert "the update" in calls

@@ -98,8 +98,9 @@ class SGD(Optimizer):
     # -- the finiteness guard of the update without a pass over it --------------------------------
     @staticmethod
     def _norm_bound(x: float) -> float:
-        """``x`` raised by a relative ``2⁻²⁰`` (≫ the rounding of the few operations a bound
-        covers), so that a bound computed in floating point stays an upper bound."""
+        """``x`` raised by a relative ``2⁻²⁰`` for the rounding of the bound's own scalar
+        operations (the rounding of the norms themselves is absorbed by the margin of
+        :meth:`_surely_finite`)."""
         return x * (1.0 + 2.0 ** -20)
 
     def _velocity_bound(self) -> float:
@@ -113,15 +114,25 @@ class SGD(Optimizer):
                     float(np.sqrt(layer_dot(self.velocity, self.velocity))))
         return self._vel_bound
 
-    @staticmethod
-    def _surely_finite(bound: float, arrays) -> bool:
+    #: above this many entries in one float32 array the margin of :meth:`_surely_finite` no
+    #: longer covers the worst-case rounding of a float32 sum of squares (relative error up to
+    #: ``n·ε₃₂``), so the update is checked entry by entry
+    BOUND_MAX_ENTRIES32 = 10**7
+
+    @classmethod
+    def _surely_finite(cls, bound: float, arrays) -> bool:
         """Whether ``bound`` (an upper bound of the norms of ``δ`` and of the new velocity, hence
         of each of their entries, computed from a finite gradient and a finite previous
-        velocity) proves that neither has a NaN or inf: it is finite and far below the dtype's
-        largest value. NaN or inf could then only come from an overflow, which the bound
-        excludes; otherwise the caller checks ``δ`` entry by entry (``δ = −lr·v``: a non-finite
-        ``v`` makes ``δ`` non-finite too)."""
-        top = min(float(np.finfo(a.dtype).max) for a in arrays) if arrays else np.inf
+        velocity) proves that neither has a NaN or inf: it is finite and below a quarter of
+        the dtype's largest value. NaN or inf could then only come from an overflow, which the
+        bound excludes; otherwise the caller checks ``δ`` entry by entry (``δ = −lr·v``: a
+        non-finite ``v`` makes ``δ`` non-finite too). The factor 4 absorbs the rounding of the
+        norms: a float32 sum of ``n`` squares may fall short by a relative ``n·ε₃₂`` (≤ 0.6 for
+        ``n ≤`` :attr:`BOUND_MAX_ENTRIES32`; larger float32 arrays are always checked)."""
+        if not arrays or any(a.dtype.itemsize <= 4 and a.size > cls.BOUND_MAX_ENTRIES32
+                             for a in arrays):
+            return False
+        top = min(float(np.finfo(a.dtype).max) for a in arrays)
         return bool(np.isfinite(bound)) and bound < 0.25 * top
 
     def _state(self):
