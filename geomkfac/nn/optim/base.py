@@ -84,16 +84,15 @@ def unflatten(theta, shapes) -> list:
 
 def layer_dot(U, V) -> float:
     """``Σ_i ⟨U_i, V_i⟩`` over per-layer lists (the Euclidean inner product of θ-vectors).
-    Two F-ordered layers are paired through their transposes (C-ordered views): ``np.vdot``
-    flattens in C order and would copy them.
+    An F-ordered layer is paired through the transposes (``⟨Uᵀ, Vᵀ⟩ = ⟨U, V⟩``, a C-ordered view
+    of it): ``np.vdot`` flattens in C order and would copy it.
 
     >>> import numpy as np
     >>> U = [np.arange(6.0).reshape(2, 3), np.ones((3, 2)).T]
     >>> layer_dot(U, U), float(sum(np.sum(u * u) for u in U))
     (61.0, 61.0)
     """
-    return float(sum(np.vdot(u.T, v.T) if (u.ndim == 2 and u.flags.f_contiguous and
-                                           v.flags.f_contiguous and not u.flags.c_contiguous)
+    return float(sum(np.vdot(u.T, v.T) if u.ndim == 2 and not u.flags.c_contiguous
                      else np.vdot(u, v) for u, v in zip(U, V)))
 
 

@@ -84,11 +84,11 @@ class SGD(Optimizer):
             direction = [g + mu * v for g, v in zip(grads, vel)] if h["nesterov"] else vel
             bound = self._norm_bound(grad_norm + mu * vel_bound) if h["nesterov"] else vel_bound
         else:
-            vel, direction, bound = None, grads, grad_norm
+            vel, direction, bound, vel_bound = None, grads, grad_norm, 0.0
         # δ = −lr · direction, written over the gradient (its norm is taken)
         deltas = [np.multiply(d, -lr, out=g) for d, g in zip(direction, grads)]
         # ‖δ‖ ≤ lr·bound and ‖v_t‖ ≤ vel_bound: both finite when these are far from overflow
-        if not self._surely_finite(max(lr, 1.0) * max(bound, vel_bound if mu > 0 else 0.0), deltas):
+        if not self._surely_finite(max(lr, 1.0) * max(bound, vel_bound), deltas):
             self._check("the update", deltas)
         if mu > 0:
             self._spare, self.velocity, self._vel_bound = self.velocity, vel, vel_bound
