@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -295,16 +296,18 @@ def main(argv):
                     step()
                 rec["compile_run_s"] = time.perf_counter() - t0
                 step, state = runner(run)
-                times, losses, cpu = [], [], 0.0
+                times, losses, cpu, faults = [], [], 0.0, 0
                 for i in range(int(job["warmup"]) + int(job["steps"])):
+                    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                     c0, t0 = time.process_time(), time.perf_counter()
                     losses.append(step())
                     dt, dc = time.perf_counter() - t0, time.process_time() - c0
                     if i >= int(job["warmup"]):
                         times.append(dt)
                         cpu += dc
+                        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
                 rec.update(step_times_s=times, median_s=statistics.median(times),
-                           cores_used=cpu / sum(times),
+                           cores_used=cpu / sum(times), page_faults_per_step=faults / len(times),
                            losses=losses, final_loss=float(eval_loss(state["params"])))
                 if state.get("blocks") is not None:
                     rec["kfac_blocks"] = state["blocks"]

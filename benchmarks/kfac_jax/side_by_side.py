@@ -71,6 +71,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -126,6 +127,9 @@ FEATURES = {
         "factored damping; no KL clipping (off with adaptive_lr)"),
     "optax SGD-m": "optax.sgd(lr, momentum=0.9) in one jax.jit'ed step (value_and_grad + update)",
     "geomkfac SGD-m": "get_optimizer('sgd', lr, momentum=0.9) (PyTorch heavy ball, as optax)",
+    "memory": (
+        "geomkfac: glibc keeps freed memory between steps (geomkfac.memory, the default of "
+        "every optimizer's first step); JAX: XLA's own allocator (its default)"),
     "kfac-jax K-FAC, explicit patches (cnn only)": (
         "as 'kfac-jax K-FAC' with the conv blocks' input factor computed by kfac-jax's "
         "patches_moments_explicit (conv_general_dilated_patches + one matmul) instead of its "
@@ -161,10 +165,20 @@ def blas_info():
             for d in threadpoolctl.threadpool_info()]
 
 
+def allocator():
+    """What geomkfac's first optimizer step set for the C library's allocator
+    (:mod:`geomkfac.memory`), ``None`` before any step."""
+    from geomkfac import memory
+
+    s = memory.current()
+    return None if s is None else {"keep_freed_memory": s.keep, "applied": s.applied,
+                                   "allocator": s.allocator, "detail": s.detail}
+
+
 def environment():
     import geomkfac
 
-    return {"python": platform.python_version(), "numpy": np.__version__,
+    return {"allocator": allocator(), "python": platform.python_version(), "numpy": np.__version__,
             "geomkfac": getattr(geomkfac, "__version__", None), "geomkfac_commit": _commit(), "nproc": os.cpu_count(),
             "machine": platform.machine(), "processor": _cpu_model(),
             "openblas_env": {v: os.environ.get(v) for v in OPENBLAS_VARS},
@@ -276,8 +290,9 @@ def geomkfac_steps(net, kind, hyper, warmup, steps, seed=0, sizes=None, batch=No
     X, Y, model = make_problem(net, seed, sizes, batch)
     loss = NETS[net]["loss"]
     opt = _optimizer(kind, model, hyper, loss)
-    times, losses, cpu = [], [], 0.0
+    times, losses, cpu, faults = [], [], 0.0, 0
     for i in range(warmup + steps):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         c0, t0 = time.process_time(), time.perf_counter()
         info = opt.step(X, Y)
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
@@ -285,8 +300,10 @@ def geomkfac_steps(net, kind, hyper, warmup, steps, seed=0, sizes=None, batch=No
         if i >= warmup:
             times.append(dt)
             cpu += dc
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     return {"step_times_s": times, "median_s": statistics.median(times), "losses": losses,
-            "final_loss": train_loss(model, X, Y, loss), "cores_used": cpu / sum(times)}
+            "final_loss": train_loss(model, X, Y, loss), "cores_used": cpu / sum(times),
+            "page_faults_per_step": faults / len(times)}
 
 
 def geomkfac_to_target(net, hyper, target, max_steps, max_seconds, seed=0):
@@ -615,6 +632,10 @@ def _net_notes(net, r):
     return out
 
 
+def _faults(v):
+    return "–" if v is None else f"{v:.0f}"
+
+
 def _cores(v):
     return "–" if v is None else f"{v:.2f}"
 
@@ -666,6 +687,16 @@ def markdown(res):
                      for k in ("jax_kfac", "geomkfac_kfac", "jax_sgd", "geomkfac_sgd")]
             lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines.append("Page faults per timed step (minor faults, `getrusage`: memory the process "
+                     "took from the system during the step):")
+        lines.append("")
+        lines.append("| net | kfac-jax K-FAC | geomkfac K-FAC | optax SGD-m | geomkfac SGD-m |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for net, r in res["nets"].items():
+            cells = [_faults(r.get(k, {}).get("page_faults_per_step"))
+                     for k in ("jax_kfac", "geomkfac_kfac", "jax_sgd", "geomkfac_sgd")]
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+        lines.append("")
         for net, r in res["nets"].items():
             lines.extend(_net_notes(net, r))
         g = res.get("numpy_gemm_1000x784x1000")
@@ -707,6 +738,11 @@ def markdown(res):
                      "time ÷ wall time over the timed steps.")
         lines.append(f"Load: {res.get('load_before_geomkfac')} before geomkfac, "
                      f"{res.get('load_before_jax')} before JAX, {res.get('load_after_jax')} after.")
+    al = env.get("allocator")
+    if al:
+        lines.append(f"geomkfac's memory allocator ({al['allocator']}): keep freed memory "
+                     f"between steps {al['keep_freed_memory']} ({al['detail']}); the JAX side "
+                     "allocates through XLA's own allocator.")
     lines.append(f"BLAS (NumPy): {kern}; OPENBLAS_CORETYPE/L2_SIZE at start: "
                  f"{res.get('openblas_env_at_start')}; {env.get('processor')}, "
                  f"{env.get('nproc')} cores.")

@@ -18,6 +18,7 @@ import numpy as np
 
 from geomkfac.errors import (CheckpointError, ConfigurationError, DataError, DimensionError,
                              NonFiniteError)
+from geomkfac.memory import ensure_default as ensure_default_allocator
 from geomkfac.nn.layers.base import rows_product
 
 __all__ = [
@@ -573,6 +574,7 @@ class Optimizer:
             after); ``grad_norm``: the norm of the gradient used (weight decay included);
             ``extras``: the optimizer's diagnostics (``lr``, …).
         """
+        ensure_default_allocator()  # keep freed memory between steps (geomkfac.memory)
         X, Y = self._prepare(X, Y)
         info = self._step(X, Y)
         self.step_count += 1
