@@ -273,3 +273,67 @@ def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_dense_storage_is_one_array_with_w_b_and_wbar_as_views():
+    """``Wext = [[W b], [0ᵀ 1]]`` is the storage: W, b, W̄ are views, assignments copy in,
+    a deep copy is independent, and dtype changes rebuild it."""
+    import copy
+
+    layer = Dense(np.arange(6.0).reshape(2, 3), [7.0, 8.0], "tanh")
+    np.testing.assert_array_equal(layer.Wext, [[0, 1, 2, 7], [3, 4, 5, 8], [0, 0, 0, 1]])
+    assert layer.Wbar_view.flags.c_contiguous and np.shares_memory(layer.W, layer.Wext)
+    layer.W = np.ones((2, 3))
+    layer.b = [1.0, 2.0]
+    np.testing.assert_array_equal(layer.Wbar, [[1, 1, 1, 1], [1, 1, 1, 2]])
+    wb = layer.Wbar
+    wb[0, 0] = 99  # Wbar is a copy
+    assert layer.W[0, 0] == 1
+    layer.add_to_Wbar(np.full((2, 4), 0.5))
+    np.testing.assert_array_equal(layer.Wext[-1], [0, 0, 0, 1])  # the fixed row untouched
+    np.testing.assert_array_equal(layer.b, [1.5, 2.5])
+    twin = copy.deepcopy(layer)
+    twin.set_Wbar(np.zeros((2, 4)))
+    assert np.all(twin.W == 0) and np.all(twin.b == 0) and layer.W[0, 0] == 1.5
+    layer.W = np.ones((2, 3), dtype=np.float32)  # a float dtype change rebuilds the storage
+    assert layer.dtype == np.float32 and layer.b.dtype == np.float32
+    np.testing.assert_array_equal(layer.b, [1.5, 2.5])
+    with pytest.raises(DimensionError, match="keep its shape"):
+        layer.W = np.ones((3, 3))
+    with pytest.raises(DimensionError, match="keep its shape"):
+        layer.b = np.ones(3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mixed_hidden_layers_gradient_against_central_differences(dtype):
+    """Hidden layers of both forward routes next to each other: elementwise ones (one
+    ``[z 1]`` buffer, the gradient backpropagated into width ``out+1``) and a conjugated,
+    non-elementwise one (plain ``(N, out)`` arrays), against central differences of the mean
+    loss in float64, and the float32 gradient against the float64 one. Tolerances:
+    float64 as in ``test_gradient_matches_central_differences``; float32 relative 1e-4
+    (rounding ~1e-7 per operation through a few layers)."""
+    rng = np.random.default_rng(3)
+    conj = ConjugatedActivation("tanh", Omega=rng.standard_normal((4, 4)),
+                                gamma=rng.standard_normal(4), Phi=np.eye(4) * 0.7,
+                                tau=rng.standard_normal(4))
+    net = MLP([3, 4, 4, 4, 2], ["relu", conj, "sigmoid", "identity"], seed=4)
+    X, Y = rng.standard_normal((7, 3)), rng.random((7, 2))
+    loss = get_loss("bernoulli")
+    _, g = loss_and_grad(net, X, Y, loss)
+    theta, eps = net.get_flat(), 1e-5
+    fd = np.empty_like(theta)
+    for k in range(theta.size):
+        for s in (1, -1):
+            t = theta.copy()
+            t[k] += s * eps
+            net.set_flat(t)
+            val = loss.value(net.forward(X), Y)
+            fd[k] = val if s == 1 else (fd[k] - val) / (2 * eps)
+    net.set_flat(theta)
+    np.testing.assert_allclose(g, fd, rtol=1e-7, atol=1e-9)
+    if dtype is np.float32:
+        net32 = MLP.from_layers([Dense(l.W.astype(np.float32), l.b.astype(np.float32),
+                                       l.activation) for l in net.layers])
+        assert net32.dtype == np.float32
+        _, g32 = loss_and_grad(net32, X.astype(np.float32), Y.astype(np.float32), loss)
+        np.testing.assert_allclose(g32, g, rtol=1e-4, atol=1e-5)

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
-from geomkfac.nn.activations import Activation, derivative_rows, get_activation
+from geomkfac.nn.activations import (Activation, ElementwiseActivation, derivative_rows,
+                                     get_activation)
 from geomkfac.nn.layers.base import direction_rows
 from geomkfac.nn.layers.dense import Dense
 from geomkfac.reparam import reparameterize  # the one implementation, re-exported here
@@ -51,15 +52,19 @@ class Cache:
     a : list of ndarray
         ``a[i] = φ_i(z[i])`` the activations of layer ``i`` (``a[-1]`` is the output).
     derivatives : dict
-        ``φ_i'(z[i])`` by layer, filled on first use by the backward passes and
-        Jacobian-vector products of this forward pass (see
-        :func:`~geomkfac.nn.activations.derivative_rows`).
+        ``φ_i'(z[i])`` by layer (key ``i``, or ``("full", i)`` for the whole ``[z 1]`` buffer
+        of ``zext``), filled on first use by the backward passes and Jacobian-vector products
+        of this forward pass (see :func:`~geomkfac.nn.activations.derivative_rows`).
     """
 
     abar: list
     z: list
     a: list
     derivatives: dict = field(default_factory=dict)
+    #: hidden layer ``i`` with an elementwise activation → its ``[z 1]``-shaped buffer
+    #: ``(N, out_i + 1)`` (``z[i]`` is a view of it; ``abar[i+1]`` is its activation with the
+    #: ones column), for the full-buffer passes of :meth:`MLP.backward`
+    zext: dict = field(default_factory=dict)
 
     @property
     def N(self) -> int:
@@ -215,8 +220,7 @@ class MLP:
                 )
         dtype = np.result_type(*[l.W.dtype for l in layers])
         for l in layers:
-            l.W = l.W.astype(dtype, copy=False)
-            l.b = l.b.astype(dtype, copy=False)
+            l.astype(dtype)
         self.layers = list(layers)
         self.dtype = np.dtype(dtype)
         self.sizes = (layers[0].in_dim,) + tuple(l.out_dim for l in layers)
@@ -277,8 +281,7 @@ class MLP:
                 raise DimensionError(
                     f"W̄ of layer {i + 1} must have shape {(l.out_dim, l.in_dim + 1)}, got {Wb.shape}"
                 )
-            l.W[...] = Wb[:, :-1]
-            l.b[...] = Wb[:, -1]
+            l.set_Wbar(Wb)
 
     def get_flat(self) -> np.ndarray:
         """θ = ``[vec(W̄_1); …; vec(W̄_L)]`` with column-stacking ``vec``."""
@@ -292,8 +295,7 @@ class MLP:
         for i, l in enumerate(self.layers):
             blk = theta[self.offsets[i] : self.offsets[i + 1]]
             Wb = blk.reshape(l.out_dim, l.in_dim + 1, order="F")
-            l.W[...] = Wb[:, :-1]
-            l.b[...] = Wb[:, -1]
+            l.set_Wbar(Wb)
 
     def split_flat(self, v) -> list:
         """Split a vector in θ order into per-layer matrices shaped like ``W̄_i``."""
@@ -325,10 +327,7 @@ class MLP:
 
     def forward(self, X) -> np.ndarray:
         """The network output ``f(X)``, shape ``(N, sizes[-1])``."""
-        a = self.check_inputs(X)
-        for l in self.layers:
-            a = l.activation.forward(a @ l.W.T + l.b)
-        return a
+        return self.forward_cache(X)[0]
 
     __call__ = forward
 
@@ -340,28 +339,43 @@ class MLP:
         f : ndarray, shape (N, sizes[-1])
         cache : Cache
             ``abar[i]`` (N, in_i+1) with ones last, ``z[i]`` (N, out_i), ``a[i]`` (N, out_i).
+
+        Every layer is one GEMM ``z = ā W̄ᵀ`` with the bias inside it. A hidden layer with an
+        elementwise activation multiplies by ``[[W b], [0ᵀ 1]]`` instead (its storage,
+        :attr:`Dense.Wext`), which gives ``[z 1]``: the activation is then one pass over that
+        whole contiguous buffer, written into the next layer's input ``[a 1]`` (its last
+        column set back to 1), and ``z[i]``, ``a[i]`` are views. (Passes over the ``(N, out)``
+        views of ``(N, out+1)`` buffers run up to 3× slower than over whole buffers: the loop
+        restarts at every row.)
         """
         X = self.check_inputs(X)
         N = X.shape[0]
-        abar_list, z_list, a_list = [], [], []
+        abar_list, z_list, a_list, zext = [], [], [], {}
         abar = np.empty((N, self.sizes[0] + 1), dtype=self.dtype)
         abar[:, :-1] = X
         abar[:, -1] = 1
+        last = len(self.layers) - 1
         for i, l in enumerate(self.layers):
             abar_list.append(abar)
-            z = abar[:, :-1] @ l.W.T
-            z += l.b
-            z_list.append(z)
-            if i + 1 < len(self.layers):
+            if i == last:
+                z = abar @ l.Wbar_view.T
+                a = l.activation.forward(z)
+            elif isinstance(l.activation, ElementwiseActivation):
+                full = abar @ l.Wext.T  # [z 1] (the 1 exact unless ā has inf)
+                zext[i] = full
+                nxt = l.activation.forward_into(full, np.empty_like(full))
+                nxt[:, -1] = 1
+                z, a, abar = full[:, :-1], nxt[:, :-1], nxt
+            else:
+                z = abar @ l.Wbar_view.T
                 # φ(z) written straight into the next layer's homogeneous input [a 1]
                 nxt = np.empty((N, l.out_dim + 1), dtype=self.dtype)
                 a = l.activation.forward_into(z, nxt[:, :-1])
                 nxt[:, -1] = 1
                 abar = nxt
-            else:
-                a = l.activation.forward(z)
+            z_list.append(z)
             a_list.append(a)
-        return a_list[-1], Cache(abar_list, z_list, a_list)
+        return a_list[-1], Cache(abar_list, z_list, a_list, zext=zext)
 
     def backward(self, cache: Cache, dF) -> list:
         """Backpropagate per-example output gradients to per-example ``Dz_i``.
@@ -377,7 +391,10 @@ class MLP:
         Returns
         -------
         list of ndarray
-            ``Dz_i`` of shape ``(..., N, out_i)``, one per layer.
+            ``Dz_i`` of shape ``(..., N, out_i)``, one per layer (for the hidden layers of
+            :meth:`forward_cache`'s ``[z 1]`` buffers, views of ``(..., N, out_i + 1)``
+            buffers: the gradient is backpropagated as ``Dz W̄`` into that width, and ``φ'``
+            multiplies the whole buffer, its last column 0).
         """
         dF = np.asarray(dF, dtype=self.dtype)
         N, C = cache.z[-1].shape
@@ -388,14 +405,23 @@ class MLP:
         g, owned = dF, False  # owned: g is a temporary of this pass (may be overwritten)
         for i in range(L - 1, -1, -1):
             l = self.layers[i]
-            dphi = derivative_rows(l.activation, cache.z[i], cache.a[i], cache.derivatives, i)
+            full = cache.zext.get(i)
+            if full is not None:  # g is (..., N, out+1): whole-buffer passes
+                z, a = full, cache.abar[i + 1]
+                key = ("full", i)
+            else:
+                z, a, key = cache.z[i], cache.a[i], i
+            dphi = derivative_rows(l.activation, z, a, cache.derivatives, key)
             if dphi is None:
-                d = l.activation.backward(cache.z[i], cache.a[i], g)
+                d = l.activation.backward(z, a, g)
             else:
                 d = np.multiply(g, dphi, out=g) if owned else g * dphi
+            if full is not None:
+                d = d[..., :-1]
             Dz[i] = d
             if i > 0:
-                g, owned = d @ l.W, True
+                W = l.Wbar_view if (i - 1) in cache.zext else l.W
+                g, owned = d @ W, True
         return Dz
 
     def jvp(self, cache: Cache, V) -> np.ndarray:
@@ -416,7 +442,13 @@ class MLP:
             dz = np.swapaxes(direction_rows(ab, Vi), 0, 1)
             if da is not None:
                 dz += (da.reshape(N * k, -1) @ layer.W.T).reshape(N, k, out)
-            dphi = derivative_rows(layer.activation, cache.z[i], cache.a[i], cache.derivatives, i)
+            if i in cache.zext:  # φ' of the [z 1] buffer, shared with backward
+                dphi = derivative_rows(layer.activation, cache.zext[i], cache.abar[i + 1],
+                                       cache.derivatives, ("full", i))
+                dphi = None if dphi is None else dphi[:, :-1]
+            else:
+                dphi = derivative_rows(layer.activation, cache.z[i], cache.a[i],
+                                       cache.derivatives, i)
             if dphi is None:
                 da = np.swapaxes(activation_jvp(layer.activation, cache.z[i], cache.a[i],
                                                 np.swapaxes(dz, 0, 1)), 0, 1)

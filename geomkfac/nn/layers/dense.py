@@ -39,10 +39,21 @@ class Dense(ParamLayer):
     The arrays are owned by the layer (copied on construction) and updated in place by
     optimizers through ``set_flat`` / ``set_Wbars`` of the containing model.
 
+    Storage: one C-ordered array ``[[W b], [0ᵀ 1]]`` of shape ``(out+1, in+1)``
+    (:attr:`Wext`); ``W``, ``b`` and ``W̄ = [W b]`` (:attr:`Wbar_view`) are views of it. So
+    the forward pass takes ``z = [a 1] W̄ᵀ`` as one GEMM (the bias inside it, no pass over
+    ``z``), the MLP's hidden layers compute ``[z 1]`` at once with ``Wext`` (see
+    :meth:`geomkfac.nn.model.MLP.forward_cache`), and an update of ``W̄`` is one contiguous
+    pass. Assigning ``layer.W = …`` or ``layer.b = …`` copies into the storage (same shape).
+
     >>> import numpy as np
     >>> layer = Dense(np.eye(2), np.array([1.0, 2.0]), "relu")
     >>> layer.num_params, layer.in_dim, layer.out_dim
     (6, 2, 2)
+    >>> layer.Wext
+    array([[1., 0., 1.],
+           [0., 1., 2.],
+           [0., 0., 1.]])
     """
 
     def __init__(self, W, b, activation="identity"):
@@ -54,8 +65,7 @@ class Dense(ParamLayer):
             raise DimensionError(
                 f"a Dense layer's b must have shape ({W.shape[0]},) to match W {W.shape}, got {b.shape}"
             )
-        self.W = W
-        self.b = b
+        self._store(W, b)
         self.activation = get_activation(activation)
         width = getattr(self.activation, "width", None)
         if width is not None and width != W.shape[0]:
@@ -64,9 +74,69 @@ class Dense(ParamLayer):
                 f"{W.shape[0]} outputs"
             )
 
+    # -- storage: W, b, W̄ as views of Wext -------------------------------------------------
+    def _store(self, W, b) -> None:
+        out, d = W.shape
+        ext = np.zeros((out + 1, d + 1), dtype=W.dtype)
+        ext[:out, :d] = W
+        ext[:out, d] = b
+        ext[out, d] = 1
+        self._ext = ext
+
+    @property
+    def Wext(self) -> np.ndarray:
+        """``[[W b], [0ᵀ 1]]``, ``(out+1, in+1)``: the layer's storage (not a copy)."""
+        return self._ext
+
+    @property
+    def Wbar_view(self) -> np.ndarray:
+        """``W̄ = [W b]`` as a C-contiguous view of the storage (``Wbar`` is a copy)."""
+        return self._ext[:-1]
+
+    @property
+    def W(self) -> np.ndarray:
+        return self._ext[:-1, :-1]
+
+    @W.setter
+    def W(self, value) -> None:
+        value = np.asarray(value)
+        if value.shape != self.W.shape:
+            raise DimensionError(f"Dense: W must keep its shape {self.W.shape}, got {value.shape}")
+        if value.dtype != self._ext.dtype and np.issubdtype(value.dtype, np.floating):
+            self._store(value, self.b.astype(value.dtype))
+        else:
+            self._ext[:-1, :-1] = value
+
+    @property
+    def b(self) -> np.ndarray:
+        return self._ext[:-1, -1]
+
+    @b.setter
+    def b(self, value) -> None:
+        value = np.asarray(value)
+        if value.shape != self.b.shape:
+            raise DimensionError(f"Dense: b must keep its shape {self.b.shape}, got {value.shape}")
+        self._ext[:-1, -1] = value
+
+    @property
+    def Wbar(self) -> np.ndarray:
+        """``W̄ = [W b]`` (a new array)."""
+        return self._ext[:-1].copy()
+
+    def set_Wbar(self, Wb) -> None:
+        self._ext[:-1] = Wb
+
+    def add_to_Wbar(self, D) -> None:
+        self._ext[:-1] += D
+
+    def astype(self, dtype):
+        if np.dtype(dtype) != self._ext.dtype:
+            self._ext = self._ext.astype(dtype)
+        return self
+
     @property
     def in_dim(self) -> int:
-        return self.W.shape[1]
+        return self._ext.shape[1] - 1
 
     def copy(self) -> "Dense":
         return Dense(self.W, self.b, self.activation)
@@ -92,8 +162,7 @@ class Dense(ParamLayer):
         N, steps = x.shape[0], x.shape[1:-1]
         T = int(np.prod(steps)) if steps else 1
         abar = homogeneous_rows(x.reshape(N * T, self.in_dim))
-        z = abar[:, :-1] @ self.W.T
-        z += self.b
+        z = abar @ self.Wbar_view.T  # the bias inside the GEMM
         a = self.activation.forward(z)
         # over the steps of a sequence the rows form a time series (temporal K-FAC)
         ctx = Context(abar=abar, z=z, a=a, T=T, N=N, steps=steps, temporal=len(steps) == 1 and T > 1)
