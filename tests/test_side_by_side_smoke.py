@@ -101,6 +101,66 @@ def test_jax_side_tiny(sbs, tmp_path):
     assert json.dumps(out)
 
 
+# ---------------------------------------------------------------------------- interleaved
+def _block(times, loss=1.0):
+    return {"times": times, "losses": [loss] * len(times), "cpu": sum(times), "faults": 0}
+
+
+def test_pair_summary_ratios_of_block_means(sbs):
+    """Each pair's ratio is the ratio of the two blocks' mean step times (not of medians:
+    a block covers one inverse / damping period), the summary their median."""
+    pairs = [{"geomkfac": _block([1.0, 3.0]), "jax": _block([1.0, 1.0])},   # 2.0
+             {"geomkfac": _block([1.0, 1.0]), "jax": _block([2.0, 2.0])},   # 0.5
+             {"geomkfac": _block([3.0, 3.0]), "jax": _block([3.0, 1.0])}]   # 1.5
+    s = sbs.pair_summary(pairs)
+    assert s["pair_ratios"] == [2.0, 0.5, 1.5]
+    assert (s["ratio"], s["ratio_min"], s["ratio_max"]) == (1.5, 0.5, 2.0)
+    assert s["geomkfac_mean_s"] == pytest.approx(2.0) and s["jax_cores_used"] == 1.0
+
+
+def test_geomkfac_block_counts_steps_and_page_faults(sbs):
+    X, Y, model = sbs.make_problem("digits", **TINY)
+    opt = sbs._optimizer("sgd", model, {"lr": 0.05, "momentum": 0.9})
+    b = sbs.geomkfac_block(opt, X, Y, 3)
+    assert len(b["times"]) == len(b["losses"]) == 3 and b["faults"] >= 0
+    assert b["losses"][-1] < b["losses"][0]
+
+
+def test_interleaved_markdown(sbs):
+    summary = sbs.pair_summary([{"geomkfac": _block([0.02]), "jax": _block([0.01])}])
+    res = {"mode": "interleaved", "warmup": 1, "block": 1, "pairs": 1, "settle_s": 0.3,
+           "environment": {"blas": None},
+           "nets": {"digits": {"label": "tiny", "kfac": summary, "sgd": summary,
+                               "load_before": [1.0], "load_after": [1.1],
+                               "initial_loss_geomkfac": 2.0, "initial_loss_jax": 2.0}}}
+    text = sbs.markdown(res)
+    assert "| tiny | **2.00×** (2.00–2.00) | 10.0 ms | 20.0 ms | **2.00×**" in text
+
+
+@needs_jax[0]
+@needs_jax[1]
+def test_jax_side_serves_blocks(sbs, tmp_path):
+    """The interleaved protocol: READY, one RESULT per block, FINAL; the live run continues
+    from block to block (its losses go on from where the last block stopped)."""
+    X, Y, model = sbs.make_problem("digits", **TINY)
+    sbs.save_problem(tmp_path / "p.npz", X, Y, model)
+    job = {"npz": str(tmp_path / "p.npz"), "mode": "serve", "compile_steps": 2,
+           "runs": [{"name": "sgd", "optimizer": "sgd", "hyper": {"lr": 0.05}}]}
+    proc, ready = sbs.start_jax(VENV, job, tmp_path)
+    try:
+        assert "error" not in ready, ready.get("error")
+        a = sbs._ask(proc, {"run": "sgd", "steps": 2})
+        b = sbs._ask(proc, {"run": "sgd", "steps": 2})
+        final = sbs._ask(proc, {"quit": True}, "FINAL")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    g = sbs.geomkfac_block(sbs._optimizer("sgd", model, {"lr": 0.05, "momentum": 0.9}), X, Y, 4)
+    assert a["losses"] + b["losses"] == pytest.approx(g["losses"], rel=1e-5)
+    assert final["sgd"] < b["losses"][-1]
+
+
 # ---------------------------------------------------------------------------- the CNN
 def test_geomkfac_side_cnn_two_steps(sbs):
     """The tiny benchmark CNN trains on the geomkfac side with the kfac-jax-matched K-FAC

@@ -9,7 +9,8 @@ point on the same data, and writes its measurements as JSON::
 
 Job keys: ``npz`` (arrays ``X``, ``Y``, ``W0, b0, W1, b1, …`` in geomkfac's layouts: a
 dense ``W_i`` of shape ``(out, in)``, a convolution ``W_i`` of shape ``(out, in, k, k)``),
-``mode`` (``"steps"`` or ``"target"``), ``runs`` (a list of
+``mode`` (``"steps"``, ``"target"`` or ``"serve"``, the interleaved protocol of
+:func:`_serve`), ``runs`` (a list of
 ``{"name", "optimizer": "kfac" | "sgd", "hyper": {...}}``), and for ``"steps"``:
 ``warmup``, ``steps``; for ``"target"``: ``target``, ``max_steps``, ``max_seconds``;
 ``gemm`` (``[m, k, n]`` of a reference float32 GEMM, optional); ``arch`` and ``loss``
@@ -283,6 +284,8 @@ def main(argv):
 
     results = []
     initial_loss = float(eval_loss(fresh_params()))  # the same point as the geomkfac side's
+    if job["mode"] == "serve":
+        return _serve(job, runner, eval_loss, initial_loss, gemm)
     for run in job["runs"]:
         rec = {"name": run["name"], "optimizer": run["optimizer"], "hyper": run["hyper"],
                "conv_patches": run.get("conv_patches", "default")}
@@ -354,6 +357,45 @@ def main(argv):
            else None}
     with open(out_path, "w") as fh:
         json.dump(out, fh)
+    return 0
+
+
+def _block(step, k):
+    """``k`` steps of one live run: their times, losses, CPU time and page faults."""
+    times, losses, cpu, faults = [], [], 0.0, 0
+    for _ in range(k):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        c0, t0 = time.process_time(), time.perf_counter()
+        losses.append(step())
+        times.append(time.perf_counter() - t0)
+        cpu += time.process_time() - c0
+        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return {"times": times, "losses": losses, "cpu": cpu, "faults": faults}
+
+
+def _serve(job, runner, eval_loss, initial_loss, gemm):
+    """The interleaved protocol (``side_by_side.py --mode interleaved``): compile every run on
+    a throwaway copy, keep one live copy of each, answer ``READY``; then for each command line
+    on stdin, ``{"run": name, "steps": k}``, take ``k`` steps of that run and answer one
+    ``RESULT`` line (:func:`_block`); ``{"quit": true}`` answers ``FINAL`` (each run's loss
+    after its last step) and ends. Answers are single lines ``TAG <json>`` on stdout."""
+    live = {}
+    for run in job["runs"]:
+        step, _ = runner(run)
+        for _ in range(int(job.get("compile_steps", 11))):
+            step()
+        live[run["name"]] = runner(run)
+    blocks = {name: state.get("blocks") for name, (_, state) in live.items()}
+    print("READY " + json.dumps({"initial_loss": initial_loss, "gemm": gemm,
+                                 "kfac_blocks": blocks}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd.get("quit"):
+            break
+        step, _ = live[cmd["run"]]
+        print("RESULT " + json.dumps(_block(step, int(cmd["steps"]))), flush=True)
+    final = {name: float(eval_loss(state["params"])) for name, (_, state) in live.items()}
+    print("FINAL " + json.dumps(final), flush=True)
     return 0
 
 

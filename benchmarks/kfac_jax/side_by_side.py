@@ -42,6 +42,12 @@ Modes:
   warm-up, for each optimizer and net, and the ratios geomkfac / JAX; the losses after the
   run are reported beside them (they should be comparable, not equal: the curvature samples
   and the damping rule's constants differ, see ``FEATURES``);
+- ``--mode interleaved``: the per-step cost with both sides alive at once, alternating
+  blocks of ``--block`` steps (``--pairs`` pairs per optimizer and net, the order swapped
+  every pair, ``--settle`` idle seconds before every block; the JAX side serves the blocks
+  through its stdin, ``jax_side.py``'s ``serve`` job); the ratio is the median over the pairs
+  of the two blocks' mean step times (:func:`pair_summary`), which cancels the machine's
+  drift between the time windows that the one-after-the-other modes compare;
 - ``--mode target``: seconds (and steps) of K-FAC on both sides to reach a fixed training loss
   on the digits autoencoder, each side the best run of the same small sweep (initial damping
   × curvature tracking, :func:`_target_sweep`; JAX's compilation is done on a throwaway run
@@ -61,7 +67,7 @@ itself; the kernel that ran is in the results.
 Run ``python benchmarks/kfac_jax/side_by_side.py --quick`` (a few steps; a few minutes, mostly JAX compilation), the
 full measurement without ``--quick`` (``--nets cnn`` for the CNN alone), and ``--mode target``
 for the time to the target loss.
-Results go to ``benchmarks/results/side_by_side[_quick|_target].{json,md}`` (``--out`` to
+Results go to ``benchmarks/results/side_by_side[_target|_interleaved][_quick].{json,md}`` (``--out`` to
 change the stem). ``--no-jax`` runs the geomkfac side alone.
 """
 
@@ -381,6 +387,178 @@ def run_jax(venv, job, tmp, threads=None):
     return json.loads(out_path.read_text())
 
 
+def start_jax(venv, job, tmp, threads=None):
+    """Start ``jax_side.py`` in the venv serving ``job`` (the interleaved protocol, see its
+    ``_serve``); returns ``(process, READY payload)`` or ``(None, {"error": ...})``."""
+    py = jax_python(venv)
+    if py is None:
+        return None, {"error": f"no virtual environment at {venv}: run benchmarks/kfac_jax/setup.sh"}
+    job_path = Path(tmp) / "job.json"
+    job_path.write_text(json.dumps(job))
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    if threads:
+        for v in THREAD_VARS:
+            env[v] = str(threads)
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                                + " --xla_cpu_multi_thread_eigen=false").strip()
+    proc = subprocess.Popen([str(py), str(HERE / "jax_side.py"), str(job_path),
+                             str(Path(tmp) / "unused.json")], env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    return proc, _answer(proc, "READY")
+
+
+def _answer(proc, tag):
+    """The JSON of the next ``TAG <json>`` line of the JAX side (other lines skipped)."""
+    for line in proc.stdout:
+        if line.startswith(tag + " "):
+            return json.loads(line[len(tag) + 1:])
+    proc.wait(timeout=60)
+    return {"error": f"jax side exited {proc.returncode} before {tag}: "
+                     f"{proc.stderr.read()[-3000:]}"}
+
+
+def _ask(proc, cmd, tag="RESULT"):
+    proc.stdin.write(json.dumps(cmd) + "\n")
+    proc.stdin.flush()
+    return _answer(proc, tag)
+
+
+def geomkfac_block(opt, X, Y, k):
+    """``k`` geomkfac steps: times, losses, CPU time and page faults (as the JAX side's)."""
+    times, losses, cpu, faults = [], [], 0.0, 0
+    for _ in range(k):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        c0, t0 = time.process_time(), time.perf_counter()
+        info = opt.step(X, Y)
+        times.append(time.perf_counter() - t0)
+        cpu += time.process_time() - c0
+        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+        losses.append(float(info.loss))
+    return {"times": times, "losses": losses, "cpu": cpu, "faults": faults}
+
+
+def pair_summary(pairs):
+    """Each pair's ratio of mean step times (geomkfac ÷ JAX; a block of ``k`` steps covers
+    the same step indices on both sides, so periodic inverse and damping steps fall in both
+    alike), the median of those ratios, and each side's median step and cores used."""
+    ratios = [statistics.fmean(p["geomkfac"]["times"]) / statistics.fmean(p["jax"]["times"])
+              for p in pairs]
+    out = {"pair_ratios": ratios, "ratio": statistics.median(ratios),
+           "ratio_min": min(ratios), "ratio_max": max(ratios)}
+    for side in ("geomkfac", "jax"):
+        times = [t for p in pairs for t in p[side]["times"]]
+        out[f"{side}_mean_s"] = statistics.fmean(times)
+        out[f"{side}_median_s"] = statistics.median(times)
+        out[f"{side}_cores_used"] = sum(p[side]["cpu"] for p in pairs) / sum(times)
+        out[f"{side}_page_faults_per_step"] = sum(p[side]["faults"] for p in pairs) / len(times)
+        out[f"{side}_last_loss"] = pairs[-1][side]["losses"][-1]
+    return out
+
+
+def mode_interleaved(args):
+    """Both sides alive at once, alternating blocks of ``--block`` steps (``--pairs`` pairs,
+    the order swapped every pair, ``--settle`` seconds of idle before each block so that
+    neither side's spinning BLAS / XLA threads overlap the other's block)."""
+    nets = args.nets or ["deep", "digits"]
+    warmup, k, npairs = (2, 2, 2) if args.quick else (args.warmup, args.block, args.pairs)
+    out = {"mode": "interleaved", "quick": args.quick, "warmup": warmup, "block": k,
+           "pairs": npairs, "settle_s": args.settle, "features": FEATURES, "nets": {}}
+    out["numpy_gemm_1000x784x1000"] = numpy_gemm(1000, 784, 1000)
+    for net in nets:
+        spec = NETS[net]
+        sgd = {"lr": spec["sgd_lr"], "momentum": 0.9}
+        X, Y, model = make_problem(net)
+        rec = {"label": spec["label"], "load_before": loadavg(),
+               "initial_loss_geomkfac": train_loss(model, X, Y, spec["loss"])}
+        with tempfile.TemporaryDirectory() as tmp:
+            save_problem(Path(tmp) / "problem.npz", X, Y, model)
+            job = {"npz": str(Path(tmp) / "problem.npz"), "mode": "serve",
+                   "gemm": [1000, 784, 1000] if net == nets[0] else None,
+                   "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": JAX_KFAC},
+                            {"name": "sgd", "optimizer": "sgd", "hyper": sgd}],
+                   **jax_net(net, model)}
+            proc, ready = start_jax(args.venv, job, tmp, args.threads)
+            if proc is None or "error" in ready:
+                rec["error"] = ready.get("error")
+                out["nets"][net] = rec
+                continue
+            rec["initial_loss_jax"] = ready["initial_loss"]
+            rec["kfac_jax_blocks"] = (ready.get("kfac_blocks") or {}).get("kfac")
+            if ready.get("gemm"):
+                out["xla_gemm_1000x784x1000"] = ready["gemm"]
+            try:
+                for kind, hyper in (("kfac", GEOMKFAC_KFAC), ("sgd", sgd)):
+                    gX, gY, gmodel = make_problem(net)
+                    opt = _optimizer(kind, gmodel, hyper, spec["loss"])
+                    geomkfac_block(opt, gX, gY, warmup)
+                    _ask(proc, {"run": kind, "steps": warmup})
+                    pairs = []
+                    for p in range(npairs):
+                        pair = {}
+                        for side in (("geomkfac", "jax") if p % 2 == 0 else ("jax", "geomkfac")):
+                            time.sleep(args.settle)
+                            pair[side] = (geomkfac_block(opt, gX, gY, k) if side == "geomkfac"
+                                          else _ask(proc, {"run": kind, "steps": k}))
+                            if "error" in pair[side]:
+                                raise RuntimeError(pair[side]["error"])
+                        pairs.append(pair)
+                    rec[kind] = pair_summary(pairs)
+                    rec[kind]["pairs"] = pairs
+                rec["final_loss_jax"] = _ask(proc, {"quit": True}, "FINAL")
+            except (RuntimeError, BrokenPipeError, json.JSONDecodeError) as exc:
+                rec["error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        rec["load_after"] = loadavg()
+        out["nets"][net] = rec
+    return out
+
+
+def interleaved_markdown(res):
+    lines = [f"Interleaved: both sides alive, {res['pairs']} pairs of blocks of {res['block']} "
+             f"steps after {res['warmup']} warm-up steps each, the order swapped every pair, "
+             f"{res['settle_s']} s idle before every block; ratio = geomkfac ÷ JAX of the mean "
+             "step time in the two blocks of a pair, median over the pairs (range in brackets).",
+             "",
+             "| net | K-FAC ratio | kfac-jax K-FAC | geomkfac K-FAC | SGD-m ratio | optax SGD-m | "
+             "geomkfac SGD-m | cores used (JAX / geomkfac: K-FAC; SGD) | page faults per step "
+             "(K-FAC; SGD) | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for net, r in res["nets"].items():
+        if "error" in r:
+            lines.append(f"| {r['label']} | error: {r['error'][:200]} | | | | | | | | |")
+            continue
+        kf, sg = r["kfac"], r["sgd"]
+        lines.append(
+            f"| {r['label']} | **{kf['ratio']:.2f}×** ({kf['ratio_min']:.2f}–{kf['ratio_max']:.2f}) "
+            f"| {_ms(kf['jax_mean_s'])} | {_ms(kf['geomkfac_mean_s'])} "
+            f"| **{sg['ratio']:.2f}×** ({sg['ratio_min']:.2f}–{sg['ratio_max']:.2f}) "
+            f"| {_ms(sg['jax_mean_s'])} | {_ms(sg['geomkfac_mean_s'])} "
+            f"| {kf['jax_cores_used']:.2f} / {kf['geomkfac_cores_used']:.2f}; "
+            f"{sg['jax_cores_used']:.2f} / {sg['geomkfac_cores_used']:.2f} "
+            f"| {kf['jax_page_faults_per_step']:.0f} / {kf['geomkfac_page_faults_per_step']:.0f}; "
+            f"{sg['jax_page_faults_per_step']:.0f} / {sg['geomkfac_page_faults_per_step']:.0f} "
+            f"| {r['load_before'][0]} → {r['load_after'][0]} |")
+    lines.append("")
+    lines.append("Step times are means over all timed steps of a side (K-FAC's include its "
+                 "inverse and damping steps).")
+    for net, r in res["nets"].items():
+        if "error" in r:
+            continue
+        lines.append(f"`{net}`: initial loss geomkfac {r['initial_loss_geomkfac']:.7g}, kfac-jax "
+                     f"{r['initial_loss_jax']:.7g}; after the run K-FAC "
+                     f"{r['kfac']['jax_last_loss']:.6g} (kfac-jax) / "
+                     f"{r['kfac']['geomkfac_last_loss']:.6g} (geomkfac), SGD-m "
+                     f"{r['sgd']['jax_last_loss']:.6g} / {r['sgd']['geomkfac_last_loss']:.6g} "
+                     "(the loss before each side's last step).")
+    return lines
+
+
 def pin_cpus(n):
     """Restrict this process, and every process it starts, to ``n`` CPUs.
 
@@ -541,6 +719,10 @@ def fastest_run(runs):
 def repeat_summary(res):
     """The figures of one run that the repeats table compares: per net the step medians and
     ratios (steps mode), or each side's best seconds and their ratio (target mode)."""
+    if res["mode"] == "interleaved":
+        return {net: {"ratio_kfac": r.get("kfac", {}).get("ratio"),
+                      "ratio_sgd": r.get("sgd", {}).get("ratio")}
+                for net, r in res["nets"].items()}
     if res["mode"] == "steps":
         return {net: {k: r.get(k) for k in ("ratio_kfac", "ratio_sgd")}
                 | {f"{k}_median_s": r.get(k, {}).get("median_s")
@@ -567,7 +749,7 @@ def repeats_markdown(res):
         return statistics.median(vals) if vals else None
 
     lines = ["", f"Repeats ({len(reps)} whole runs, one after the other; geomkfac ÷ JAX):", ""]
-    if res["mode"] == "steps":
+    if res["mode"] in ("steps", "interleaved"):
         lines += ["| net | K-FAC ratio per run | median | SGD-m ratio per run | median |",
                   "|---|---|---:|---|---:|"]
         for net in reps[0]:
@@ -651,7 +833,15 @@ def markdown(res):
     blas = env.get("blas") or []
     kern = ", ".join(f"{b['internal_api']} {b.get('version')} {b.get('architecture')} "
                      f"×{b.get('num_threads')}" for b in blas) or "unknown (no threadpoolctl)"
-    if res["mode"] == "steps":
+    if res["mode"] == "interleaved":
+        lines.extend(interleaved_markdown(res))
+        g, x = res.get("numpy_gemm_1000x784x1000"), res.get("xla_gemm_1000x784x1000")
+        if g:
+            lines.append(f"GEMM 1000×784 @ 784×1000 float32: NumPy {_ms(g['median_s'])} "
+                         f"({g['gflops_per_s']:.0f} GFLOP/s)"
+                         + (f", XLA {_ms(x['median_s'])} ({x['gflops_per_s']:.0f} GFLOP/s)"
+                            if x else "") + ".")
+    elif res["mode"] == "steps":
         lines.append("| net | kfac-jax K-FAC | geomkfac K-FAC | ratio | optax SGD-m (jit) | "
                      "geomkfac SGD-m | ratio | loss after (K-FAC jax / geomkfac) | load |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
@@ -755,7 +945,7 @@ def markdown(res):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--mode", choices=("steps", "target"), default="steps")
+    p.add_argument("--mode", choices=("steps", "target", "interleaved"), default="steps")
     p.add_argument("--quick", action="store_true", help="few steps (a smoke run)")
     p.add_argument("--nets", nargs="*", choices=list(NETS), help="steps mode: which nets")
     p.add_argument("--warmup", type=int, default=5)
@@ -771,6 +961,11 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1,
                    help="run the whole comparison this many times (one side after the other "
                         "each time) and report every run's ratios and their median")
+    p.add_argument("--block", type=int, default=5,
+                   help="interleaved mode: steps per block (5 = one inverse / damping period)")
+    p.add_argument("--pairs", type=int, default=10, help="interleaved mode: pairs of blocks")
+    p.add_argument("--settle", type=float, default=0.3,
+                   help="interleaved mode: idle seconds before every block")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="do not drop OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     args = p.parse_args(argv)
@@ -803,8 +998,8 @@ def main(argv=None):
         except ImportError:
             pass
 
-    runs = [mode_steps(args) if args.mode == "steps" else mode_target(args)
-            for _ in range(max(1, args.repeats))]
+    modes = {"steps": mode_steps, "target": mode_target, "interleaved": mode_interleaved}
+    runs = [modes[args.mode](args) for _ in range(max(1, args.repeats))]
     res = runs[-1]  # the tables show the last run in full; the repeats summarize them all
     if len(runs) > 1:
         res["repeats"] = [repeat_summary(r) for r in runs]
@@ -814,9 +1009,9 @@ def main(argv=None):
     res["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = markdown(res)
     print(text)
-    stem = args.out or str(RESULTS / ("side_by_side" + ("_target" if args.mode == "target"
-                                                          else "") + ("_quick" if args.quick
-                                                                      else "")))
+    suffix = {"steps": "", "target": "_target", "interleaved": "_interleaved"}[args.mode]
+    stem = args.out or str(RESULTS / ("side_by_side" + suffix + ("_quick" if args.quick
+                                                                 else "")))
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
     Path(stem + ".json").write_text(json.dumps(res, indent=1))
     Path(stem + ".md").write_text(text)
