@@ -365,13 +365,9 @@ def jax_python(venv):
     return py if py.exists() else None
 
 
-def run_jax(venv, job, tmp, threads=None):
-    """Run ``jax_side.py`` in the venv on ``job``; returns its JSON (or ``{"error": ...}``)."""
-    py = jax_python(venv)
-    if py is None:
-        return {"error": f"no virtual environment at {venv}: run benchmarks/kfac_jax/setup.sh"}
-    job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "jax_out.json"
-    job_path.write_text(json.dumps(job))
+def _jax_env(threads=None):
+    """The JAX side's environment: this one without the OpenBLAS kernel overrides, the CPU
+    platform, and with ``threads`` the thread counts (one thread: XLA's Eigen pool off)."""
     env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
     env.setdefault("JAX_PLATFORMS", "cpu")
     if threads:
@@ -380,6 +376,17 @@ def run_jax(venv, job, tmp, threads=None):
         if threads == 1:
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
                                 + " --xla_cpu_multi_thread_eigen=false").strip()
+    return env
+
+
+def run_jax(venv, job, tmp, threads=None):
+    """Run ``jax_side.py`` in the venv on ``job``; returns its JSON (or ``{"error": ...}``)."""
+    py = jax_python(venv)
+    if py is None:
+        return {"error": f"no virtual environment at {venv}: run benchmarks/kfac_jax/setup.sh"}
+    job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "jax_out.json"
+    job_path.write_text(json.dumps(job))
+    env = _jax_env(threads)
     proc = subprocess.run([str(py), str(HERE / "jax_side.py"), str(job_path), str(out_path)],
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not out_path.exists():
@@ -395,14 +402,7 @@ def start_jax(venv, job, tmp, threads=None):
         return None, {"error": f"no virtual environment at {venv}: run benchmarks/kfac_jax/setup.sh"}
     job_path = Path(tmp) / "job.json"
     job_path.write_text(json.dumps(job))
-    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    if threads:
-        for v in THREAD_VARS:
-            env[v] = str(threads)
-        if threads == 1:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                                + " --xla_cpu_multi_thread_eigen=false").strip()
+    env = _jax_env(threads)
     proc = subprocess.Popen([str(py), str(HERE / "jax_side.py"), str(job_path),
                              str(Path(tmp) / "unused.json")], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -814,6 +814,17 @@ def _net_notes(net, r):
     return out
 
 
+def _per_run_table(res, key, fmt):
+    """A table of one figure of each of the four runs per net (steps mode), and a blank line."""
+    lines = ["| net | kfac-jax K-FAC | geomkfac K-FAC | optax SGD-m | geomkfac SGD-m |",
+             "|---|---:|---:|---:|---:|"]
+    for r in res["nets"].values():
+        cells = [fmt(r.get(k, {}).get(key))
+                 for k in ("jax_kfac", "geomkfac_kfac", "jax_sgd", "geomkfac_sgd")]
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _faults(v):
     return "–" if v is None else f"{v:.0f}"
 
@@ -870,23 +881,11 @@ def markdown(res):
         lines.append("Cores used (process CPU time ÷ wall time over the timed steps; "
                      f"CPUs the processes may run on: {_cpus(res)}):")
         lines.append("")
-        lines.append("| net | kfac-jax K-FAC | geomkfac K-FAC | optax SGD-m | geomkfac SGD-m |")
-        lines.append("|---|---:|---:|---:|---:|")
-        for net, r in res["nets"].items():
-            cells = [_cores(r.get(k, {}).get("cores_used"))
-                     for k in ("jax_kfac", "geomkfac_kfac", "jax_sgd", "geomkfac_sgd")]
-            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines.extend(_per_run_table(res, "cores_used", _cores))
         lines.append("Page faults per timed step (minor faults, `getrusage`: memory the process "
                      "took from the system during the step):")
         lines.append("")
-        lines.append("| net | kfac-jax K-FAC | geomkfac K-FAC | optax SGD-m | geomkfac SGD-m |")
-        lines.append("|---|---:|---:|---:|---:|")
-        for net, r in res["nets"].items():
-            cells = [_faults(r.get(k, {}).get("page_faults_per_step"))
-                     for k in ("jax_kfac", "geomkfac_kfac", "jax_sgd", "geomkfac_sgd")]
-            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines.extend(_per_run_table(res, "page_faults_per_step", _faults))
         for net, r in res["nets"].items():
             lines.extend(_net_notes(net, r))
         g = res.get("numpy_gemm_1000x784x1000")
