@@ -30,10 +30,11 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import sys
 
 from geomkfac.errors import ConfigurationError
 
-__all__ = ["BLAS_THREAD_VARS", "blas_threads", "limit_blas_threads"]
+__all__ = ["BLAS_THREAD_VARS", "blas_threads", "max_blas_threads", "limit_blas_threads"]
 
 #: environment variables read by OpenBLAS, OpenMP runtimes and MKL when they are loaded
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -101,6 +102,31 @@ def blas_threads() -> dict[str, int]:
         if c is not None:
             out[os.path.basename(path)] = int(c[1]())
     return out
+
+
+# the thread getters of the loaded libraries, listed again when modules were imported since
+# (importing is how a new BLAS gets loaded, e.g. SciPy's)
+_getters: dict = {"modules": -1, "getters": None}
+
+
+def max_blas_threads() -> int | None:
+    """The largest thread count of the loaded BLAS / OpenMP libraries, ``None`` where they
+    cannot be listed (not Linux) or none is loaded.
+
+    Cheap enough for a training step (a few C calls): the libraries are listed once, and
+    again only after new modules were imported; the counts themselves are read live, so a
+    later :func:`limit_blas_threads` is seen at once.
+
+    >>> n = max_blas_threads()
+    >>> n is None or n == max(blas_threads().values())
+    True
+    """
+    if _getters["modules"] != len(sys.modules):
+        paths = _loaded_libraries()
+        found = [c[1] for c in map(_controls, paths or []) if c is not None]
+        _getters.update(modules=len(sys.modules), getters=found if paths is not None else None)
+    getters = _getters["getters"]
+    return max((int(g()) for g in getters), default=None) if getters else None
 
 
 def limit_blas_threads(n: int, set_environment: bool = True) -> dict[str, int]:

@@ -111,6 +111,49 @@ def test_limit_blas_threads_read_back_by_threadpoolctl(restore_threads):
         limit_blas_threads(True)
 
 
+def test_max_blas_threads_follows_the_limit_and_threadpoolctl(restore_threads):
+    """The cached getters read the live counts: a limit set by our route or by threadpoolctl's
+    (an independent route) is seen at once, and a library loaded later (SciPy's BLAS after
+    its import) is listed."""
+    from geomkfac.threads import max_blas_threads
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not blas_threads():
+        pytest.skip("the loaded BLAS libraries cannot be listed on this platform")
+    import scipy.linalg  # noqa: F401  (SciPy's own BLAS)
+
+    for n in (2, 1):
+        limit_blas_threads(n, set_environment=False)
+        assert max_blas_threads() == n == max(_threadpoolctl_counts())
+    with threadpoolctl.threadpool_limits(2):
+        assert max_blas_threads() == max(_threadpoolctl_counts()) == 2
+    assert max_blas_threads() == 1
+
+
+def test_kfac_inverts_small_factors_by_cholesky_only_with_one_blas_thread(restore_threads,
+                                                                       monkeypatch):
+    """With two BLAS threads the digits-sized factors go through NumPy's LU (switching to
+    SciPy's thread pool is slow there), with one thread through Cholesky."""
+    import numpy as np
+
+    from geomkfac.nn import MLP, get_optimizer
+    from geomkfac.nn.optim import kronecker
+
+    if not blas_threads():
+        pytest.skip("the loaded BLAS libraries cannot be listed on this platform")
+    seen = []
+    real = kronecker._inv
+    monkeypatch.setattr(kronecker, "_inv", lambda M, cholesky=False: (seen.append(cholesky),
+                                                                       real(M, cholesky))[1])
+    X = np.random.default_rng(0).random((20, 4))
+    for n, expected in ((2, False), (1, True)):
+        limit_blas_threads(n, set_environment=False)
+        seen.clear()
+        opt = get_optimizer("kfac", MLP([4, 6, 4], "tanh", seed=0), "mse", lr=0.1)
+        opt.step(X, X)
+        assert seen and set(seen) == {expected}, (n, seen)
+
+
 def test_train_threads_option(tmp_path, capsys, restore_threads):
     pytest.importorskip("threadpoolctl")
     if not blas_threads():

@@ -105,24 +105,44 @@ def safe_eigh(M, eig_floor=0.0, name="factor") -> Eig:
 
 
 #: a network whose largest factor has at least this size inverts all its factors by
-#: Cholesky through SciPy's LAPACK, smaller networks by NumPy's LU. Measured on the
-#: benchmarks' 2-core machine: Cholesky is 1.7–3.6× faster for n ≈ 1000 but gains nothing for
-#: n ≲ 130, and switching between SciPy's and NumPy's BLAS thread pools is expensive (the
-#: digits autoencoder's K-FAC step went from 6.4 to 19.8 ms with Cholesky; mixing the two
-#: methods within one inverse update of the deep autoencoder doubled its cost). So the
-#: choice is made once per network, not per factor (see :func:`use_cholesky`).
+#: Cholesky through SciPy's LAPACK, smaller networks by NumPy's LU, unless the BLAS runs one
+#: thread. Measured on the benchmarks' 2-core machine: Cholesky is 1.7–3.6× faster for
+#: n ≈ 1000 but gains nothing for n ≲ 130 with two threads, and switching between SciPy's and
+#: NumPy's BLAS thread pools is expensive there (the digits autoencoder's K-FAC step went from
+#: 6.4 to 19.8 ms with Cholesky; with inverses every step, 34.7 against 63.0 ms; mixing the
+#: two methods within one inverse update of the deep autoencoder doubled its cost). So the
+#: choice is made once per network, not per factor (see :func:`use_cholesky`). With one
+#: thread in every loaded BLAS there are no pools to switch, and Cholesky is faster at every
+#: size (the same digits step with inverses every step, one core: 27.0 against 29.7 ms).
 CHOLESKY_MIN_SIZE = 256
 
 
-def use_cholesky(factors) -> bool:
+def use_cholesky(factors, blas_threads=None) -> bool:
     """Whether to invert these factors by Cholesky: their largest size is at least
-    :data:`CHOLESKY_MIN_SIZE`.
+    :data:`CHOLESKY_MIN_SIZE`, or every loaded BLAS library runs one thread.
+
+    Parameters
+    ----------
+    factors : list of ndarray
+    blas_threads : int, optional
+        The largest thread count of the loaded BLAS libraries; by default read from them
+        (:func:`geomkfac.threads.max_blas_threads`; where it cannot be read, more than one is
+        assumed).
 
     >>> import numpy as np
-    >>> use_cholesky([np.eye(65), np.eye(129)]), use_cholesky([np.eye(30), np.eye(1001)])
+    >>> small, large = [np.eye(65), np.eye(129)], [np.eye(30), np.eye(1001)]
+    >>> use_cholesky(small, blas_threads=2), use_cholesky(large, blas_threads=2)
     (False, True)
+    >>> use_cholesky(small, blas_threads=1)
+    True
     """
-    return max((len(F) for F in factors), default=0) >= CHOLESKY_MIN_SIZE
+    if max((len(F) for F in factors), default=0) >= CHOLESKY_MIN_SIZE:
+        return True
+    if blas_threads is None:
+        from geomkfac.threads import max_blas_threads
+
+        blas_threads = max_blas_threads()
+    return blas_threads == 1
 
 
 def _inv(M, cholesky=False):
