@@ -326,8 +326,23 @@ class MLP:
         return X
 
     def forward(self, X) -> np.ndarray:
-        """The network output ``f(X)``, shape ``(N, sizes[-1])``."""
-        return self.forward_cache(X)[0]
+        """The network output ``f(X)``, shape ``(N, sizes[-1])``: the GEMMs of
+        :meth:`forward_cache` (the same bits), keeping one layer's arrays at a time."""
+        X = self.check_inputs(X)
+        abar = np.empty((X.shape[0], self.sizes[0] + 1), dtype=self.dtype)
+        abar[:, :-1] = X
+        abar[:, -1] = 1
+        for l in self.layers[:-1]:
+            if isinstance(l.activation, ElementwiseActivation):
+                full = abar @ l.Wext.T
+                abar = l.activation.forward_into(full, full)  # in place: entry by entry
+            else:
+                z = abar @ l.Wbar_view.T
+                abar = np.empty((z.shape[0], l.out_dim + 1), dtype=self.dtype)
+                l.activation.forward_into(z, abar[:, :-1])
+            abar[:, -1] = 1
+        last = self.layers[-1]
+        return last.activation.forward(abar @ last.Wbar_view.T)
 
     __call__ = forward
 
