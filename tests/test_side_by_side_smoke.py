@@ -109,9 +109,9 @@ def _block(times, loss=1.0):
 def test_pair_summary_ratios_of_block_means(sbs):
     """Each pair's ratio is the ratio of the two blocks' mean step times (not of medians:
     a block covers one inverse / damping period), the summary their median."""
-    pairs = [{"geomkfac": _block([1.0, 3.0]), "jax": _block([1.0, 1.0])},   # 2.0
-             {"geomkfac": _block([1.0, 1.0]), "jax": _block([2.0, 2.0])},   # 0.5
-             {"geomkfac": _block([3.0, 3.0]), "jax": _block([3.0, 1.0])}]   # 1.5
+    pairs = [{"geomkfac": _block([1.0, 1.0, 4.0]), "jax": _block([1.0, 1.0, 1.0])},  # 2.0
+             {"geomkfac": _block([1.0, 1.0, 1.0]), "jax": _block([2.0, 2.0, 2.0])},  # 0.5
+             {"geomkfac": _block([3.0, 3.0, 3.0]), "jax": _block([3.0, 1.0, 2.0])}]  # 1.5
     s = sbs.pair_summary(pairs)
     assert s["pair_ratios"] == [2.0, 0.5, 1.5]
     assert (s["ratio"], s["ratio_min"], s["ratio_max"]) == (1.5, 0.5, 2.0)

@@ -299,19 +299,14 @@ def main(argv):
                     step()
                 rec["compile_run_s"] = time.perf_counter() - t0
                 step, state = runner(run)
-                times, losses, cpu, faults = [], [], 0.0, 0
-                for i in range(int(job["warmup"]) + int(job["steps"])):
-                    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                    c0, t0 = time.process_time(), time.perf_counter()
-                    losses.append(step())
-                    dt, dc = time.perf_counter() - t0, time.process_time() - c0
-                    if i >= int(job["warmup"]):
-                        times.append(dt)
-                        cpu += dc
-                        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+                warm = _block(step, int(job["warmup"]))
+                timed = _block(step, int(job["steps"]))
+                times = timed["times"]
                 rec.update(step_times_s=times, median_s=statistics.median(times),
-                           cores_used=cpu / sum(times), page_faults_per_step=faults / len(times),
-                           losses=losses, final_loss=float(eval_loss(state["params"])))
+                           cores_used=timed["cpu"] / sum(times),
+                           page_faults_per_step=timed["faults"] / len(times),
+                           losses=warm["losses"] + timed["losses"],
+                           final_loss=float(eval_loss(state["params"])))
                 if state.get("blocks") is not None:
                     rec["kfac_blocks"] = state["blocks"]
             else:

@@ -296,20 +296,13 @@ def geomkfac_steps(net, kind, hyper, warmup, steps, seed=0, sizes=None, batch=No
     X, Y, model = make_problem(net, seed, sizes, batch)
     loss = NETS[net]["loss"]
     opt = _optimizer(kind, model, hyper, loss)
-    times, losses, cpu, faults = [], [], 0.0, 0
-    for i in range(warmup + steps):
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        c0, t0 = time.process_time(), time.perf_counter()
-        info = opt.step(X, Y)
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        losses.append(float(info.loss))
-        if i >= warmup:
-            times.append(dt)
-            cpu += dc
-            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    return {"step_times_s": times, "median_s": statistics.median(times), "losses": losses,
-            "final_loss": train_loss(model, X, Y, loss), "cores_used": cpu / sum(times),
-            "page_faults_per_step": faults / len(times)}
+    warm = geomkfac_block(opt, X, Y, warmup)
+    timed = geomkfac_block(opt, X, Y, steps)
+    times = timed["times"]
+    return {"step_times_s": times, "median_s": statistics.median(times),
+            "losses": warm["losses"] + timed["losses"],
+            "final_loss": train_loss(model, X, Y, loss), "cores_used": timed["cpu"] / sum(times),
+            "page_faults_per_step": timed["faults"] / len(times)}
 
 
 def geomkfac_to_target(net, hyper, target, max_steps, max_seconds, seed=0):
