@@ -421,3 +421,81 @@ def test_sgd_bound_is_not_trusted_for_huge_float32_layers(monkeypatch):
     monkeypatch.setattr(SGD, "BOUND_MAX_ENTRIES32", 10)  # layer 1 has 4·4 = 16 entries
     opt.step(X, Y)
     assert "the update" in calls
+
+
+# --------------------------------------------------------------------------- set_lr (schedules)
+
+
+def test_sgd_scheduled_lr_matches_closed_form_heavy_ball():
+    """A cosine schedule through ``set_lr`` against the heavy-ball recursion in θ-space with
+    the same per-step rates (a route that never touches the optimizer)."""
+    net, X, Y, H, b, ts = linear_problem()
+    lr0, mu, T = 0.2, 0.8, 12
+    rates = [lr0 * 0.5 * (1 + np.cos(np.pi * t / T)) + 1e-3 for t in range(T)]
+    theta, v = net.get_flat(), np.zeros(H.shape[0])
+    for lr in rates:
+        v = mu * v + (H @ theta - b)
+        theta = theta - lr * v
+    opt = get_optimizer("sgd", net, "mse", lr=lr0, momentum=mu)
+    for lr in rates:
+        opt.set_lr(lr)
+        assert opt.step(X, Y).extras["lr"] == lr
+    # tolerance: 12 steps of float64 round-off on O(1) numbers
+    np.testing.assert_allclose(net.get_flat(), theta, rtol=0, atol=1e-12)
+    # negative control: the constant rate lr0 ends elsewhere
+    net2, *_ = linear_problem()
+    opt2 = get_optimizer("sgd", net2, "mse", lr=lr0, momentum=mu)
+    for _ in rates:
+        opt2.step(X, Y)
+    assert np.max(np.abs(net2.get_flat() - theta)) > 1e-3
+
+
+_SCHEDULABLE = {"sgd": {"momentum": 0.9}, "adam": {}, "diag_fisher": {"damping": 1e-2},
+                "ngd": {"damping": 1e-2, "momentum": 0.5},
+                "kfac": {"damping": 1e-2, "momentum": 0.5},
+                "ekfac": {"damping": 1e-2, "momentum": 0.5}}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_set_lr_equals_an_optimizer_built_with_that_lr(name):
+    """After ``set_lr(b)`` the steps are bit for bit those of an optimizer built with
+    ``lr=b`` and given the same state (the constructor's route), and differ from ``lr=a``'s."""
+    hyper = _SCHEDULABLE[name]
+    net1, X, Y = _problem()
+    batches = list(_batches(X, Y, 6))
+    opt1 = get_optimizer(name, net1, "ce", lr=0.05, **hyper)
+    for Xb, Yb in batches[:3]:
+        opt1.step(Xb, Yb)
+    Wbars = net1.get_Wbars()
+    net2, _, _ = _problem()
+    net2.set_Wbars(Wbars)
+    opt2 = get_optimizer(name, net2, "ce", lr=0.02, **hyper)
+    opt2.load_state_dict(opt1.state_dict())
+    net3, _, _ = _problem()
+    net3.set_Wbars(Wbars)
+    opt3 = get_optimizer(name, net3, "ce", lr=0.05, **hyper)
+    opt3.load_state_dict(opt1.state_dict())
+    opt1.set_lr(0.02)
+    for Xb, Yb in batches[3:]:
+        i1, i2 = opt1.step(Xb, Yb), opt2.step(Xb, Yb)
+        opt3.step(Xb, Yb)
+        assert i1.loss == i2.loss and i1.extras == i2.extras
+    assert np.array_equal(net1.get_flat(), net2.get_flat())
+    assert not np.array_equal(net1.get_flat(), net3.get_flat())  # the old rate: elsewhere
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), float("inf"), "0.1", True, None])
+def test_set_lr_refuses_bad_values_and_keeps_the_old_one(bad):
+    net, X, Y = _problem()
+    opt = get_optimizer("sgd", net, "ce", lr=0.1)
+    with pytest.raises(ConfigurationError, match="'lr'"):
+        opt.set_lr(bad)
+    assert opt.hyper["lr"] == 0.1 and opt.step(X, Y).extras["lr"] == 0.1
+
+
+def test_set_lr_is_refused_where_the_quadratic_model_sets_the_step():
+    net, X, Y = _problem()
+    opt = get_optimizer("kfac", net, "ce", adaptive_lr=True, damping=1e-2)
+    with pytest.raises(ConfigurationError, match="adaptive_lr=True"):
+        opt.set_lr(0.5)
+    assert opt.hyper["lr"] == OPTIMIZERS["kfac"].defaults["lr"]

@@ -485,6 +485,38 @@ class Optimizer:
     def _validate(self, h):
         """Check the subclass's own hyperparameters (override)."""
 
+    # -- between steps ---------------------------------------------------------------------
+    def set_lr(self, lr) -> None:
+        """Set the learning rate of the steps that follow: a learning-rate schedule calls
+        this between steps. Nothing else changes (the momentum buffers, curvature
+        estimates and step counter are kept).
+
+        The learning rate is not part of :meth:`state_dict`: a schedule is a function of
+        :attr:`step_count`, which is, so after a resume the caller sets it again from there.
+
+        Raises
+        ------
+        ConfigurationError
+            ``lr`` is not a positive finite number (the constructor's rule), or this
+            optimizer sets its own step size (K-FAC with ``adaptive_lr=True``); nothing is
+            changed.
+
+        >>> import numpy as np
+        >>> from geomkfac.nn import MLP, get_optimizer
+        >>> opt = get_optimizer("sgd", MLP([2, 1], seed=0), "mse", lr=0.1)
+        >>> opt.set_lr(0.05 * (1 + np.cos(np.pi * 3 / 10)))  # cosine decay, step 3 of 10
+        >>> info = opt.step(np.ones((4, 2)), np.zeros((4, 1)))
+        >>> round(info.extras["lr"], 6)
+        0.079389
+        """
+        self._lr_is_used()
+        value = self._number({"lr": lr}, "lr", 0, lo_open=True)
+        self.hyper["lr"] = value
+
+    def _lr_is_used(self) -> None:
+        """Raise :class:`ConfigurationError` where the ``lr`` hyperparameter does not set the
+        step size (override)."""
+
     # -- one pass ----------------------------------------------------------------------------
     def _prepare(self, X, Y):
         X = self.model.check_batch(X)

@@ -243,6 +243,12 @@ class KFAC(Optimizer):
                 "start from a positive damping"
             )
 
+    def _lr_is_used(self):
+        if self.hyper["adaptive_lr"]:
+            raise ConfigurationError(
+                "with adaptive_lr=True the quadratic model chooses the step size each step and "
+                "lr is not used; build K-FAC with adaptive_lr=False to schedule lr")
+
     def __init__(self, model, loss, **hyper):
         if hyper.get("adaptive_lr") and "kl_clip" not in hyper:
             hyper["kl_clip"] = None
