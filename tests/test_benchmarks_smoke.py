@@ -173,3 +173,34 @@ def test_homogeneous_layout_quick(tmp_path, capsys):
                                    "φ' = 1 − a²"}
     assert all(v["homogeneous_ms"] > 0 and v["split_ms"] > 0 for v in res["summary"].values())
     assert (tmp_path / "h.json").exists() and "| total |" in capsys.readouterr().out
+
+
+def test_cnn_examples_search_quick(tmp_path, capsys):
+    mod = _load("cnn_examples_search")
+    # the schedules: their values at the ends, and the floor that keeps lr positive
+    assert mod.schedule_factor("constant", 0, 500) == 1.0
+    assert mod.schedule_factor("cosine", 100, 0) == 1.0
+    assert mod.schedule_factor("cosine", 100, 50) == pytest.approx(0.5)
+    assert mod.schedule_factor("cosine", 100, 100) == mod.schedule_factor("cosine", 100, 400) == mod.FLOOR
+    assert mod.schedule_factor("linear", 100, 25) == 0.75
+    assert mod.schedule_factor("linear", 100, 300) == mod.FLOOR
+    assert mod.schedule_factor("inverse", 20, 20) == 0.5
+    with pytest.raises(ValueError, match="unknown schedule"):
+        mod.schedule_factor("step", 10, 1)
+    # every setting of the full search builds its optimizer, on the same axes for both methods
+    full = mod.settings()
+    assert len(full) == 6 * (len(mod.SCHEDULES) + len(mod.AVERAGING))
+    for method in ("kfac", "sgd"):
+        axes = {(k, T, b) for m, _, k, T, b in full if m == method}
+        assert len(axes) == len(mod.SCHEDULES) + len(mod.AVERAGING)
+    # a target every run reaches at its first evaluation: the ratio is defined and equal to 1
+    res = mod.run(quick=True, jobs=1, target=np.inf)
+    assert [r["updates"] for r in res["rows"]] == [[10], [10]]
+    assert res["sgd_over_kfac_examples"] == 1.0
+    # a target no run reaches: no best run, no ratio, and the table says so
+    none = mod.run(quick=True, jobs=1, target=-1.0)
+    assert none["best"] == {} and none["sgd_over_kfac_examples"] is None
+    assert "| — | — |" in mod.markdown(none)
+    saved = mod.main(["--quick", "--jobs", "1", "--out", str(tmp_path / "s")])
+    assert json.loads((tmp_path / "s.json").read_text())["rows"] == json.loads(json.dumps(saved["rows"]))
+    assert "kfac lr 0.1, cosine T=5" in capsys.readouterr().out
