@@ -332,3 +332,43 @@ def test_target_sweep_gives_both_sides_the_same_settings(sbs):
     # control: the fast setting really differs from the default on both sides
     fast = [(g, j) for n, g, j in sweep if "fast" in n]
     assert fast and all(g["ema_decay"] == 0.5 and j["curvature_ema"] == 0.5 for g, j in fast)
+
+
+def test_gemm_floor_is_the_gemms_of_the_sgd_step(sbs):
+    """The floor's products are the step's: its weight-gradient GEMMs divided by N are the
+    gradient of ``loss_and_grad`` (the curvature module's route), its last forward GEMM the
+    network's output, and a block of them leaves the model as it was."""
+    from geomkfac.nn import get_loss
+    from geomkfac.nn.curvature import loss_and_grad
+
+    from geomkfac.nn import MLP
+
+    X, Y, model32 = sbs.make_problem("digits", **TINY)
+    model = MLP(TINY["sizes"], "tanh", seed=1)  # float64: the comparison's tolerances
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    gemms, value = sbs.sgd_step_gemms(model, X, Y)
+    fwd, wgrads, back = gemms()
+    L = len(model.layers)
+    assert len(fwd) == L and len(wgrads) == L and len(back) == L - 1
+    ref_value, ref_grad = loss_and_grad(model, X, Y, get_loss("bernoulli"))
+    assert value == pytest.approx(float(ref_value), rel=1e-12)
+    flat = np.concatenate([(g / X.shape[0]).reshape(-1, order="F") for g in reversed(wgrads)])
+    np.testing.assert_allclose(flat, ref_grad, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(fwd[-1], model.forward(X), rtol=1e-12, atol=1e-14)
+    theta = model.get_flat()
+    b = sbs.gemm_floor_block(model, X, Y, 2)
+    assert len(b["times"]) == 2 and b["losses"] == [value, value]
+    assert np.array_equal(model.get_flat(), theta)
+
+
+def test_interleaved_markdown_reports_the_gemm_floor(sbs):
+    step = sbs.pair_summary([{"geomkfac": _block([0.03]), "jax": _block([0.02])}])
+    floor = sbs.pair_summary([{"geomkfac": _block([0.02]), "jax": _block([0.018])}])
+    res = {"mode": "interleaved", "warmup": 1, "block": 1, "pairs": 1, "settle_s": 0.3,
+           "environment": {"blas": None},
+           "nets": {"digits": {"label": "tiny", "kfac": step, "sgd": step, "sgd_gemms": floor,
+                               "load_before": [1.0], "load_after": [1.1],
+                               "initial_loss_geomkfac": 2.0, "initial_loss_jax": 2.0}}}
+    text = sbs.markdown(res)
+    assert "GEMMs of the SGD step alone 20.0 ms against" in text and "18.0 ms, ratio **1.11×**" in text
+    assert "spends 10.0 ms (geomkfac) and 2.0 ms (optax)" in text

@@ -11,7 +11,11 @@ Job keys: ``npz`` (arrays ``X``, ``Y``, ``W0, b0, W1, b1, …`` in geomkfac's la
 dense ``W_i`` of shape ``(out, in)``, a convolution ``W_i`` of shape ``(out, in, k, k)``),
 ``mode`` (``"steps"``, ``"target"`` or ``"serve"``, the interleaved protocol of
 :func:`_serve`), ``runs`` (a list of
-``{"name", "optimizer": "kfac" | "sgd", "hyper": {...}}``), and for ``"steps"``:
+``{"name", "optimizer": "kfac" | "sgd", "hyper": {...}}``; an SGD run of an MLP may add
+``"ablate": "gemms"``: the same step with every activation the identity and the loss
+``Σ f / N``, so that what is left is the GEMMs, the bias adds and the momentum update — the
+floor that ``side_by_side.py --gemm-floor`` compares with geomkfac's GEMMs alone), and for
+``"steps"``:
 ``warmup``, ``steps``; for ``"target"``: ``target``, ``max_steps``, ``max_seconds``;
 ``gemm`` (``[m, k, n]`` of a reference float32 GEMM, optional); ``arch`` and ``loss``
 (optional, below).
@@ -235,16 +239,27 @@ def main(argv):
 
         return step, state
 
-    def sgd_runner(hyper):
-        key_ = ("sgd", json.dumps(hyper, sort_keys=True))
+    def linear_mlp(params, x):  # the ablation: the GEMMs and bias adds of forward_mlp
+        h = x
+        for W, b in params:
+            h = jnp.dot(h, W) + b
+        return h
+
+    def sgd_runner(hyper, ablate=None):
+        key_ = ("sgd", json.dumps(hyper, sort_keys=True), ablate)
+        if ablate not in (None, "gemms") or (ablate and arch is not None):
+            raise ValueError(f"ablate={ablate!r}: only 'gemms', for the MLP nets")
+        if ablate:
+            value_fn = lambda q: jnp.sum(linear_mlp(q, X)) / X.shape[0]  # noqa: E731
+        else:
+            value_fn = lambda q: objective(forward(q, X), Y)  # noqa: E731
         if key_ not in compiled:
             tx = optax.sgd(learning_rate=float(hyper.get("lr", 0.01)),
                            momentum=float(hyper.get("momentum", 0.9)))
 
             @jax.jit
             def _step(p, s):
-                value, g = jax.value_and_grad(
-                    lambda q: objective(forward(q, X), Y))(p)
+                value, g = jax.value_and_grad(value_fn)(p)
                 updates, s = tx.update(g, s, p)
                 return optax.apply_updates(p, updates), s, value
 
@@ -264,7 +279,7 @@ def main(argv):
     def runner(run):
         if run["optimizer"] == "kfac":
             return kfac_runner(dict(run["hyper"]), run.get("conv_patches"))
-        return sgd_runner(dict(run["hyper"]))
+        return sgd_runner(dict(run["hyper"]), run.get("ablate"))
 
     gemm = None
     if job.get("gemm"):

@@ -74,6 +74,7 @@ change the stem). ``--no-jax`` runs the geomkfac side alone.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -433,6 +434,51 @@ def geomkfac_block(opt, X, Y, k):
     return {"times": times, "losses": losses, "cpu": cpu, "faults": faults}
 
 
+def sgd_step_gemms(model, X, Y, loss="bernoulli"):
+    """The GEMMs of one geomkfac SGD step of an MLP, as a function of no arguments that
+    computes them again on arrays from one pass made now, and the loss at that point.
+
+    The function returns ``(forward, weight_grads, backprops)``: the forward GEMMs (``[z 1] =
+    ā Wextᵀ`` of the hidden layers, ``ā W̄ᵀ`` of the last, as ``MLP.forward_cache``), the
+    weight-gradient GEMMs ``Dzᵀ ā`` (``rows_product``, before the division by N) and the
+    backpropagated ``Dz W`` (as ``MLP.backward``), last layer first for the last two."""
+    from geomkfac.nn import get_loss
+    from geomkfac.nn.layers.base import rows_product
+
+    f, cache = model.forward_cache(X)
+    value, g_out = get_loss(loss).value_and_grad(f, Y)
+    Dz = model.backward(cache, g_out)
+    layers, last = model.layers, len(model.layers) - 1
+
+    def gemms():
+        fwd = [cache.abar[i] @ (l.Wbar_view.T if i == last else l.Wext.T)
+               for i, l in enumerate(layers)]
+        wgrads, back = [], []
+        for i in range(last, -1, -1):
+            wgrads.append(rows_product(Dz[i], cache.abar[i]))
+            if i > 0:
+                back.append(Dz[i] @ (layers[i].Wbar_view if (i - 1) in cache.zext
+                                     else layers[i].W))
+        return fwd, wgrads, back
+
+    return gemms, float(value)
+
+
+def gemm_floor_block(model, X, Y, k, loss="bernoulli"):
+    """``k`` times :func:`sgd_step_gemms` alone (``--gemm-floor``); returns what
+    :func:`geomkfac_block` returns (the losses: the loss at that point)."""
+    gemms, value = sgd_step_gemms(model, X, Y, loss)
+    times, cpu, faults = [], 0.0, 0
+    for _ in range(k):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        c0, t0 = time.process_time(), time.perf_counter()
+        gemms()
+        times.append(time.perf_counter() - t0)
+        cpu += time.process_time() - c0
+        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return {"times": times, "losses": [value] * k, "cpu": cpu, "faults": faults}
+
+
 def pair_summary(pairs):
     """Each pair's ratio of mean step times (geomkfac ÷ JAX; a block of ``k`` steps covers
     the same step indices on both sides, so periodic inverse and damping steps fall in both
@@ -468,10 +514,13 @@ def mode_interleaved(args):
                "initial_loss_geomkfac": train_loss(model, X, Y, spec["loss"])}
         with tempfile.TemporaryDirectory() as tmp:
             save_problem(Path(tmp) / "problem.npz", X, Y, model)
+            floor = bool(args.gemm_floor) and spec["data"] != "cnn"
             job = {"npz": str(Path(tmp) / "problem.npz"), "mode": "serve",
                    "gemm": [1000, 784, 1000] if net == nets[0] else None,
                    "runs": [{"name": "kfac", "optimizer": "kfac", "hyper": JAX_KFAC},
-                            {"name": "sgd", "optimizer": "sgd", "hyper": sgd}],
+                            {"name": "sgd", "optimizer": "sgd", "hyper": sgd}]
+                   + ([{"name": "sgd_gemms", "optimizer": "sgd", "hyper": sgd,
+                        "ablate": "gemms"}] if floor else []),
                    **jax_net(net, model)}
             proc, ready = start_jax(args.venv, job, tmp, args.threads)
             if proc is None or "error" in ready:
@@ -483,17 +532,24 @@ def mode_interleaved(args):
             if ready.get("gemm"):
                 out["xla_gemm_1000x784x1000"] = ready["gemm"]
             try:
-                for kind, hyper in (("kfac", GEOMKFAC_KFAC), ("sgd", sgd)):
+                kinds = [("kfac", GEOMKFAC_KFAC), ("sgd", sgd)] + ([("sgd_gemms", sgd)]
+                                                                   if floor else [])
+                for kind, hyper in kinds:
                     gX, gY, gmodel = make_problem(net)
-                    opt = _optimizer(kind, gmodel, hyper, spec["loss"])
+                    opt = _optimizer(kind.split("_")[0], gmodel, hyper, spec["loss"])
                     geomkfac_block(opt, gX, gY, warmup)
                     _ask(proc, {"run": kind, "steps": warmup})
+                    if kind == "sgd_gemms":  # the GEMMs alone, at the point warm-up reached
+                        block = functools.partial(gemm_floor_block, gmodel, gX, gY,
+                                                  loss=spec["loss"])
+                    else:
+                        block = functools.partial(geomkfac_block, opt, gX, gY)
                     pairs = []
                     for p in range(npairs):
                         pair = {}
                         for side in (("geomkfac", "jax") if p % 2 == 0 else ("jax", "geomkfac")):
                             time.sleep(args.settle)
-                            pair[side] = (geomkfac_block(opt, gX, gY, k) if side == "geomkfac"
+                            pair[side] = (block(k) if side == "geomkfac"
                                           else _ask(proc, {"run": kind, "steps": k}))
                             if "error" in pair[side]:
                                 raise RuntimeError(pair[side]["error"])
@@ -540,6 +596,18 @@ def interleaved_markdown(res):
     lines.append("")
     lines.append("Step times are means over all timed steps of a side (K-FAC's include its "
                  "inverse and damping steps).")
+    for net, r in res["nets"].items():
+        fl = r.get("sgd_gemms")
+        if "error" in r or not fl:
+            continue
+        lines.append(
+            f"`{net}` GEMM floor (`--gemm-floor`): geomkfac's GEMMs of the SGD step alone "
+            f"{_ms(fl['geomkfac_mean_s'])} against JAX's SGD step of the same net made linear "
+            f"(identity activations, loss Σf/N: its GEMMs, bias adds and momentum update) "
+            f"{_ms(fl['jax_mean_s'])}, ratio **{fl['ratio']:.2f}×** "
+            f"({fl['ratio_min']:.2f}–{fl['ratio_max']:.2f}); beyond them each side spends "
+            f"{_ms(r['sgd']['geomkfac_mean_s'] - fl['geomkfac_mean_s'])} (geomkfac) and "
+            f"{_ms(r['sgd']['jax_mean_s'] - fl['jax_mean_s'])} (optax) per SGD step.")
     for net, r in res["nets"].items():
         if "error" in r:
             continue
@@ -958,6 +1026,9 @@ def main(argv=None):
     p.add_argument("--pairs", type=int, default=10, help="interleaved mode: pairs of blocks")
     p.add_argument("--settle", type=float, default=0.3,
                    help="interleaved mode: idle seconds before every block")
+    p.add_argument("--gemm-floor", action="store_true",
+                   help="interleaved mode, MLP nets: also alternate geomkfac's GEMMs of the SGD "
+                        "step alone with the JAX side's SGD step of the linear net (sum loss)")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="do not drop OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     args = p.parse_args(argv)
