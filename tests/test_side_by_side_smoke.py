@@ -372,3 +372,29 @@ def test_interleaved_markdown_reports_the_gemm_floor(sbs):
     text = sbs.markdown(res)
     assert "GEMMs of the SGD step alone 20.0 ms against" in text and "18.0 ms, ratio **1.11×**" in text
     assert "spends 10.0 ms (geomkfac) and 2.0 ms (optax)" in text
+
+
+@needs_jax[0]
+@needs_jax[1]
+def test_jax_side_serves_the_linear_floor(sbs, tmp_path):
+    """The ablated run (``"ablate": "gemms"``) is the same net made linear with the loss Σf/N:
+    its first value is the mean of the summed outputs of the linear net at the shared
+    initial weights (computed here in NumPy), and it is served like any other run."""
+    X, Y, model = sbs.make_problem("digits", **TINY)
+    sbs.save_problem(tmp_path / "p.npz", X, Y, model)
+    job = {"npz": str(tmp_path / "p.npz"), "mode": "serve", "compile_steps": 1,
+           "runs": [{"name": "sgd_gemms", "optimizer": "sgd", "hyper": {"lr": 0.05},
+                     "ablate": "gemms"}]}
+    proc, ready = sbs.start_jax(VENV, job, tmp_path)
+    try:
+        assert "error" not in ready, ready.get("error")
+        a = sbs._ask(proc, {"run": "sgd_gemms", "steps": 1})
+        sbs._ask(proc, {"quit": True}, "FINAL")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    h = X.astype(np.float64)
+    for l in model.layers:
+        h = h @ l.W.T.astype(np.float64) + l.b
+    assert a["losses"][0] == pytest.approx(h.sum() / X.shape[0], rel=1e-5)
