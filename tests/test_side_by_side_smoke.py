@@ -338,12 +338,10 @@ def test_gemm_floor_is_the_gemms_of_the_sgd_step(sbs):
     """The floor's products are the step's: its weight-gradient GEMMs divided by N are the
     gradient of ``loss_and_grad`` (the curvature module's route), its last forward GEMM the
     network's output, and a block of them leaves the model as it was."""
-    from geomkfac.nn import get_loss
+    from geomkfac.nn import MLP, get_loss
     from geomkfac.nn.curvature import loss_and_grad
 
-    from geomkfac.nn import MLP
-
-    X, Y, model32 = sbs.make_problem("digits", **TINY)
+    X, Y, _ = sbs.make_problem("digits", **TINY)
     model = MLP(TINY["sizes"], "tanh", seed=1)  # float64: the comparison's tolerances
     X, Y = X.astype(np.float64), Y.astype(np.float64)
     gemms, value = sbs.sgd_step_gemms(model, X, Y)
