@@ -208,6 +208,24 @@ def test_bad_targets():
         be.value(f, np.full((3, 4), 1.5))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 5, 11])
+def test_bernoulli_targets_with_one_nonfinite_entry_are_refused_as_such(bad, where):
+    """One NaN or ±inf among valid soft targets is named as such (not as out of range, and
+    never accepted: the range check of [0, 1] alone would pass a NaN), wherever it is."""
+    be = get_loss("bernoulli")
+    Y = np.linspace(0, 1, 12).reshape(3, 4)
+    Y.flat[where] = bad
+    with pytest.raises(DataError, match="NaN or inf"):
+        be.check_targets(Y, 4, 3)
+    Y.flat[where] = 1.0 + 1e-12  # finite and just out of range: the range message
+    with pytest.raises(DataError, match=r"\[0, 1\], got values in \[\S+, 1.000000000001\]"):
+        be.check_targets(Y, 4, 3)
+    Y.flat[where] = 1.0
+    assert be.check_targets(Y, 4, 3) is not None  # control: valid targets pass
+    assert be.check_targets(Y.astype(bool), 4, 3).dtype == bool  # 0/1 as booleans too
+
+
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @settings(max_examples=20, deadline=None)

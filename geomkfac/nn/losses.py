@@ -145,12 +145,16 @@ def _check_float_targets(Y, C, N, name, lo=None, hi=None) -> np.ndarray:
         )
     if N is not None and Y.shape[0] != N:
         raise DataError(f"got {Y.shape[0]} targets for {N} examples")
-    if not np.all(np.isfinite(Y)):
+    if lo is not None and Y.size:
+        # two passes decide both checks: min and max are NaN where an entry is, ±inf where
+        # an entry is infinite, and finite only when every entry is
+        mn, mx = Y.min(), Y.max()
+        if not (np.isfinite(mn) and np.isfinite(mx)):
+            raise DataError(f"{name} targets contain NaN or inf")
+        if mn < lo or mx > hi:
+            raise DataError(f"{name} targets must lie in [{lo}, {hi}], got values in [{mn}, {mx}]")
+    elif not np.all(np.isfinite(Y)):
         raise DataError(f"{name} targets contain NaN or inf")
-    if lo is not None and Y.size and (Y.min() < lo or Y.max() > hi):
-        raise DataError(
-            f"{name} targets must lie in [{lo}, {hi}], got values in [{Y.min()}, {Y.max()}]"
-        )
     return Y
 
 
