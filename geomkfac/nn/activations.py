@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from geomkfac.nn.kernels import sigmoid_backward_, tanh_backward_
 from geomkfac.errors import (
     ConfigurationError,
     DimensionError,
@@ -82,6 +83,10 @@ class Activation:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    #: ``backward_from_output_(g, a)``: ``g ← φ'(z) ⊙ g`` in place from the output ``a``
+    #: alone, as one fused pass (:mod:`geomkfac.nn.kernels`); None where there is none
+    backward_from_output_ = None
+
 
 class ElementwiseActivation(Activation):
     """An activation acting entry by entry: ``backward = φ'(z) ⊙ grad_a``."""
@@ -93,6 +98,7 @@ class ElementwiseActivation(Activation):
     def _derivative_from(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         # default: ignore the cached activation
         return self.derivative(z)
+
 
     def backward(self, z, a, grad_a):
         return self._derivative_from(z, a) * grad_a
@@ -159,6 +165,8 @@ class Sigmoid(ElementwiseActivation):
         d *= a  # a (1 − a), one temporary
         return d
 
+    backward_from_output_ = staticmethod(sigmoid_backward_)
+
 
 class Tanh(ElementwiseActivation):
     """Hyperbolic tangent; ``φ' = 1 − φ²``."""
@@ -178,6 +186,8 @@ class Tanh(ElementwiseActivation):
     def _derivative_from(self, z, a):
         d = np.square(a)
         return np.subtract(1, d, out=d)  # 1 − a², one temporary
+
+    backward_from_output_ = staticmethod(tanh_backward_)
 
 
 class ReLU(ElementwiseActivation):

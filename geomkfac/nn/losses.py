@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError, DataError, DimensionError
+from geomkfac.nn.kernels import bernoulli_value_and_grad
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "SquaredError", "Bernoulli", "StepwiseLoss", "LOSSES",
            "get_loss", "loss_for_model"]
@@ -310,24 +311,9 @@ class Bernoulli(Loss):
         return _sigmoid(f) - Y.astype(f.dtype, copy=False)
 
     def _value_and_grad(self, f, Y):
-        # the same operations as per_example and grad, written into two buffers
-        Y = Y.astype(f.dtype, copy=False)
-        half = f.dtype.type(0.5)
-        buf = np.abs(f)
-        np.negative(buf, out=buf)
-        np.exp(buf, out=buf)
-        np.log1p(buf, out=buf)
-        g = np.maximum(f, 0)
-        buf += g  # softplus(f)
-        np.multiply(Y, f, out=g)
-        buf -= g
-        value = buf.sum(axis=1).mean()
-        np.multiply(f, half, out=g)  # σ(f) = ½ tanh(f/2) + ½
-        np.tanh(g, out=g)
-        g *= half
-        g += half
-        g -= Y
-        return value, g
+        # the same operations as per_example and grad, in two buffers, the arithmetic
+        # around exp / log1p / tanh fused where numba is installed (the same bits)
+        return bernoulli_value_and_grad(f, Y.astype(f.dtype, copy=False))
 
     def fisher_sqrt_columns(self, f, k0, k1):
         f = _as_output(f)

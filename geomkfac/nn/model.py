@@ -31,6 +31,7 @@ from geomkfac.nn.activations import (Activation, ElementwiseActivation, derivati
                                      get_activation)
 from geomkfac.nn.layers.base import direction_rows
 from geomkfac.nn.layers.dense import Dense
+from geomkfac.nn.kernels import fusable
 from geomkfac.reparam import reparameterize  # the one implementation, re-exported here
 
 __all__ = ["Dense", "MLP", "Cache", "INITS", "reparameterize", "check_inputs"]
@@ -426,8 +427,12 @@ class MLP:
                 key = ("full", i)
             else:
                 z, a, key = cache.z[i], cache.a[i], i
-            dphi = derivative_rows(l.activation, z, a, cache.derivatives, key)
-            if dphi is None:
+            fused = l.activation.backward_from_output_ if owned else None
+            if fused is not None and key not in cache.derivatives and fusable(g, a):
+                # φ' ⊙ g in one compiled pass; φ' itself is left to a later pass that
+                # needs it (the curvature's Jacobian-vector products compute and keep it)
+                d = fused(g, a)
+            elif (dphi := derivative_rows(l.activation, z, a, cache.derivatives, key)) is None:
                 d = l.activation.backward(z, a, g)
             else:
                 d = np.multiply(g, dphi, out=g) if owned else g * dphi

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError
+from geomkfac.nn.kernels import fusable, momentum_update_
 from geomkfac.nn.optim.base import Optimizer, StepInfo, layer_dot
 
 __all__ = ["SGD"]
@@ -56,20 +57,42 @@ class SGD(Optimizer):
         self._spare = None  # the previous velocity's buffers, reused for the next one
         self._vel_bound = None  # an upper bound of ‖velocity‖ (None: not known yet)
 
-    def _next_velocity(self, grads, mu):
-        """``v_t = μ v_{t-1} + g_t`` in new arrays (``self.velocity`` is kept until the step
-        succeeds), written into the buffers of ``v_{t-2}`` when they fit."""
-        prev = self.velocity
-        if prev is None:
-            return [g.copy(order="K") for g in grads]  # the layout of the gradient
-        spare = self._spare
+    def _velocity_buffers(self):
+        """Arrays for ``v_t`` (``self.velocity`` is kept until the step succeeds): the
+        buffers of ``v_{t-2}`` when they fit."""
+        prev, spare = self.velocity, self._spare
         if spare is None or any(s.shape != v.shape or s.dtype != v.dtype
                                 for s, v in zip(spare, prev)) or len(spare) != len(prev):
             spare = [np.empty_like(v) for v in prev]
-        vel = [np.multiply(v, mu, out=s) for v, s in zip(prev, spare)]
+        return spare
+
+    def _next_velocity(self, grads, mu):
+        """``v_t = μ v_{t-1} + g_t`` in new arrays (:meth:`_velocity_buffers`)."""
+        prev = self.velocity
+        if prev is None:
+            return [g.copy(order="K") for g in grads]  # the layout of the gradient
+        vel = [np.multiply(v, mu, out=s) for v, s in zip(prev, self._velocity_buffers())]
         for v, g in zip(vel, grads):
             v += g
         return vel
+
+    def _fused_heavy_ball(self, grads, lr, mu, vel_bound) -> bool:
+        """The heavy-ball step in one compiled pass per layer (``v_t`` and ``W̄ −= lr v_t``
+        together, :func:`geomkfac.nn.kernels.momentum_update_`), where every layer's
+        ``W̄`` is one contiguous array, numba is installed and the bound proves the update
+        finite (else nothing is written and the caller takes the NumPy route, which gives
+        the same bits)."""
+        if self.velocity is None or not self._surely_finite(max(lr, 1.0) * vel_bound, grads):
+            return False
+        stores = [getattr(l, "Wbar_view", None) for l in self.model.param_layers]
+        vel = self._velocity_buffers()
+        if not all(W is not None and fusable(W, s, v, g)
+                   for W, s, v, g in zip(stores, vel, self.velocity, grads)):
+            return False
+        for W, s, v, g in zip(stores, vel, self.velocity, grads):
+            momentum_update_(W, v, g, s, mu, lr)
+        self._spare, self.velocity, self._vel_bound = self.velocity, vel, vel_bound
+        return True
 
     def _step(self, X, Y):
         h = self.hyper
@@ -78,9 +101,12 @@ class SGD(Optimizer):
         if float(h.get("weight_decay", 0.0)):
             grads = self._add_weight_decay(grads, self.model.get_Wbars())
         grad_norm = self._grad_norm(grads)
+        info = StepInfo(self.step_count, loss, grad_norm, {"lr": lr, "momentum": mu})
         if mu > 0:
-            vel = self._next_velocity(grads, mu)
             vel_bound = self._norm_bound(mu * self._velocity_bound() + grad_norm)
+            if not h["nesterov"] and self._fused_heavy_ball(grads, lr, mu, vel_bound):
+                return info
+            vel = self._next_velocity(grads, mu)
             direction = [g + mu * v for g, v in zip(grads, vel)] if h["nesterov"] else vel
             bound = self._norm_bound(grad_norm + mu * vel_bound) if h["nesterov"] else vel_bound
         else:
@@ -93,7 +119,7 @@ class SGD(Optimizer):
         if mu > 0:
             self._spare, self.velocity, self._vel_bound = self.velocity, vel, vel_bound
         self._apply(None, deltas)
-        return StepInfo(self.step_count, loss, grad_norm, {"lr": lr, "momentum": mu})
+        return info
 
     # -- the finiteness guard of the update without a pass over it --------------------------------
     @staticmethod
