@@ -124,7 +124,7 @@ def test_momentum_kernel_gives_the_fallback_bits(seed, shape, dtype, special, la
     def run():
         W, vel = W0.copy(), np.empty(shape, dtype)
         with np.errstate(all="ignore"):
-            if not kernels.momentum_update_(W, v, g, vel, mu, lr):
+            if not kernels.momentum_update_([W], [v], [g], [vel], mu, lr):
                 # the NumPy route of SGD: v·μ, + g, ·(−lr), W +=
                 np.multiply(v, mu, out=vel)
                 vel += g
@@ -147,8 +147,11 @@ def test_kernels_refuse_what_they_cannot_take():
     ro = np.ones((3, 4), np.float32)
     ro.flags.writeable = False
     assert not kernels.fusable(ro, b32)
-    assert not kernels.momentum_update_(ro, b32, b32, a32, 0.9, 0.1)
-    assert np.array_equal(ro, np.ones((3, 4)))
+    W = np.ones((3, 4), np.float32)
+    # all layers or none: the second layer's read-only weights stop the first's update too
+    assert not kernels.momentum_update_([W, ro], [b32, b32], [b32, b32], [a32, a32.copy()],
+                                        0.9, 0.1)
+    assert np.array_equal(ro, np.ones((3, 4))) and np.array_equal(W, np.ones((3, 4)))
     assert kernels.fusable(a32, b32) == kernels.jit_active()  # control: these it takes
 
 
@@ -225,7 +228,9 @@ def test_without_numba_the_numpy_route_runs(monkeypatch):
     """As on a machine without numba: nothing is compiled, every kernel still computes its
     result (against formulas written out here)."""
     monkeypatch.setitem(kernels._state, "compiled", False)
+    monkeypatch.setitem(kernels._state, "active", None)
     assert not kernels.jit_available() and not kernels.jit_active()
+    assert not kernels.fusable(np.ones((2, 2)), np.ones((2, 2)))
     g, a = np.array([[2.0, -4.0]]), np.array([[0.5, -0.25]])
     np.testing.assert_array_equal(kernels.tanh_backward_(g.copy(), a), g * (1 - a * a))
     np.testing.assert_array_equal(kernels.sigmoid_backward_(g.copy(), a), g * ((1 - a) * a))
@@ -233,4 +238,4 @@ def test_without_numba_the_numpy_route_runs(monkeypatch):
     value, grad = kernels.bernoulli_value_and_grad(f, y)
     assert value == pytest.approx(np.sum(np.logaddexp(0, f) - y * f), rel=1e-15)
     np.testing.assert_allclose(grad, 1 / (1 + np.exp(-f)) - y, rtol=1e-15)
-    assert not kernels.momentum_update_(g.copy(), g, g, g.copy(), 0.9, 0.1)
+    assert not kernels.momentum_update_([g.copy()], [g], [g], [g.copy()], 0.9, 0.1)

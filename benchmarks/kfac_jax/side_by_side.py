@@ -134,6 +134,10 @@ FEATURES = {
         "factored damping; no KL clipping (off with adaptive_lr)"),
     "optax SGD-m": "optax.sgd(lr, momentum=0.9) in one jax.jit'ed step (value_and_grad + update)",
     "geomkfac SGD-m": "get_optimizer('sgd', lr, momentum=0.9) (PyTorch heavy ball, as optax)",
+    "fused kernels": (
+        "geomkfac: the elementwise work around NumPy's tanh/exp/log1p passes compiled by "
+        "numba where installed (geomkfac.nn.kernels; the results record whether it was); "
+        "JAX: XLA's fusion"),
     "memory": (
         "geomkfac: glibc keeps freed memory between steps (geomkfac.memory, the default of "
         "every optimizer's first step); JAX: XLA's own allocator (its default)"),
@@ -182,10 +186,24 @@ def allocator():
                                    "allocator": s.allocator, "detail": s.detail}
 
 
+def fused_kernels():
+    """Whether geomkfac's elementwise kernels ran compiled (:mod:`geomkfac.nn.kernels`), and
+    numba's version."""
+    from geomkfac.nn import kernels
+
+    active = kernels.jit_active()
+    version = None
+    if active:
+        import numba
+
+        version = numba.__version__
+    return {"compiled": active, "numba": version}
+
+
 def environment():
     import geomkfac
 
-    return {"allocator": allocator(), "python": platform.python_version(), "numpy": np.__version__,
+    return {"allocator": allocator(), "fused_kernels": fused_kernels(), "python": platform.python_version(), "numpy": np.__version__,
             "geomkfac": getattr(geomkfac, "__version__", None), "geomkfac_commit": _commit(), "nproc": os.cpu_count(),
             "machine": platform.machine(), "processor": _cpu_model(),
             "openblas_env": {v: os.environ.get(v) for v in OPENBLAS_VARS},
@@ -993,6 +1011,11 @@ def markdown(res):
         lines.append(f"geomkfac's memory allocator ({al['allocator']}): keep freed memory "
                      f"between steps {al['keep_freed_memory']} ({al['detail']}); the JAX side "
                      "allocates through XLA's own allocator.")
+    fk = env.get("fused_kernels")
+    if fk:
+        lines.append("geomkfac's fused elementwise kernels (geomkfac.nn.kernels): "
+                     + (f"compiled by numba {fk['numba']}" if fk["compiled"]
+                        else "not compiled (NumPy passes)") + ".")
     lines.append(f"BLAS (NumPy): {kern}; OPENBLAS_CORETYPE/L2_SIZE at start: "
                  f"{res.get('openblas_env_at_start')}; {env.get('processor')}, "
                  f"{env.get('nproc')} cores.")

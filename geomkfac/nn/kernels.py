@@ -45,7 +45,10 @@ __all__ = ["ENV_VAR", "jit_available", "jit_active", "use_jit", "fusable", "tanh
 ENV_VAR = "GEOMKFAC_JIT"
 _OFF, _ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on", "")
 
-_state: dict = {"choice": None, "env": None, "compiled": None}
+#: ``choice``: use_jit's setting (None: the environment's); ``env``: the environment's, read
+#: once; ``compiled``: the kernels (False without numba); ``active``: the kernels to use now
+#: (False: the fallbacks; None: not decided since the last switch)
+_state: dict = {"choice": None, "env": None, "compiled": None, "active": None}
 
 
 def jit_available() -> bool:
@@ -73,7 +76,9 @@ def jit_active() -> bool:
                     f"{ENV_VAR}={os.environ[ENV_VAR]!r}: use 0 (NumPy only) or 1 (numba where "
                     "installed, the default)")
             choice = _state["env"] = raw not in _OFF
-    return choice and jit_available()
+    active = bool(choice) and jit_available()
+    _state["active"] = _state["compiled"] if active else False
+    return active
 
 
 def use_jit(flag: bool | None) -> bool | None:
@@ -90,6 +95,7 @@ def use_jit(flag: bool | None) -> bool | None:
     previous, _state["choice"] = _state["choice"], None if flag is None else bool(flag)
     if flag is None:
         _state["env"] = None  # read the environment again
+    _state["active"] = None
     return previous
 
 
@@ -161,7 +167,11 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def _kernels(*arrays, writable=1):
     """The compiled kernels when they can take ``arrays`` (2-D float32 or float64 arrays of
     one shape and dtype, the first ``writable`` of them writable), else None."""
-    if not jit_active():
+    k = _state["active"]
+    if k is None:  # decide once after each switch (jit_active caches it)
+        jit_active()
+        k = _state["active"]
+    if not k:
         return None
     first = arrays[0]
     dtype, shape = first.dtype, first.shape
@@ -173,7 +183,7 @@ def _kernels(*arrays, writable=1):
     for x in arrays[:writable]:
         if not x.flags.writeable:
             return None
-    return _state["compiled"]
+    return k
 
 
 def fusable(out, *inputs) -> bool:
@@ -239,14 +249,17 @@ def bernoulli_value_and_grad(f, Y):
     return buf.sum(axis=1).mean(), g
 
 
-def momentum_update_(W, v, g, vel, mu: float, lr: float) -> bool:
-    """The heavy-ball step of one layer in one pass: ``vel ← μ v + g`` (rounded as ``v·μ``, then
-    ``+ g``) and ``W ← W + vel·(−lr)``, in place on ``W`` and ``vel``. Returns whether it ran
-    compiled; ``False`` (nothing written) where it cannot take the arrays, and the caller
-    then takes its NumPy route."""
-    k = _kernels(W, vel, v, g, writable=2)
-    if k is None:
-        return False
-    t = W.dtype.type
-    k["momentum_update"](W, v, g, vel, t(mu), t(-lr))
-    return True
+def momentum_update_(Ws, vs, gs, vels, mu: float, lr: float) -> bool:
+    """The heavy-ball step of every layer, one pass each: ``vel ← μ v + g`` (rounded as
+    ``v·μ``, then ``+ g``) and ``W ← W + vel·(−lr)``, in place on each ``W`` and ``vel`` (lists,
+    one entry per layer). Returns whether it ran compiled; ``False`` (nothing written) where
+    it cannot take every layer's arrays, and the caller then takes its NumPy route."""
+    k = None
+    for W, v, g, vel in zip(Ws, vs, gs, vels, strict=True):
+        k = _kernels(W, vel, v, g, writable=2)
+        if k is None:
+            return False
+    for W, v, g, vel in zip(Ws, vs, gs, vels):
+        t = W.dtype.type
+        k["momentum_update"](W, v, g, vel, t(mu), t(-lr))
+    return k is not None

@@ -178,6 +178,12 @@ def rows_product(D, abar) -> np.ndarray:
     >>> bool(np.array_equal(G, D.T @ A)), G.flags.c_contiguous
     (True, True)
     """
+    if D.ndim == 2 and abar.ndim == 2:  # the training step's case, without the stacking
+        if abar.shape[1] > D.shape[1]:
+            out = np.empty((D.shape[1], abar.shape[1]), dtype=np.result_type(D, abar))
+            np.matmul(abar.T, D, out=out.T)
+            return out
+        return D.T @ abar
     if abar.shape[-1] > D.shape[-1]:
         at = np.swapaxes(abar, -1, -2)
         shape = np.broadcast_shapes(at.shape[:-2], D.shape[:-2]) + (D.shape[-1], abar.shape[-1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomkfac.errors import ConfigurationError
-from geomkfac.nn.kernels import fusable, momentum_update_
+from geomkfac.nn.kernels import momentum_update_
 from geomkfac.nn.optim.base import Optimizer, StepInfo, layer_dot
 
 __all__ = ["SGD"]
@@ -85,12 +85,11 @@ class SGD(Optimizer):
         if self.velocity is None or not self._surely_finite(max(lr, 1.0) * vel_bound, grads):
             return False
         stores = [getattr(l, "Wbar_view", None) for l in self.model.param_layers]
-        vel = self._velocity_buffers()
-        if not all(W is not None and fusable(W, s, v, g)
-                   for W, s, v, g in zip(stores, vel, self.velocity, grads)):
+        if any(W is None for W in stores):
             return False
-        for W, s, v, g in zip(stores, vel, self.velocity, grads):
-            momentum_update_(W, v, g, s, mu, lr)
+        vel = self._velocity_buffers()
+        if not momentum_update_(stores, self.velocity, grads, vel, mu, lr):
+            return False
         self._spare, self.velocity, self._vel_bound = self.velocity, vel, vel_bound
         return True
 
