@@ -86,7 +86,8 @@ kernel_cases = dict(
 def test_activation_backward_kernels_give_the_fallback_bits(seed, shape, dtype, special, layout,
                                                           act):
     g0, a, _ = _arrays(seed, shape, dtype, special, layout)
-    a = np.tanh(a) if act == "tanh" else 1 / (1 + np.exp(-a))
+    with np.errstate(over="ignore"):
+        a = np.tanh(a) if act == "tanh" else 1 / (1 + np.exp(-a))
     fn = kernels.tanh_backward_ if act == "tanh" else kernels.sigmoid_backward_
 
     def run():
