@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomkfac.nn.kernels import sigmoid_backward_, tanh_backward_
 from geomkfac.errors import (
     ConfigurationError,
     DimensionError,
     NonFiniteError,
     SingularFrameChangeError,
 )
+from geomkfac.nn.kernels import sigmoid_backward_, tanh_backward_
 
 __all__ = [
     "Activation",
@@ -98,7 +98,6 @@ class ElementwiseActivation(Activation):
     def _derivative_from(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         # default: ignore the cached activation
         return self.derivative(z)
-
 
     def backward(self, z, a, grad_a):
         return self._derivative_from(z, a) * grad_a
