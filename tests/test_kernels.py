@@ -43,11 +43,10 @@ def _arrays(seed, shape, dtype, special, layout):
     for _ in range(3):
         full = (rng.standard_normal((shape[1], shape[0]) if layout == "F" else
                                     (shape[0], 2 * shape[1]) if layout == "strided" else shape)
-                * rng.choice([1e-3, 1.0, 30.0]))
+                * rng.choice([1e-3, 1.0, 30.0])).astype(dtype)
+        # the layout taken after the cast (a cast of a strided view would be contiguous)
         x = full.T if layout == "F" else full[:, ::2] if layout == "strided" else full
-        x = x.astype(dtype, copy=layout == "C")
-        if layout != "C":
-            x = np.asarray(x)
+        assert layout == "C" or min(shape) == 1 or not x.flags.c_contiguous
         if special:
             mask = rng.random(x.shape) < 0.2
             x[mask] = rng.choice(SPECIAL, mask.sum()).astype(dtype)

@@ -438,18 +438,24 @@ def _ask(proc, cmd, tag="RESULT"):
     return _answer(proc, tag)
 
 
-def geomkfac_block(opt, X, Y, k):
-    """``k`` geomkfac steps: times, losses, CPU time and page faults (as the JAX side's)."""
-    times, losses, cpu, faults = [], [], 0.0, 0
+def _timed(fn, k):
+    """``k`` calls of ``fn``, each timed: times, the values ``fn`` returned (as floats), CPU
+    time and page faults (the JAX side's block format)."""
+    times, values, cpu, faults = [], [], 0.0, 0
     for _ in range(k):
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         c0, t0 = time.process_time(), time.perf_counter()
-        info = opt.step(X, Y)
+        value = fn()
         times.append(time.perf_counter() - t0)
         cpu += time.process_time() - c0
         faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-        losses.append(float(info.loss))
-    return {"times": times, "losses": losses, "cpu": cpu, "faults": faults}
+        values.append(float(value))
+    return {"times": times, "losses": values, "cpu": cpu, "faults": faults}
+
+
+def geomkfac_block(opt, X, Y, k):
+    """``k`` geomkfac steps: times, losses, CPU time and page faults (as the JAX side's)."""
+    return _timed(lambda: opt.step(X, Y).loss, k)
 
 
 def sgd_step_gemms(model, X, Y, loss="bernoulli"):
@@ -486,15 +492,7 @@ def gemm_floor_block(model, X, Y, k, loss="bernoulli"):
     """``k`` times :func:`sgd_step_gemms` alone (``--gemm-floor``); returns what
     :func:`geomkfac_block` returns (the losses: the loss at that point)."""
     gemms, value = sgd_step_gemms(model, X, Y, loss)
-    times, cpu, faults = [], 0.0, 0
-    for _ in range(k):
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        c0, t0 = time.process_time(), time.perf_counter()
-        gemms()
-        times.append(time.perf_counter() - t0)
-        cpu += time.process_time() - c0
-        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    return {"times": times, "losses": [value] * k, "cpu": cpu, "faults": faults}
+    return _timed(lambda: (gemms(), value)[1], k)
 
 
 def pair_summary(pairs):
