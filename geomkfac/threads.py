@@ -34,7 +34,8 @@ import sys
 
 from geomkfac.errors import ConfigurationError
 
-__all__ = ["BLAS_THREAD_VARS", "blas_threads", "max_blas_threads", "limit_blas_threads"]
+__all__ = ["BLAS_THREAD_VARS", "blas_threads", "max_blas_threads", "limit_blas_threads",
+           "single_threaded_blas"]
 
 #: environment variables read by OpenBLAS, OpenMP runtimes and MKL when they are loaded
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -104,9 +105,19 @@ def blas_threads() -> dict[str, int]:
     return out
 
 
-# the thread getters of the loaded libraries, listed again when modules were imported since
-# (importing is how a new BLAS gets loaded, e.g. SciPy's)
-_getters: dict = {"modules": -1, "getters": None}
+# the (setter, getter) pairs of the loaded libraries, listed again when modules were imported
+# since (importing is how a new BLAS gets loaded, e.g. SciPy's); None: they cannot be listed
+_cached: dict = {"modules": -1, "controls": None}
+
+
+def _live_controls() -> list | None:
+    """``[(setter, getter)]`` of the loaded libraries, cached (see :func:`max_blas_threads`);
+    None where they cannot be listed (not Linux)."""
+    if _cached["modules"] != len(sys.modules):
+        paths = _loaded_libraries()
+        found = [c for c in map(_controls, paths or []) if c is not None]
+        _cached.update(modules=len(sys.modules), controls=found if paths is not None else None)
+    return _cached["controls"]
 
 
 def max_blas_threads() -> int | None:
@@ -121,12 +132,38 @@ def max_blas_threads() -> int | None:
     >>> n is None or n == max(blas_threads().values())
     True
     """
-    if _getters["modules"] != len(sys.modules):
-        paths = _loaded_libraries()
-        found = [c[1] for c in map(_controls, paths or []) if c is not None]
-        _getters.update(modules=len(sys.modules), getters=found if paths is not None else None)
-    getters = _getters["getters"]
-    return max((int(g()) for g in getters), default=None) if getters else None
+    controls = _live_controls()
+    return max((int(g()) for _, g in controls), default=None) if controls else None
+
+
+class single_threaded_blas:
+    """A context in which every loaded BLAS / OpenMP library runs one thread; on exit each
+    gets back the count it had (read live on entry). For code that runs its own threads,
+    each calling the BLAS: a multi-threaded BLAS would put its worker threads on the same
+    cores (:mod:`geomkfac.nn.parallel`). Cheap (a few C calls, the libraries cached as in
+    :func:`max_blas_threads`); where the libraries cannot be listed (not Linux) it does
+    nothing.
+
+    >>> with single_threaded_blas():
+    ...     inside = max_blas_threads()
+    >>> inside in (None, 1)
+    True
+    """
+
+    def __enter__(self):
+        controls = _live_controls() or []
+        self._restore = []
+        for setter, getter in controls:
+            n = int(getter())
+            if n > 1:
+                setter(1)
+                self._restore.append((setter, n))
+        return self
+
+    def __exit__(self, *exc):
+        for setter, n in self._restore:
+            setter(n)
+        return False
 
 
 def limit_blas_threads(n: int, set_environment: bool = True) -> dict[str, int]:

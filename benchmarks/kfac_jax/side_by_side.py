@@ -203,7 +203,11 @@ def fused_kernels():
 def environment():
     import geomkfac
 
-    return {"allocator": allocator(), "fused_kernels": fused_kernels(), "python": platform.python_version(), "numpy": np.__version__,
+    from geomkfac.nn.parallel import MIN_ROWS, workers
+
+    return {"allocator": allocator(), "fused_kernels": fused_kernels(),
+            "batch_workers": {"workers": workers(), "min_rows": MIN_ROWS},
+            "python": platform.python_version(), "numpy": np.__version__,
             "geomkfac": getattr(geomkfac, "__version__", None), "geomkfac_commit": _commit(), "nproc": os.cpu_count(),
             "machine": platform.machine(), "processor": _cpu_model(),
             "openblas_env": {v: os.environ.get(v) for v in OPENBLAS_VARS},
@@ -1014,6 +1018,12 @@ def markdown(res):
         lines.append("geomkfac's fused elementwise kernels (geomkfac.nn.kernels): "
                      + (f"compiled by numba {fk['numba']}" if fk["compiled"]
                         else "not compiled (NumPy passes)") + ".")
+    bw = env.get("batch_workers")
+    if bw:
+        lines.append(f"geomkfac's batch workers (geomkfac.nn.parallel, SGD only): {bw['workers']}"
+                     + (f", blocks of at least {bw['min_rows']} rows, a single-threaded BLAS "
+                        "inside each" if bw["workers"] > 1 else " (the batch is not split)")
+                     + ".")
     lines.append(f"BLAS (NumPy): {kern}; OPENBLAS_CORETYPE/L2_SIZE at start: "
                  f"{res.get('openblas_env_at_start')}; {env.get('processor')}, "
                  f"{env.get('nproc')} cores.")
@@ -1052,7 +1062,14 @@ def main(argv=None):
                         "step alone with the JAX side's SGD step of the linear net (sum loss)")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="do not drop OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
+    p.add_argument("--workers", default=None,
+                   help="geomkfac's batch workers for SGD (geomkfac.nn.parallel.set_workers: "
+                        "an integer or 'auto'; default: GEOMKFAC_WORKERS, else 1)")
     args = p.parse_args(argv)
+    if args.workers is not None:
+        from geomkfac.nn.parallel import set_workers
+
+        set_workers(args.workers)
 
     at_start = {v: os.environ.get(v) for v in OPENBLAS_VARS}
     if args.threads:

@@ -35,7 +35,9 @@ Output files in ``--out DIR``: ``metrics-<optimizer>.csv`` (or ``.jsonl``),
 ``checkpoint-<optimizer>.npz``, and ``loss.png`` with every optimizer's loss curves. ``DIR``
 must be new or empty: a non-empty one is refused unless ``--resume`` (continue the runs in
 it) or ``--force`` (delete the files an earlier run wrote there, of every optimizer, then
-start afresh). ``--threads N`` limits the BLAS threads (:mod:`geomkfac.threads`).
+start afresh). ``--threads N`` limits the BLAS threads (:mod:`geomkfac.threads`);
+``--workers N`` splits the batches of ``sgd`` and ``adam`` over N threads
+(:mod:`geomkfac.nn.parallel`).
 """
 
 from __future__ import annotations
@@ -157,6 +159,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="use at most N BLAS/OpenMP threads (default: the libraries' own, "
                         "usually one per core); 1 is fastest for small networks and on a "
                         "machine shared with other jobs")
+    t.add_argument("--workers", metavar="N",
+                   help="split each batch of sgd and adam over N threads, blocks of at least "
+                        "512 rows (geomkfac.nn.parallel; an integer or 'auto'; default: "
+                        "GEOMKFAC_WORKERS, else 1); the sums' rounding depends on N")
 
     d = p.add_argument_group("data (default: the embedded 8x8 digits, pixels scaled to [0, 1])")
     d.add_argument("--data", metavar="PATH.npz", help=".npz file with X (N, d) and Y")
@@ -500,6 +506,10 @@ def run(args) -> int:
         from geomkfac.threads import limit_blas_threads
 
         limit_blas_threads(args.threads)
+    if args.workers is not None:
+        from geomkfac.nn.parallel import set_workers
+
+        set_workers(args.workers)
     _check_out_dir(args.out)
     loss_name = args.loss or _DEFAULT_LOSS[args.task]
     loss = get_loss(loss_name)

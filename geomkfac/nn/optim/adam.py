@@ -40,6 +40,7 @@ class Adam(Optimizer):
     True
     """
 
+    batch_parallel = True  # the step needs only the loss and the gradient
     name = "adam"
     defaults = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
                 "seed": 0}

@@ -11,6 +11,7 @@ as ``η θ``).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ from geomkfac.errors import (CheckpointError, ConfigurationError, DataError, Dim
                              NonFiniteError)
 from geomkfac.memory import ensure_default as ensure_default_allocator
 from geomkfac.nn.layers.base import rows_product
+from geomkfac.nn.parallel import row_chunks, run_chunks
+from geomkfac.threads import single_threaded_blas
 
 __all__ = [
     "StepInfo",
@@ -377,6 +380,9 @@ class Optimizer:
     defaults: dict = {}
     #: the hyperparameters of the exact natural-gradient step (None: no such preset)
     exact_preset: dict | None = None
+    #: whether the step uses nothing of its forward/backward pass but the loss and the
+    #: gradient, so that the batch may be split over worker threads (:mod:`geomkfac.nn.parallel`)
+    batch_parallel: bool = False
 
     def __init__(self, model, loss, exact=False, **hyper):
         from geomkfac.nn.losses import loss_for_model  # late import: nn-core module
@@ -548,26 +554,46 @@ class Optimizer:
                 "modified. Lower the learning rate, raise the damping, or check the data"
             )
 
-    def _forward_backward(self, X, Y):
-        """One forward and backward pass: ``(loss, grads, f, cache, Dz)``; grads per layer
-        ``DW̄_i = (1/N) Dz_iᵀ ā_i`` (Eqn. 2.2), weight decay not yet added."""
+    def _pass_sums(self, X, Y):
+        """One forward and backward pass: ``(loss, sums, f, cache, Dz)``, the mean loss and per
+        layer ``Σ_n Dz_nᵀ ā_n`` (not yet divided by N)."""
         f, cache = self.model.forward_cache(X)
         loss, g_out = self.loss_fn._value_and_grad(f, Y)  # Y was checked by _prepare
         self._check("the loss", loss)
         Dz = self.model.backward(cache, g_out)
+        return float(loss), [rows_product(D, ab) for D, ab in zip(Dz, cache.abar)], f, cache, Dz
+
+    def _forward_backward(self, X, Y):
+        """One forward and backward pass: ``(loss, grads, f, cache, Dz)``; grads per layer
+        ``DW̄_i = (1/N) Dz_iᵀ ā_i`` (Eqn. 2.2), weight decay not yet added.
+
+        Where the optimizer is :attr:`batch_parallel` and :mod:`geomkfac.nn.parallel` splits
+        the batch, the blocks of rows run in worker threads with a single-threaded BLAS, the
+        loss is ``Σ_k (N_k/N) loss_k`` and the sums are added in block order; ``f``, ``cache``
+        and ``Dz`` are then None."""
         N = X.shape[0]
-        grads = [rows_product(D, ab) for D, ab in zip(Dz, cache.abar)]
-        for g in grads:  # a fresh array: divided in place
-            g /= N
-        # the finiteness check and the gradient's norm from one pass: a NaN or inf entry makes
-        # the squared norm non-finite; only then (or when finite squares overflowed) are the
-        # entries checked one by one
-        with np.errstate(over="ignore", invalid="ignore"):
-            sq = layer_dot(grads, grads)
+        chunks = row_chunks(N) if self.batch_parallel else None
+        with single_threaded_blas() if chunks else nullcontext():
+            if chunks is None:
+                loss, grads, f, cache, Dz = self._pass_sums(X, Y)
+            else:
+                parts = run_chunks(lambda s: self._pass_sums(X[s], Y[s])[:2], chunks)
+                loss = sum((s.stop - s.start) / N * v for s, (v, _) in zip(chunks, parts))
+                grads, f, cache, Dz = parts[0][1], None, None, None
+                for _, sums in parts[1:]:
+                    for g, h in zip(grads, sums):
+                        g += h
+            for g in grads:  # a fresh array: divided in place
+                g /= N
+            # the finiteness check and the gradient's norm from one pass: a NaN or inf entry
+            # makes the squared norm non-finite; only then (or when finite squares overflowed)
+            # are the entries checked one by one
+            with np.errstate(over="ignore", invalid="ignore"):
+                sq = layer_dot(grads, grads)
         if not np.isfinite(sq):
             self._check("the gradient", grads)
         self._grad_sq = (grads, sq)
-        return float(loss), grads, f, cache, Dz
+        return loss, grads, f, cache, Dz
 
     def _grad_norm(self, grads) -> float:
         """``‖g‖`` of the per-layer gradient ``grads``: the squared norm :meth:`_forward_backward`

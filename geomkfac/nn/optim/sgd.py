@@ -43,6 +43,7 @@ class SGD(Optimizer):
     0.1
     """
 
+    batch_parallel = True  # the step needs only the loss and the gradient
     name = "sgd"
     defaults = {"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "seed": 0}
 
