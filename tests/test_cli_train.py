@@ -113,6 +113,7 @@ def test_divergence_exit_code_and_message(tmp_path, capsys):
         (["--idx-labels", "l.idx"], "--idx-labels needs --idx-images"),
         (["--steps", "-3"], "--steps must be positive"),
         (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--workers", "0"], "the number of workers must be an integer >= 1 or 'auto'"),
     ],
 )
 def test_bad_input_clean_errors(tmp_path, capsys, argv, message):

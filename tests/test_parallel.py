@@ -293,3 +293,17 @@ def test_a_failing_block_leaves_the_model_unchanged(workers, monkeypatch):
     monkeypatch.undo()
     workers(2)
     opt.step(X, Y)  # and the next step runs
+
+
+def test_cli_workers_split_the_batches(workers, monkeypatch, tmp_path, capsys):
+    """``geomkfac train --workers 2``: SGD's batch of 1100 rows runs as two blocks; the
+    epoch's last batch, the remaining 697 of the 1797 digits, is below two blocks of
+    MIN_ROWS and runs whole."""
+    from geomkfac.cli import main
+
+    spy = _Spy(monkeypatch)
+    rc = main(["train", "--no-progress", "--arch", "64-16-64", "--optimizer", "sgd",
+               "--steps", "2", "--batch-size", "1100", "--workers", "2", "--out", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    assert parallel.workers() == 2
+    assert sorted(c[0] for c in spy.calls) == [550, 550, 697]

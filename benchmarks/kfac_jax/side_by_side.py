@@ -1066,14 +1066,14 @@ def main(argv=None):
                    help="geomkfac's batch workers for SGD (geomkfac.nn.parallel.set_workers: "
                         "an integer or 'auto'; default: GEOMKFAC_WORKERS, else 1)")
     args = p.parse_args(argv)
-    if args.workers is not None:
-        from geomkfac.nn.parallel import set_workers
-
-        set_workers(args.workers)
 
     at_start = {v: os.environ.get(v) for v in OPENBLAS_VARS}
     if args.threads:
         pin_cpus(args.threads)
+    if args.workers is not None:  # after pinning: "auto" counts the CPUs left to the process
+        from geomkfac.nn.parallel import set_workers
+
+        set_workers(args.workers)
     if argv is None:  # the command line: fix the BLAS environment before NumPy starts
         env = dict(os.environ)
         if not args.keep_openblas_env:
