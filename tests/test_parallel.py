@@ -121,6 +121,14 @@ def test_run_chunks_order_and_threads():
     assert len(set(seen.values())) == 3
 
 
+def test_run_chunks_keep_the_callers_error_state():
+    """NumPy's error state is a context variable: the worker's block runs under the caller's."""
+    with np.errstate(over="raise"):
+        assert parallel.run_chunks(lambda c: np.geterr()["over"], [0, 1]) == ["raise", "raise"]
+    with np.errstate(over="ignore"):
+        assert parallel.run_chunks(lambda c: np.geterr()["over"], [0, 1]) == ["ignore", "ignore"]
+
+
 @pytest.mark.parametrize("failing", [0, 1])
 def test_run_chunks_raises_after_every_block_finished(failing):
     finished, release = [], threading.Event()
@@ -236,6 +244,33 @@ def test_split_run_matches_unsplit_run(workers, name, hyper):
         "the split run gave the unsplit bits: was the batch split at all?"
     # the same worker count: the same bits, whatever the threads' timing
     assert l2b == l2 and all(np.array_equal(a, b) for a, b in zip(W2b, W2))
+
+
+@pytest.mark.parametrize("kind", ["cnn", "rnn"])
+def test_split_layer_models(workers, kind):
+    """A CNN (images ``(N, 1, 8, 8)``) and an RNN (sequences ``(N, 5, 2)``, a label per step)
+    split along their examples: the gradient against ``loss_and_grad``, the run against the
+    unsplit run."""
+    from test_optim_layers import problem
+
+    net, X, Y = problem(kind, N=N_SPLIT)
+    value, grad = loss_and_grad(net, X, Y, "softmax_ce")
+    workers(2)
+    opt = get_optimizer("sgd", net, "softmax_ce", lr=0.1, momentum=0.9)
+    loss, grads, *_ = opt._forward_backward(*opt._prepare(X, Y))
+    np.testing.assert_allclose(np.concatenate([g.reshape(-1, order="F") for g in grads]), grad,
+                               rtol=1e-12, atol=1e-14 * np.abs(grad).max())
+    assert loss == pytest.approx(value, rel=1e-12)
+
+    def run(k):
+        workers(k)
+        net, X, Y = problem(kind, N=N_SPLIT)
+        opt = get_optimizer("sgd", net, "softmax_ce", lr=0.1, momentum=0.9)
+        return [opt.step(X, Y).loss for _ in range(3)], net.get_flat()
+
+    (l1, t1), (l2, t2) = run(1), run(2)
+    np.testing.assert_allclose(l2, l1, rtol=1e-12)
+    np.testing.assert_allclose(t2, t1, rtol=1e-11, atol=1e-13)
 
 
 def test_float32_split_step(workers):

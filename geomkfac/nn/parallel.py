@@ -13,9 +13,10 @@ same cores; it gets its thread count back afterwards.
 
 Measured on the digits autoencoder (64-128-64-32-64-128-64, full batch 1797, float32, two
 cores), alternating 5-step blocks in one process: the SGD-momentum step took 6.86 ms with one
-worker and 5.46 ms with two (−23%); on the deep autoencoder of the benchmarks (batch 1000,
-widths up to 1000), whose GEMMs OpenBLAS already runs well on two threads, −1%
-(``benchmarks/README.md`` §6).
+worker and 5.46 ms with two (−23%). On the deep autoencoder of the benchmarks (batch 1000,
+widths up to 1000), whose GEMMs OpenBLAS already runs well on two threads, two blocks of 500
+rows gained 1% (it is not split: 500 is below :data:`MIN_ROWS`). ``benchmarks/README.md`` §6
+has the measurements.
 
 The setting is per process: :func:`set_workers` or the environment variable
 ``GEOMKFAC_WORKERS`` (an integer ``≥ 1``, or ``auto``: the CPUs this process may run on).
@@ -39,6 +40,7 @@ True
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +59,7 @@ ENV_VAR = "GEOMKFAC_WORKERS"
 MIN_ROWS = 512
 
 #: ``choice``: set_workers's setting (None: the environment's); ``env``: the environment's,
-#: read once; ``pool``: the worker threads (``workers() - 1`` of them) and their count
+#: read once; ``pool``: the worker threads and their count (grown as needed)
 _state: dict = {"choice": None, "env": None, "pool": None, "pool_size": 0}
 _lock = threading.Lock()
 
@@ -155,11 +157,15 @@ if hasattr(os, "register_at_fork"):
 
 def run_chunks(fn, chunks) -> list:
     """``[fn(c) for c in chunks]``, the first block in the calling thread and the others in
-    worker threads at the same time. Every block is finished before this returns or raises;
-    an exception is re-raised after all of them, the first block's first."""
+    worker threads at the same time, each in a copy of the caller's context (so under its
+    ``np.errstate``). Every block is finished before this returns or raises; an exception is
+    re-raised after all of them, the first block's first."""
     if len(chunks) == 1:
         return [fn(chunks[0])]
-    futures = [_pool(len(chunks) - 1).submit(fn, c) for c in chunks[1:]]
+    # each block in a copy of the caller's context: NumPy's error state (np.errstate) is a
+    # context variable, and a worker thread would otherwise run under the default one
+    pool = _pool(len(chunks) - 1)
+    futures = [pool.submit(contextvars.copy_context().run, fn, c) for c in chunks[1:]]
     results, error = [None] * len(chunks), None
     try:
         results[0] = fn(chunks[0])
