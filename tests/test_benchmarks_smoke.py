@@ -204,3 +204,16 @@ def test_cnn_examples_search_quick(tmp_path, capsys):
     saved = mod.main(["--quick", "--jobs", "1", "--out", str(tmp_path / "s")])
     assert json.loads((tmp_path / "s.json").read_text())["rows"] == json.loads(json.dumps(saved["rows"]))
     assert "kfac lr 0.1, cosine T=5" in capsys.readouterr().out
+
+
+def test_batch_workers_quick(tmp_path, capsys):
+    """Each setting in its own process: one block unsplit, two blocks of 550 rows split, and
+    the same final loss to float32 rounding (the blocks' sums are added in another order)."""
+    res = _load("batch_workers").main(["--quick", "--out", str(tmp_path / "bw")])
+    assert "| 2 | 2 |" in capsys.readouterr().out
+    assert {w: s["blocks"] for w, s in res["summary"].items()} == {1: 1, 2: 2}
+    assert all(s["mean_ms"] > 0 and s["p50_ms"] <= s["max_ms"] for s in res["summary"].values())
+    (l1,), (l2,) = res["final_losses"][1], res["final_losses"][2]
+    assert math.isclose(l1, l2, rel_tol=1e-5)
+    saved = json.loads((tmp_path / "bw.json").read_text())
+    assert saved["summary"]["2"]["blocks"] == 2

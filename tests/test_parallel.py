@@ -107,8 +107,10 @@ def test_environment_variable(workers, monkeypatch):
 
 
 # --------------------------------------------------------------------------- the threads
-def test_run_chunks_order_and_threads():
-    """The blocks run at the same time: each waits at a barrier for the others."""
+def test_run_chunks_order_and_threads(workers):
+    """With three workers three blocks run at the same time: each waits at a barrier for the
+    others (a thread taking two blocks would wait there forever)."""
+    workers(3)
     seen, barrier = {}, threading.Barrier(3, timeout=10)
 
     def fn(c):
@@ -117,8 +119,34 @@ def test_run_chunks_order_and_threads():
         return c * 10
 
     assert parallel.run_chunks(fn, [0, 1, 2]) == [0, 10, 20]
-    assert seen[0] == threading.get_ident()  # the first block runs in the caller
+    assert threading.get_ident() in seen.values()  # the caller takes a block too
     assert len(set(seen.values())) == 3
+
+
+def test_run_chunks_caller_takes_the_blocks_no_worker_started(workers, monkeypatch):
+    """Where the workers do not start (their CPU busy elsewhere), the caller computes every
+    block instead of waiting: here the helpers are held until the caller has finished."""
+    workers(2)
+    gate = threading.Event()
+    pool_submit = parallel._pool(1).submit
+
+    def late_submit(fn, *args):
+        def held():
+            gate.wait(10)
+            return fn(*args)
+        return pool_submit(held)
+
+    monkeypatch.setattr(parallel._pool(1), "submit", late_submit)
+    seen = []
+
+    def fn(c):
+        seen.append(threading.get_ident())
+        if c == 2:
+            gate.set()  # the caller has reached the last block: let the helper start now
+        return c
+
+    assert parallel.run_chunks(fn, [0, 1, 2]) == [0, 1, 2]
+    assert seen == [threading.get_ident()] * 3
 
 
 def test_run_chunks_keep_the_callers_error_state():
@@ -130,7 +158,7 @@ def test_run_chunks_keep_the_callers_error_state():
 
 
 @pytest.mark.parametrize("failing", [0, 1])
-def test_run_chunks_raises_after_every_block_finished(failing):
+def test_run_chunks_raises_after_every_block_finished(workers, failing):
     finished, release = [], threading.Event()
 
     def fn(c):
@@ -140,6 +168,7 @@ def test_run_chunks_raises_after_every_block_finished(failing):
         finished.append(c)
         return c
 
+    workers(2)
     timer = threading.Timer(0.2, release.set)
     timer.start()
     with pytest.raises(ValueError, match=f"block {failing}"):
@@ -214,8 +243,7 @@ def test_split_gradient_against_loss_and_grad(workers, monkeypatch, two_blas_thr
     opt = get_optimizer("sgd", net, "bernoulli", lr=0.1)
     loss, grads, f, cache, Dz = opt._forward_backward(*opt._prepare(X, Y))
     assert sorted(c[0] for c in spy.calls) == [N_SPLIT // 2, N_SPLIT // 2 + 1]
-    assert len({c[1] for c in spy.calls}) == 2  # two threads
-    assert all(c[2] == 1 for c in spy.calls)  # each with a single-threaded BLAS
+    assert all(c[2] == 1 for c in spy.calls)  # each block with a single-threaded BLAS
     assert max_blas_threads() == 2  # given back
     assert f is None and cache is None and Dz is None
     flat = np.concatenate([g.reshape(-1, order="F") for g in grads])
@@ -305,8 +333,8 @@ def test_small_batches_and_curvature_optimizers_are_not_split(workers, monkeypat
 
 
 def test_a_failing_block_leaves_the_model_unchanged(workers, monkeypatch):
-    """A non-finite loss in the worker's block: NonFiniteError, and neither the weights nor
-    the velocity moved."""
+    """A non-finite loss in the second block (whichever thread takes it): NonFiniteError,
+    and neither the weights nor the velocity moved."""
     workers(2)
     X, Y, net = _problem()
     opt = get_optimizer("sgd", net, "bernoulli", lr=0.1, momentum=0.9)
@@ -317,8 +345,7 @@ def test_a_failing_block_leaves_the_model_unchanged(workers, monkeypatch):
 
     def poisoned(self, f, Y):
         value, g = original(self, f, Y)
-        return (np.nan if threading.current_thread() is not threading.main_thread()
-                else value), g
+        return (np.nan if f.shape[0] == N_SPLIT // 2 else value), g  # the second block
 
     monkeypatch.setattr(type(loss_fn), "_value_and_grad", poisoned)
     with pytest.raises(NonFiniteError, match="the loss is not finite"):

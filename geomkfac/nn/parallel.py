@@ -41,6 +41,7 @@ True
 from __future__ import annotations
 
 import contextvars
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -156,26 +157,39 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_chunks(fn, chunks) -> list:
-    """``[fn(c) for c in chunks]``, the first block in the calling thread and the others in
-    worker threads at the same time, each in a copy of the caller's context (so under its
-    ``np.errstate``). Every block is finished before this returns or raises; an exception is
-    re-raised after all of them, the first block's first."""
-    if len(chunks) == 1:
-        return [fn(chunks[0])]
-    # each block in a copy of the caller's context: NumPy's error state (np.errstate) is a
-    # context variable, and a worker thread would otherwise run under the default one
-    pool = _pool(len(chunks) - 1)
-    futures = [pool.submit(contextvars.copy_context().run, fn, c) for c in chunks[1:]]
-    results, error = [None] * len(chunks), None
+    """``[fn(c) for c in chunks]``, the blocks taken in order by the calling thread and by
+    ``workers() - 1`` worker threads at the same time, each in a copy of the caller's context
+    (so under its ``np.errstate``). A thread takes the next block not yet taken when it is
+    free, so where a worker has not started yet (its CPU busy elsewhere) the caller computes
+    that block itself instead of waiting for it; which thread computes a block does not
+    change its result. Every block is finished before this returns or raises; an exception
+    is re-raised after all of them, the one of the first block that failed.
+    """
+    n = len(chunks)
+    results, errors = [None] * n, [None] * n
+    taken = itertools.count()  # next() on it is atomic under the GIL
+
+    def drain():
+        for i in iter(taken.__next__, None):
+            if i >= n:
+                return
+            try:
+                results[i] = fn(chunks[i])
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others
+                errors[i] = exc
+
+    helpers = min(workers(), n) - 1
+    # a context variable such as NumPy's error state is per thread: each helper runs in a copy
+    # of the caller's context
+    futures = ([] if helpers < 1 else
+               [_pool(helpers).submit(contextvars.copy_context().run, drain)
+                for _ in range(helpers)])
     try:
-        results[0] = fn(chunks[0])
-    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the workers
-        error = exc
-    for i, fut in enumerate(futures, start=1):
-        try:
-            results[i] = fut.result()
-        except BaseException as exc:  # noqa: BLE001
-            error = error or exc
-    if error is not None:
-        raise error
+        drain()
+    finally:
+        for fut in futures:
+            fut.result()
+    for exc in errors:
+        if exc is not None:
+            raise exc
     return results
