@@ -12,18 +12,22 @@ loss) run on one core in NumPy. During the parallel section every loaded BLAS ru
 same cores; it gets its thread count back afterwards.
 
 Measured on the digits autoencoder (64-128-64-32-64-128-64, full batch 1797, float32, two
-cores), alternating 5-step blocks in one process: the SGD-momentum step took 6.86 ms with one
-worker and 5.46 ms with two (−23%). On the deep autoencoder of the benchmarks (batch 1000,
-widths up to 1000), whose GEMMs OpenBLAS already runs well on two threads, two blocks of 500
-rows gained 1% (it is not split: 500 is below :data:`MIN_ROWS`). ``benchmarks/README.md`` §6
-has the measurements.
+cores of a virtual machine): in 5-step blocks after idle time the SGD-momentum step took
+6.86 ms with one worker and 5.46 ms with two (−23%); in sustained runs
+(``benchmarks/batch_workers.py``) the median step 18–27% less, the mean between 28% less and
+6% more: a thread woken on the other core sometimes waits milliseconds for it, and the blocks
+take turns at the GIL for their Python code. On the deep autoencoder of the benchmarks
+(batch 1000, widths up to 1000), whose GEMMs OpenBLAS already runs well on two threads, two
+blocks of 500 rows gained 1% (it is not split: 500 is below :data:`MIN_ROWS`).
+``benchmarks/README.md`` §6 has the measurements.
 
 The setting is per process: :func:`set_workers` or the environment variable
 ``GEOMKFAC_WORKERS`` (an integer ``≥ 1``, or ``auto``: the CPUs this process may run on).
 The default is **1** (no split): the rounding of the sums depends on the number of blocks,
 so a run is reproducible bit for bit only with the same worker count; with the same count it
-is, whatever the threads' timing (each block is computed alone and the blocks are added in a
-fixed order). A batch is split only into blocks of at least :data:`MIN_ROWS` rows.
+is, whatever the threads' timing (each block is computed alone, by whichever thread is free,
+and the blocks are added in a fixed order). A batch is split only into blocks of at least
+:data:`MIN_ROWS` rows.
 
 Which optimizers split: those whose step uses nothing of the pass but the loss and the
 gradient (:attr:`geomkfac.nn.optim.base.Optimizer.batch_parallel`: SGD and Adam). K-FAC,
