@@ -140,9 +140,10 @@ class single_threaded_blas:
     """A context in which every loaded BLAS / OpenMP library runs one thread; on exit each
     gets back the count it had (read live on entry). For code that runs its own threads,
     each calling the BLAS: a multi-threaded BLAS would put its worker threads on the same
-    cores (:mod:`geomkfac.nn.parallel`). Cheap (a few C calls, the libraries cached as in
-    :func:`max_blas_threads`); where the libraries cannot be listed (not Linux) it does
-    nothing.
+    cores (:mod:`geomkfac.nn.parallel`). The counts are the libraries' own, so process-wide:
+    BLAS calls of other threads in that time run on one thread too. Cheap (a few C calls, the
+    libraries cached as in :func:`max_blas_threads`); where the libraries cannot be listed
+    (not Linux) it does nothing.
 
     >>> with single_threaded_blas():
     ...     inside = max_blas_threads()
