@@ -159,11 +159,15 @@ def test_run_chunks_keep_the_callers_error_state():
 
 @pytest.mark.parametrize("failing", [0, 1])
 def test_run_chunks_raises_after_every_block_finished(workers, failing):
-    finished, release = [], threading.Event()
+    """The failing block waits until the other has started, then fails while the other still
+    runs: the error comes out only after the other block has finished."""
+    finished, started, release = [], threading.Event(), threading.Event()
 
     def fn(c):
         if c == failing:
+            assert started.wait(10), "the other block did not start"
             raise ValueError(f"block {c}")
+        started.set()
         release.wait(5)  # the other block is still running when the failure happens
         finished.append(c)
         return c
@@ -175,6 +179,20 @@ def test_run_chunks_raises_after_every_block_finished(workers, failing):
         parallel.run_chunks(fn, [0, 1])
     timer.cancel()
     assert finished == [1 - failing]  # the other block ended before the error came out
+
+
+def test_run_chunks_start_no_block_after_a_failure():
+    """One thread: block 0 fails, blocks 1 and 2 are never started (an interrupted step
+    does not go on computing)."""
+    started = []
+
+    def fn(c):
+        started.append(c)
+        raise KeyboardInterrupt if c == 0 else AssertionError("started after the failure")
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_chunks(fn, [0, 1, 2])
+    assert started == [0]
 
 
 def _split_in_child(conn):

@@ -166,8 +166,9 @@ def run_chunks(fn, chunks) -> list:
     (so under its ``np.errstate``). A thread takes the next block not yet taken when it is
     free, so where a worker has not started yet (its CPU busy elsewhere) the caller computes
     that block itself instead of waiting for it; which thread computes a block does not
-    change its result. Every block is finished before this returns or raises; an exception
-    is re-raised after all of them, the one of the first block that failed.
+    change its result. After a block fails no thread starts another; every block started is
+    finished before this returns or raises, and the exception of the first block that failed
+    is then re-raised.
     """
     n = len(chunks)
     results, errors = [None] * n, [None] * n
@@ -175,7 +176,7 @@ def run_chunks(fn, chunks) -> list:
 
     def drain():
         for i in iter(taken.__next__, None):
-            if i >= n:
+            if i >= n or any(e is not None for e in errors):
                 return
             try:
                 results[i] = fn(chunks[i])
