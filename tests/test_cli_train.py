@@ -123,6 +123,23 @@ def test_bad_input_clean_errors(tmp_path, capsys, argv, message):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("var, value", [("GEOMKFAC_WORKERS", "zero"), ("GEOMKFAC_JIT", "maybe")])
+def test_bad_environment_refused_before_any_file(tmp_path, capsys, monkeypatch, var, value):
+    """A setting the first step would read from the environment is checked before the output
+    directory is written to: exit 2, a one-line message naming the variable, no file."""
+    from geomkfac.nn import kernels, parallel
+
+    monkeypatch.setenv(var, value)
+    parallel.set_workers(None), kernels.use_jit(None)  # read the environment again
+    try:
+        rc, out, err = _run(capsys, "--optimizer", "sgd", "--steps", 1, "--out", tmp_path / "run")
+    finally:
+        monkeypatch.delenv(var)
+        parallel.set_workers(None), kernels.use_jit(None)
+    assert rc == 2 and err.startswith("geomkfac train: error:") and var in err, err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
 def test_data_file_errors(tmp_path, capsys):
     rc, _, err = _run(capsys, "--data", tmp_path / "none.npz", "--out", tmp_path)
     assert rc == 2 and "none.npz: no such data file" in err

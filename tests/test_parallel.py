@@ -99,7 +99,7 @@ def test_environment_variable(workers, monkeypatch):
     assert parallel.workers() == 3
     monkeypatch.setenv(parallel.ENV_VAR, "many")
     workers(None)
-    with pytest.raises(ConfigurationError, match="GEOMKFAC_WORKERS"):
+    with pytest.raises(ConfigurationError, match="GEOMKFAC_WORKERS: .* got 'many'"):
         parallel.workers()
     monkeypatch.delenv(parallel.ENV_VAR)
     workers(None)

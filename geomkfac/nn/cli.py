@@ -506,10 +506,15 @@ def run(args) -> int:
         from geomkfac.threads import limit_blas_threads
 
         limit_blas_threads(args.threads)
-    if args.workers is not None:
-        from geomkfac.nn.parallel import set_workers
+    from geomkfac.memory import ensure_default as keep_memory_default
+    from geomkfac.nn.kernels import jit_active
+    from geomkfac.nn.parallel import set_workers, workers
 
+    if args.workers is not None:
         set_workers(args.workers)
+    # the settings a first step would read from the environment (GEOMKFAC_WORKERS, _JIT,
+    # _KEEP_FREED_MEMORY), checked before any file is written
+    workers(), jit_active(), keep_memory_default()
     _check_out_dir(args.out)
     loss_name = args.loss or _DEFAULT_LOSS[args.task]
     loss = get_loss(loss_name)

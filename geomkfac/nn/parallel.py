@@ -77,18 +77,19 @@ def _usable_cpus() -> int:
 
 
 def _parse(value, where: str) -> int:
+    n = value
     if isinstance(value, str):
         raw = value.strip().lower()
         if raw == "auto":
             return _usable_cpus()
         try:
-            value = int(raw)
+            n = int(raw)
         except ValueError:
-            value = None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            n = None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigurationError(
             f"{where}: the number of workers must be an integer >= 1 or 'auto', got {value!r}")
-    return value
+    return n
 
 
 def workers() -> int:
