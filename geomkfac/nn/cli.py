@@ -512,9 +512,11 @@ def run(args) -> int:
 
     if args.workers is not None:
         set_workers(args.workers)
-    # the settings a first step would read from the environment (GEOMKFAC_WORKERS, _JIT,
-    # _KEEP_FREED_MEMORY), checked before any file is written
-    workers(), jit_active(), keep_memory_default()
+    # the settings a first step would read from the environment, checked before any file is
+    # written: each raises ConfigurationError on a value it does not understand
+    workers()  # GEOMKFAC_WORKERS
+    jit_active()  # GEOMKFAC_JIT
+    keep_memory_default()  # GEOMKFAC_KEEP_FREED_MEMORY
     _check_out_dir(args.out)
     loss_name = args.loss or _DEFAULT_LOSS[args.task]
     loss = get_loss(loss_name)
